@@ -1,0 +1,1 @@
+"""fastxai_jax."""

@@ -1,0 +1,127 @@
+"""The one contract every explainer shares (SPEC §0).
+
+* A target model is a pure function ``apply_fn(params, x) -> logits`` over a
+  batch ``x: [B, H, W, C]`` (images in [0, 1], NHWC unless a model says
+  otherwise) returning ``logits: [B, num_classes]``.
+* A per-input method is ``method(apply_fn, params, x, target, *, key=None,
+  **options) -> attribution``; batched ``x: [B, ...]``, ``target: [B]`` int.
+* A learned explainer is a :class:`LearnedExplainer` triple of pure functions:
+  ``init(key, sample_batch) -> state``, ``update(state, batch, key) -> (state,
+  metrics)`` and ``explain(params, x) -> attribution`` (no target query).
+* An attribution has the input's spatial shape ``[B, H, W]`` unless per-channel
+  ``[B, H, W, C]`` or patch-grid ``[B, gh, gw]`` output is asked for.
+* Every method reports its target-model cost per input as a :class:`Cost`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+Params = PyTree
+ApplyFn = Callable[[Params, jax.Array], jax.Array]
+"""``apply_fn(params, x: [B, ...]) -> logits: [B, num_classes]``."""
+
+
+class Cost(NamedTuple):
+    """Target-model passes spent per input (forward and backward)."""
+
+    forward: int
+    backward: int
+
+    def __add__(self, other: Cost) -> Cost:  # type: ignore[override]
+        return Cost(self.forward + other.forward, self.backward + other.backward)
+
+
+class LearnedExplainer(NamedTuple):
+    """An amortised explainer as three pure functions over explicit state.
+
+    Attributes:
+      init: ``init(key, sample_batch) -> state``.
+      update: ``update(state, batch, key) -> (state, metrics)``; jit-able.
+      explain: ``explain(params, x) -> attribution``; never queries the target.
+    """
+
+    init: Callable[..., Any]
+    update: Callable[..., Any]
+    explain: Callable[..., Any]
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def check_images(x: Any, name: str = "x", *, rank: int = 4, check_finite: bool = True) -> None:
+    """Validates a batch of images at the boundary.
+
+    Raises ``ValueError`` naming ``name`` when ``x`` is not a floating array of
+    the given rank, or (for concrete arrays) holds NaN/Inf.
+    """
+    shape = _shape(x)
+    if len(shape) != rank:
+        raise ValueError(f"{name} must have rank {rank} ([B, H, W, C]); got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {shape})")
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating array; got dtype {dtype}")
+    if check_finite and not isinstance(x, jax.core.Tracer):
+        if not bool(np.all(np.isfinite(np.asarray(x)))):
+            raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_range(x: Any, name: str = "x", low: float = 0.0, high: float = 1.0) -> None:
+    """Raises ``ValueError`` if concrete ``x`` has values outside ``[low, high]``."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    arr = np.asarray(x)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < low - 1e-6 or hi > high + 1e-6:
+        raise ValueError(f"{name} must lie in [{low}, {high}]; got values in [{lo:.4g}, {hi:.4g}]")
+
+
+def check_target(target: Any, batch_size: int, num_classes: int, name: str = "target") -> None:
+    """Validates integer class indices ``target: [B]`` (concrete values only)."""
+    shape = _shape(target)
+    if shape != (batch_size,):
+        raise ValueError(f"{name} must have shape ({batch_size},); got {shape}")
+    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        raise ValueError(f"{name} must hold integer class indices; got {jnp.result_type(target)}")
+    if not isinstance(target, jax.core.Tracer):
+        arr = np.asarray(target)
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise ValueError(
+                f"{name} holds class indices outside [0, {num_classes}): "
+                f"min {arr.min()}, max {arr.max()}"
+            )
+
+
+def resolve_target(apply_fn: ApplyFn, params: Params, x: jax.Array, target: Any = None) -> jax.Array:
+    """Returns the class to explain per input: ``target`` if given, else ``argmax f(x)``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
+      params: the target model's parameters.
+      x: ``[B, ...]`` inputs.
+      target: ``None`` (predicted class), an int (same class for all), or ``[B]`` ints.
+
+    Returns:
+      ``[B]`` int32 class indices.
+    """
+    batch_size = _shape(x)[0]
+    if target is None:
+        return jnp.argmax(apply_fn(params, x), axis=-1).astype(jnp.int32)
+    if isinstance(target, int | np.integer):
+        target = jnp.full((batch_size,), int(target), jnp.int32)
+    logits_shape = jax.eval_shape(apply_fn, params, x).shape
+    if len(logits_shape) != 2 or logits_shape[0] != batch_size:
+        raise ValueError(
+            f"apply_fn must return logits of shape ({batch_size}, num_classes); got {logits_shape}"
+        )
+    check_target(target, batch_size, logits_shape[-1])
+    return jnp.asarray(target, jnp.int32)

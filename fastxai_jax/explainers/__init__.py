@@ -1,0 +1,1 @@
+"""Explanation methods; each module registers its methods in :mod:`registry`."""
