@@ -1,0 +1,234 @@
+"""``fastxai explain``: attribution maps for images, written as ``.npy`` and PNG overlays.
+
+Per-input methods come from :mod:`fastxai_jax.explainers.registry`; learned
+(amortised) explainers plug in through :func:`register_learned` and are loaded
+from ``--explainer-ckpt``.
+
+Examples::
+
+  fastxai explain --method mfaba --model small_cnn --dataset groundtruth --num 8 --out runs/mfaba
+  fastxai explain --method ig --model resnet18 --weights resnet18.safetensors \\
+      --images cat.png dog.jpg --option num_steps=64 --out runs/ig
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LearnedLoader = Callable[..., Callable[[jax.Array], jax.Array]]
+"""``loader(ckpt_path, *, module, variables, family, apply_fn, options) -> explain(x01) -> [B, H, W]``."""
+
+_LEARNED: dict[str, LearnedLoader] = {}
+
+DEFAULT_LAYERS = {
+    "small_cnn": "conv_last",
+    "vgg16": "features",
+    "efficientnet_lite0": "head",
+    **{f"resnet{d}": "layer4" for d in (18, 34, 50, 101, 152)},
+}
+TORCH_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def register_learned(name: str, loader: LearnedLoader) -> None:
+    """Makes ``fastxai explain --method NAME --explainer-ckpt PATH`` use ``loader``."""
+    _LEARNED[name.lower()] = loader
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "explain", help="explain a model's predictions on images (.npy maps + PNG overlays)"
+    )
+    parser.add_argument("--method", required=True, help="registered method (see --list)")
+    parser.add_argument("--model", default="small_cnn", help="target model name")
+    parser.add_argument("--weights", default=None, help="torch/safetensors or fastxai params file")
+    parser.add_argument("--workdir", default="runs/target", help="small_cnn target directory")
+    parser.add_argument("--untrained", action="store_true", help="random-init target (smoke)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes (untrained)")
+    parser.add_argument("--images", nargs="+", default=None, help="image files")
+    parser.add_argument("--dataset", default=None, choices=["groundtruth"])
+    parser.add_argument("--num", type=int, default=8, help="dataset images")
+    parser.add_argument("--image-size", type=int, default=None, help="resize side (default: model)")
+    parser.add_argument("--target", type=int, default=None, help="class (default: predicted)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--explainer-ckpt", default=None, help="learned explainer checkpoint")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["num_steps=64", "method='riemann_left'"]`` → ``{"num_steps": 64, ...}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--option must look like KEY=VALUE; got {pair!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare string
+        options[name.strip()] = tuple(value) if isinstance(value, list) else value
+    return options
+
+
+def _default_size(model: str) -> int:
+    from fastxai_jax.models.zoo import MODEL_ZOO
+
+    info = MODEL_ZOO.get(model)
+    if info is None or "x" not in info.input_size:
+        return 224
+    return int(info.input_size.split("x")[0])
+
+
+def load_images(paths: list[str], size: int) -> tuple[np.ndarray, list[str]]:
+    """Reads image files into ``[N, size, size, 3]`` float32 in [0, 1]."""
+    from skimage import io, transform
+
+    images, names = [], []
+    for name in paths:
+        path = pathlib.Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"--images: no such file {name}")
+        image = np.asarray(io.imread(path), np.float32)
+        if image.max() > 1.0:
+            image = image / 255.0
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        image = image[..., :3]
+        images.append(transform.resize(image, (size, size, 3), anti_aliasing=True))
+        names.append(path.stem)
+    return np.stack(images).astype(np.float32), names
+
+
+def load_target(args: argparse.Namespace, image_size: int):
+    """Returns ``(module, variables, family)`` for ``--model``/``--weights``."""
+    from fastxai_jax.models import build, load_pretrained
+
+    if args.weights and args.weights.endswith(TORCH_SUFFIXES):
+        module, variables = load_pretrained(args.model, args.weights, num_classes=args.num_classes)
+        return module, variables, build(args.model, num_classes=module.num_classes)[1]
+    if args.weights:
+        from fastxai_jax.train.checkpoint import load_params
+
+        num_classes = args.num_classes or 1000
+        module, family = build(args.model, num_classes=num_classes)
+        sample = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+        template = jax.eval_shape(lambda: module.init(jax.random.key(0), sample, train=False))
+        variables, _ = load_params(args.weights, template)
+        return module, variables, family
+    if args.model == "small_cnn" and not args.untrained:
+        from fastxai_jax.train.target import load_or_train_target
+
+        return load_or_train_target(args.workdir, seed=args.seed)
+    if not args.untrained:
+        raise ValueError(f"--model {args.model!r} needs --weights (or --untrained for a smoke run)")
+    if args.num_classes is None:
+        from fastxai_jax.data.groundtruth import NUM_CLASSES
+
+        args.num_classes = NUM_CLASSES
+    module, family = build(args.model, num_classes=args.num_classes)
+    sample = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    return module, module.init(jax.random.key(args.seed), sample, train=False), family
+
+
+def make_explainer(args, module, variables, family, options) -> tuple[Callable, dict]:
+    """``explain(x01, target, key) -> [B, H, W]`` for ``--method`` plus a cost record."""
+    from fastxai_jax.explainers import registry
+    from fastxai_jax.models import make_apply_fn
+
+    apply_fn = make_apply_fn(module, family)
+    name = args.method.lower()
+    if name in registry.available_methods():
+        if name == "gradcam":
+            options = {"layer": DEFAULT_LAYERS.get(args.model), **options}
+            options.update(module=module, family=family)
+        cost = registry.method_cost(name, **options)
+
+        def explain(x, target, key):
+            return registry.attribute(name, apply_fn, variables, x, target, key=key, **options)
+
+        return explain, {"forward": cost.forward, "backward": cost.backward}
+    if name in _LEARNED:
+        if not args.explainer_ckpt:
+            raise ValueError(f"--method {name!r} is a learned explainer: pass --explainer-ckpt")
+        explain_fn = _LEARNED[name](
+            args.explainer_ckpt,
+            module=module,
+            variables=variables,
+            family=family,
+            apply_fn=apply_fn,
+            options=options,
+        )
+        return (lambda x, target, key: explain_fn(x)), {"forward": 0, "backward": 0}
+    known = registry.available_methods() + sorted(_LEARNED)
+    raise ValueError(f"unknown --method {args.method!r}; available: {', '.join(known)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastxai_jax.core import resolve_target
+    from fastxai_jax.models import make_apply_fn
+    from fastxai_jax.viz import save_overlay
+
+    if (args.images is None) == (args.dataset is None):
+        raise ValueError("pass exactly one of --images FILES or --dataset groundtruth")
+    if args.num < 1 or args.batch_size < 1:
+        raise ValueError(f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}")
+    size = args.image_size or _default_size(args.model)
+    if args.images:
+        images, names = load_images(args.images, size)
+    else:
+        from fastxai_jax.data.groundtruth import make_benchmark
+
+        data = make_benchmark(args.num, seed=1000 + args.seed, image_size=size)
+        images = np.asarray(data["images"], np.float32)
+        names = [f"groundtruth_{i:04d}" for i in range(len(images))]
+    module, variables, family = load_target(args, size)
+    explain, cost = make_explainer(args, module, variables, family, parse_options(args.option))
+
+    apply_fn = make_apply_fn(module, family)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(args.seed)
+    maps, targets, seconds = [], [], 0.0
+    for start in range(0, len(images), args.batch_size):
+        x = jnp.asarray(images[start : start + args.batch_size])
+        target = None if args.target is None else jnp.full((x.shape[0],), args.target, jnp.int32)
+        target = resolve_target(apply_fn, variables, x, target)
+        tic = time.perf_counter()
+        attribution = jax.block_until_ready(explain(x, target, jax.random.fold_in(key, start)))
+        seconds += time.perf_counter() - tic
+        maps.append(np.asarray(attribution))
+        targets.append(np.asarray(target))
+    maps_all, targets_all = np.concatenate(maps), np.concatenate(targets)
+    np.save(out / "attributions.npy", maps_all)
+    for name, image, attribution, target in zip(names, images, maps_all, targets_all, strict=True):
+        np.save(out / f"{name}.npy", attribution)
+        if not args.no_png:
+            title = f"{args.method} · {args.model} · class {int(target)}"
+            save_overlay(out / f"{name}.png", image, attribution, title=title)
+    summary = {
+        "method": args.method,
+        "model": args.model,
+        "num_images": len(images),
+        "image_size": size,
+        "targets": targets_all.tolist(),
+        "seconds_per_image_incl_compile": seconds / len(images),
+        "cost_per_input": cost,
+        "options": {k: repr(v) for k, v in parse_options(args.option).items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"wrote {len(images)} attributions to {out}")
+    return 0

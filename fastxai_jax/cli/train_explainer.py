@@ -1,0 +1,207 @@
+"""``fastxai train-explainer``: train an amortised explainer against a target model.
+
+Learned methods live in :data:`METHODS` (name → :class:`MethodEntry`), so
+DAX/LTX/TVE/FastSHAP can be added by registering another entry with
+:func:`register_method`. Training runs through the shared loop: checkpoints in
+``WORKDIR/checkpoints`` (an interrupted run resumes when the same command is
+run again), metrics in ``WORKDIR/train_log.jsonl``, the final explainer in
+``WORKDIR/explainer``, which ``fastxai explain --method fex --explainer-ckpt
+WORKDIR`` reads.
+
+Example::
+
+  fastxai train-explainer --method fex --target small_cnn --target-weights auto \\
+      --workdir runs/fex --steps 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class MethodEntry(NamedTuple):
+    """A trainable explainer for the CLI.
+
+    Attributes:
+      train: ``train(args, target) -> summary dict``; ``target`` is
+        ``(module, variables, family, apply_fn)``.
+      add_arguments: optional ``add_arguments(parser)`` for method options.
+      loader: optional ``fastxai explain`` loader (see ``cli.explain.register_learned``).
+    """
+
+    train: Callable[[argparse.Namespace, tuple], dict[str, Any]]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    loader: Callable[..., Callable[[jax.Array], jax.Array]] | None = None
+
+
+METHODS: dict[str, MethodEntry] = {}
+
+
+def register_method(name: str, entry: MethodEntry) -> None:
+    """Adds ``--method NAME`` (and its ``fastxai explain`` loader, if any)."""
+    METHODS[name.lower()] = entry
+    if entry.loader is not None:
+        from fastxai_jax.cli import explain as explain_cli
+
+        explain_cli.register_learned(name, entry.loader)
+
+
+# ------------------------------------------------------------------------ FEX
+
+
+def _fex_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fex")
+    group.add_argument("--num-masks", type=int, default=None, help="K masks per image (5)")
+    group.add_argument("--loss", choices=["ppo", "reinforce"], default=None)
+    group.add_argument("--backbone-mode", choices=["full", "frozen", "lora"], default=None)
+    group.add_argument("--lora-rank", type=int, default=None)
+    group.add_argument("--patch-size", type=int, default=None, help="explainer patch (8 on 64²)")
+    group.add_argument("--hidden-size", type=int, default=None, help="explainer ViT width")
+    group.add_argument("--depth", type=int, default=None, help="explainer ViT depth")
+
+
+def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
+    from fastxai_jax.data.groundtruth import make_benchmark
+    from fastxai_jax.explainers import fex_train
+
+    _, variables, family, apply_fn = target
+    data = make_benchmark(args.num_train, seed=args.seed + 1000, image_size=args.image_size)
+    num_classes = int(jax.eval_shape(apply_fn, variables, data["images"][:1]).shape[-1])
+    overrides = {
+        name: getattr(args, name)
+        for name in ("num_masks", "loss", "backbone_mode", "lora_rank", "patch_size")
+        if getattr(args, name) is not None
+    }
+    for name in ("hidden_size", "depth"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.lr is not None:
+        overrides["learning_rate"] = args.lr
+    config = fex_train.benchmark_config(
+        num_classes, args.steps, image_size=args.image_size, target_family=family, **overrides
+    )
+    mesh = None
+    if args.devices:
+        from fastxai_jax.train.sharding import data_mesh
+
+        mesh = data_mesh(args.devices)
+    fex_train.train_fex_on_benchmark(
+        apply_fn,
+        variables,
+        data["images"],
+        steps=args.steps,
+        batch_size=args.batch_size,
+        key=jax.random.key(args.seed),
+        workdir=args.workdir,
+        config=config,
+        checkpoint_every=args.checkpoint_every,
+        mesh=mesh,
+        progress=not args.no_progress,
+        data_seed=args.seed,
+    )
+    return {"method": "fex", "config": config.__dict__}
+
+
+def _fex_loader(ckpt: str, **_: Any) -> Callable[[jax.Array], jax.Array]:
+    from fastxai_jax.explainers import fex
+
+    return fex.load_explainer(ckpt)
+
+
+register_method("fex", MethodEntry(_train_fex, _fex_arguments, _fex_loader))
+
+
+# ------------------------------------------------------------------- the verb
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train-explainer",
+        help="train an amortised explainer (FEX, ...) against a target model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--method", required=True, help=f"one of {sorted(METHODS)}")
+    parser.add_argument("--target", default="small_cnn", help="target model name")
+    parser.add_argument(
+        "--target-weights",
+        default="auto",
+        help="fastxai params directory of the target, or 'auto' (load or train the benchmark "
+        "small_cnn in --target-workdir)",
+    )
+    parser.add_argument("--target-workdir", default="runs/target")
+    parser.add_argument("--workdir", required=True, help="run directory (resumed if it exists)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--num-train", type=int, default=4000, help="benchmark training images")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--devices", type=int, default=None, help="data-parallel devices")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    for entry in METHODS.values():
+        if entry.add_arguments is not None:
+            entry.add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def load_target(args: argparse.Namespace) -> tuple:
+    """``(module, variables, family, apply_fn)`` for ``--target``/``--target-weights``."""
+    from fastxai_jax.models import build, make_apply_fn
+
+    if args.target_weights == "auto":
+        if args.target != "small_cnn":
+            raise ValueError(
+                f"--target-weights auto trains only the benchmark small_cnn; "
+                f"pass a params directory for --target {args.target!r}"
+            )
+        from fastxai_jax.train.target import load_or_train_target
+
+        module, variables, family = load_or_train_target(
+            args.target_workdir, seed=args.seed, progress=not args.no_progress
+        )
+    else:
+        from fastxai_jax.train.checkpoint import load_params
+
+        path = pathlib.Path(args.target_weights)
+        if not path.exists():
+            raise FileNotFoundError(f"--target-weights {path} does not exist")
+        _, saved = load_params(path)
+        num_classes = None
+        if isinstance(saved, dict):
+            num_classes = saved.get("num_classes") or (saved.get("config") or {}).get("num_classes")
+        if num_classes is None:
+            from fastxai_jax.data.groundtruth import NUM_CLASSES
+
+            num_classes = NUM_CLASSES
+        module, family = build(args.target, num_classes=int(num_classes))
+        sample = jnp.zeros((1, args.image_size, args.image_size, 3), jnp.float32)
+        template = jax.eval_shape(lambda: module.init(jax.random.key(0), sample, train=False))
+        variables, _ = load_params(path, template)
+    return module, variables, family, make_apply_fn(module, family)
+
+
+def run(args: argparse.Namespace) -> int:
+    name = args.method.lower()
+    if name not in METHODS:
+        raise ValueError(f"unknown --method {args.method!r}; trainable: {sorted(METHODS)}")
+    for option in ("steps", "batch_size", "num_train", "checkpoint_every"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be >= 1")
+    start = time.perf_counter()
+    summary = METHODS[name].train(args, load_target(args))
+    summary["train_seconds"] = time.perf_counter() - start
+    workdir = pathlib.Path(args.workdir)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"trained {name} in {summary['train_seconds']:.1f}s; explainer saved in {workdir}")
+    return 0

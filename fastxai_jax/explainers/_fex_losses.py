@@ -1,0 +1,162 @@
+"""FEX's reward and policy-gradient losses (SPEC §2), rlax style.
+
+Each function handles ONE episode (one image, one sampled patch mask) or one
+image's class distributions; callers batch them with ``jax.vmap``. Shapes are
+checked at trace time with ``chex``.
+
+Reference: Pan, Moniz, Chawla, "FEX: fast explanations by policy gradient",
+IJCAI 2025; PPO from Schulman et al. 2017; REINFORCE with a baseline from
+Williams 1992.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from fastxai_jax.explainers._masks import bernoulli_entropy, bernoulli_log_prob
+
+
+class EpisodeTerms(NamedTuple):
+    """Per-episode loss terms (all scalars) returned beside the loss."""
+
+    actor: jax.Array
+    value: jax.Array
+    entropy: jax.Array
+    log_prob: jax.Array
+    advantage: jax.Array
+    ratio: jax.Array
+
+
+def fex_reward(prob: jax.Array, mask: jax.Array) -> jax.Array:
+    """FEX reward ``r = p_f(ŷ | x ⊙ m) · L / (Σm + 1)``.
+
+    Args:
+      prob: scalar target probability of ŷ on the masked image.
+      mask: ``[L]`` kept patches in ``{0, 1}``.
+
+    Returns:
+      Scalar reward; larger when the class survives with fewer kept patches.
+    """
+    chex.assert_rank([prob, mask], [0, 1])
+    num_patches = mask.shape[0]
+    return prob * num_patches / (jnp.sum(mask) + 1.0)
+
+
+def policy_log_prob(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """``log π(m) = Σ_l log Bernoulli(m_l; σ(logit_l))`` for ``logits, mask: [L]``."""
+    chex.assert_rank([logits, mask], 1)
+    return jnp.sum(bernoulli_log_prob(logits, mask))
+
+
+def policy_entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of the factorised Bernoulli policy over ``[L]`` patches (sum, nats)."""
+    chex.assert_rank(logits, 1)
+    return jnp.sum(bernoulli_entropy(logits))
+
+
+def ppo_loss(
+    logits: jax.Array,
+    mask: jax.Array,
+    old_log_prob: jax.Array,
+    reward: jax.Array,
+    value: jax.Array,
+    *,
+    clip_eps: float = 0.2,
+    actor_coef: float = 1.0,
+    value_coef: float = 0.5,
+    entropy_coef: float = 1e-4,
+) -> tuple[jax.Array, EpisodeTerms]:
+    """Clipped PPO loss for one episode (Schulman et al. 2017; FEX's objective).
+
+    ``loss = value_coef·(V − r)² + actor_coef·(−min(ρA, clip(ρ, 1±ε)A)) −
+    entropy_coef·H(π)`` with ``ρ = exp(log π(m) − old_log_prob)`` and the
+    advantage ``A = r − V`` (no gradient through ``A``). ``value_coef = 0.5``
+    makes the value term ``0.5·MSE``.
+
+    Args:
+      logits: ``[L]`` current policy logits (actor logit of class ŷ per patch).
+      mask: ``[L]`` the sampled mask in ``{0, 1}``.
+      old_log_prob: scalar ``log π_old(m)`` of the behaviour policy.
+      reward: scalar reward of the episode.
+      value: scalar critic value ``V(ŷ)``.
+      clip_eps: PPO ratio clipping ε.
+      actor_coef: weight of the clipped surrogate.
+      value_coef: weight of the squared value error.
+      entropy_coef: weight of the entropy bonus.
+
+    Returns:
+      ``(loss, EpisodeTerms)``.
+    """
+    chex.assert_rank([logits, mask, old_log_prob, reward, value], [1, 1, 0, 0, 0])
+    log_prob = policy_log_prob(logits, mask)
+    advantage = jax.lax.stop_gradient(reward - value)
+    ratio = jnp.exp(log_prob - old_log_prob)
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    actor = -jnp.minimum(ratio * advantage, clipped * advantage)
+    value_term = jnp.square(value - reward)
+    entropy = policy_entropy(logits)
+    loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
+    return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ratio)
+
+
+def reinforce_loss(
+    logits: jax.Array,
+    mask: jax.Array,
+    reward: jax.Array,
+    value: jax.Array,
+    *,
+    actor_coef: float = 1.0,
+    value_coef: float = 0.5,
+    entropy_coef: float = 1e-4,
+) -> tuple[jax.Array, EpisodeTerms]:
+    """REINFORCE with the critic as baseline (Williams 1992), one episode.
+
+    ``loss = −actor_coef·(r − V)·log π(m) + value_coef·(V − r)² −
+    entropy_coef·H(π)``; ``r − V`` carries no gradient, so the actor gradient
+    is the unbiased score-function estimate of ``−∇ E_π[r]``.
+
+    Args and returns as :func:`ppo_loss`, without ``old_log_prob``/``clip_eps``.
+    """
+    chex.assert_rank([logits, mask, reward, value], [1, 1, 0, 0])
+    log_prob = policy_log_prob(logits, mask)
+    advantage = jax.lax.stop_gradient(reward - value)
+    actor = -advantage * log_prob
+    value_term = jnp.square(value - reward)
+    entropy = policy_entropy(logits)
+    loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
+    ones = jnp.ones_like(log_prob)
+    return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ones)
+
+
+def token_class_distribution(actor_logits: jax.Array) -> jax.Array:
+    """FEX's class distribution ``log μ = log_softmax(mean_tokens(log_softmax(actor)))``.
+
+    Args:
+      actor_logits: ``[L, C]`` per-patch, per-class actor logits.
+
+    Returns:
+      ``[C]`` log-probabilities ``log μ``.
+    """
+    chex.assert_rank(actor_logits, 2)
+    return jax.nn.log_softmax(jnp.mean(jax.nn.log_softmax(actor_logits, axis=-1), axis=0))
+
+
+def kl_to_target(target_probs: jax.Array, actor_logits: jax.Array) -> jax.Array:
+    """``KL(p_f(·|x) ‖ μ)`` with μ from :func:`token_class_distribution`.
+
+    Args:
+      target_probs: ``[C]`` the target's softmax on the clean image (constant).
+      actor_logits: ``[L, C]``.
+
+    Returns:
+      Scalar KL divergence in nats (``0·log 0`` taken as 0).
+    """
+    chex.assert_rank([target_probs, actor_logits], [1, 2])
+    log_mu = token_class_distribution(actor_logits)
+    p = jax.lax.stop_gradient(target_probs)
+    log_p = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+    return jnp.sum(p * (log_p - log_mu))

@@ -1,0 +1,286 @@
+"""FastSHAP — amortised Shapley values (Jethani et al., ICLR 2022; SPEC §6).
+
+Surrogate-free variant over patch players: the value of a coalition ``S`` is
+the target's class probabilities with the players outside ``S`` masked (0 in
+the target's normalised space), ``v(S) = softmax(f(x ⊙ 1_S))``. An explainer
+``φ(x) → [players, classes]`` (the project's ViT with an MLP on every patch
+token; one patch = one player) is trained with the Shapley-kernel weighted
+least squares loss
+
+    E_{S ∼ p_Shapley} ‖v(S) − v(∅) − 1_Sᵀ φ̃(x)‖²,
+
+``p_Shapley(S) ∝ (d − 1) / (C(d, |S|)·|S|·(d − |S|))`` (sizes ``k`` drawn with
+probability ``∝ 1/(k(d − k))``, then a uniform subset), paired sampling (every
+``S`` with its complement) and additive efficiency normalisation
+``φ̃ = φ + (v(1) − v(∅) − Σ_i φ_i)/d`` so that ``Σ φ̃ = v(1) − v(∅)``.
+
+At inference, :func:`explain` needs no target query: the normalisation adds the
+same constant to every player, so the raw ``φ`` ranks players exactly as ``φ̃``;
+:func:`explain_normalised` spends the two queries (``v(1)``, ``v(∅)``) for the
+calibrated values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.explainers._masks import (
+    apply_mask,
+    fill_value_01,
+    normalise_images,
+    patch_grid,
+    upsample_bilinear,
+    upsample_nearest,
+)
+from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.vit import vit
+from fastxai_jax.train.loop import TrainState, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class FastShapConfig:
+    """FastSHAP options.
+
+    Attributes:
+      num_classes: target classes ``K``.
+      image_size: input side.
+      patch_size: player (and explainer ViT patch) side; ``d = (image/patch)²``.
+      vit_preset, hidden_size, depth, num_heads, mlp_dim: explainer ViT.
+      explainer_family: normalisation of the explainer's input.
+      target_family: the normalisation ``apply_fn`` applies; masked = ``fill`` there.
+      fill: masked value in the target's normalised space.
+      num_samples: coalitions per image per update (even: paired sampling).
+      learning_rate, warmup_frac, total_steps, weight_decay: AdamW.
+    """
+
+    num_classes: int
+    image_size: int = 224
+    patch_size: int = 16
+    vit_preset: str = "vit_ti16"
+    hidden_size: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    explainer_family: str = "imagenet"
+    target_family: str = "imagenet"
+    fill: float = 0.0
+    num_samples: int = 32
+    learning_rate: float = 2e-4
+    warmup_frac: float = 0.05
+    total_steps: int = 1000
+    weight_decay: float = 1e-4
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad field."""
+        for name in ("num_classes", "image_size", "patch_size", "num_samples", "total_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if self.num_samples % 2:
+            raise ValueError(f"num_samples must be even (paired sampling); got {self.num_samples}")
+        for name in ("explainer_family", "target_family"):
+            if getattr(self, name) not in FAMILY_NORMALISATION:
+                raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
+        if self.num_players < 2:
+            raise ValueError("the player grid must hold at least 2 patches")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return patch_grid((self.image_size,) * 2, self.patch_size, "image_size")
+
+    @property
+    def num_players(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+
+class _PlayerHead(nn.Module):
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.gelu(nn.Dense(tokens.shape[-1], name="dense1")(tokens))
+        return nn.Dense(self.num_classes, name="dense2")(h)
+
+
+def _backbone(config: FastShapConfig):
+    sizes = {
+        k: getattr(config, k)
+        for k in ("hidden_size", "depth", "num_heads", "mlp_dim")
+        if getattr(config, k) is not None
+    }
+    return vit(
+        config.vit_preset,
+        num_classes=1,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        **sizes,
+    )
+
+
+def init_params(config: FastShapConfig, key: jax.Array) -> Params:
+    """Fresh ``{"backbone", "head"}`` parameters."""
+    backbone = _backbone(config)
+    k1, k2 = jax.random.split(key)
+    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)
+    return {
+        "backbone": backbone.init(k1, x)["params"],
+        "head": _PlayerHead(config.num_classes).init(k2, tokens)["params"],
+    }
+
+
+def player_values(config: FastShapConfig, params: Params, x: jax.Array) -> jax.Array:
+    """Raw explainer output ``φ(x)``: ``[B, players, classes]``."""
+    _, aux = _backbone(config).apply(
+        {"params": params["backbone"]}, normalise_images(x, config.explainer_family)
+    )
+    return _PlayerHead(config.num_classes).apply({"params": params["head"]}, aux["patch_tokens"])
+
+
+def efficiency_normalise(phi: jax.Array, v_full: jax.Array, v_empty: jax.Array) -> jax.Array:
+    """``φ + (v(1) − v(∅) − Σ_i φ_i)/d`` for one input: ``phi [d, K]``, ``v_* [K]``."""
+    gap = v_full - v_empty - jnp.sum(phi, axis=0)
+    return phi + gap[None, :] / phi.shape[0]
+
+
+def fastshap_objective(
+    phi: jax.Array, subsets: jax.Array, v_subsets: jax.Array, v_empty: jax.Array
+) -> jax.Array:
+    """``mean_{S, y} (v_y(S) − v_y(∅) − Σ_{i∈S} φ_{i,y})²`` for one input.
+
+    Args:
+      phi: ``[d, K]`` (already efficiency-normalised) player values.
+      subsets: ``[M, d]`` coalitions in {0, 1}, drawn from the Shapley kernel.
+      v_subsets: ``[M, K]`` values ``v(S)``.
+      v_empty: ``[K]`` value of the empty coalition.
+    """
+    predicted = subsets @ phi  # [M, K]
+    return jnp.mean((v_subsets - v_empty[None, :] - predicted) ** 2)
+
+
+def sample_shapley_subsets(key: jax.Array, num_players: int, num_samples: int) -> jax.Array:
+    """Paired Shapley-kernel coalitions ``[num_samples, d]``: rows ``2i`` and ``2i+1``
+    are complements; sizes ``k ∈ [1, d − 1]`` drawn with ``p(k) ∝ 1/(k(d − k))``."""
+    sizes = jnp.arange(1, num_players)
+    logits = -jnp.log(sizes * (num_players - sizes).astype(jnp.float32))
+    key_size, key_perm = jax.random.split(key)
+    half = num_samples // 2
+    k = 1 + jax.random.categorical(key_size, logits, shape=(half,))
+    scores = jax.random.uniform(key_perm, (half, num_players))
+    rank = jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
+    subsets = (rank < k[:, None]).astype(jnp.float32)
+    paired = jnp.stack([subsets, 1.0 - subsets], axis=1)
+    return jnp.reshape(paired, (num_samples, num_players))
+
+
+def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> LearnedExplainer:
+    """FastSHAP as a ``LearnedExplainer`` for ``train.loop.fit``.
+
+    Args:
+      config: :class:`FastShapConfig`.
+      apply_fn: the target ``apply_fn(target_params, x01) -> logits``.
+      target_params: its params (closed over, never trained).
+
+    Returns:
+      ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
+      ``update(state, batch, key) -> (state, {"loss", ...})`` (``M + 2`` target
+      queries per image), ``explain(params, x, target=None) -> [B, H, W]``.
+    """
+    config.validate()
+    gh, gw = config.grid
+    num_players = config.num_players
+    fill01 = fill_value_01(config.fill, config.target_family)
+    optimizer = make_optimizer(
+        "adamw",
+        config.learning_rate,
+        warmup_frac=config.warmup_frac,
+        total_steps=config.total_steps,
+        weight_decay=config.weight_decay,
+    )
+
+    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+        x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
+        check_images(x, "sample_batch")
+        logits = jax.eval_shape(apply_fn, target_params, x[:1])
+        if logits.shape != (1, config.num_classes):
+            raise ValueError(f"apply_fn must return [B, {config.num_classes}]; got {logits.shape}")
+        params = init_params(config, key)
+        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
+
+    def loss_fn(params, x, key):
+        batch = x.shape[0]
+        keys = jax.random.split(key, batch)
+        subsets = jax.vmap(lambda k: sample_shapley_subsets(k, num_players, config.num_samples))(
+            keys
+        )  # [B, M, d]
+        ends = jnp.broadcast_to(jnp.array([1.0, 0.0])[None, :, None], (batch, 2, num_players))
+        coalitions = jnp.concatenate([ends, subsets], axis=1)  # [B, 2 + M, d]
+        count = coalitions.shape[1]
+        pixels = upsample_nearest(jnp.reshape(coalitions, (batch, count, gh, gw)), x.shape[1:3])
+        masked = apply_mask(jnp.broadcast_to(x[:, None], (batch, count) + x.shape[1:]), pixels, fill01)
+        logits = apply_fn(target_params, jnp.reshape(masked, (batch * count,) + x.shape[1:]))
+        values = jax.lax.stop_gradient(
+            jnp.reshape(jax.nn.softmax(logits, axis=-1), (batch, count, -1))
+        )
+        phi = player_values(config, params, x)
+        phi = jax.vmap(efficiency_normalise)(phi, values[:, 0], values[:, 1])
+        per_input = jax.vmap(fastshap_objective)(phi, subsets, values[:, 2:], values[:, 1])
+        return jnp.mean(per_input)
+
+    def update(state: TrainState, batch: Any, key: jax.Array):
+        x = batch["images"] if isinstance(batch, dict) else batch
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state), {"loss": loss}
+
+    def explain(params: Params, x: Any, target: Any = None, *, upsample: str = "bilinear"):
+        check_images(x, "x")
+        if target is not None:
+            check_target(target, x.shape[0], config.num_classes)
+        if upsample not in ("bilinear", "nearest", "none"):
+            raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'none'; got {upsample!r}")
+        return _explain_jit(config, params, x, target, upsample)
+
+    return LearnedExplainer(init, update, explain)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _explain_jit(config, params, x, target, upsample):
+    phi = player_values(config, params, x)  # [B, d, K]
+    if target is None:
+        # Σ_i φ_i,y estimates v_y(1) − v_y(∅): explain the class the image adds most to.
+        target = jnp.argmax(jnp.sum(phi, axis=1), axis=-1)
+    values = phi[jnp.arange(x.shape[0]), :, target]
+    grid = jnp.reshape(values, (x.shape[0],) + config.grid)
+    if upsample == "none":
+        return grid
+    if upsample == "nearest":
+        return upsample_nearest(grid, x.shape[1:3])
+    return upsample_bilinear(grid, x.shape[1:3])
+
+
+def explain_normalised(
+    config: FastShapConfig,
+    params: Params,
+    apply_fn: ApplyFn,
+    target_params: Params,
+    x: jax.Array,
+) -> jax.Array:
+    """Efficiency-normalised Shapley values ``[B, players, K]`` (2 target queries)."""
+    check_images(x, "x")
+    fill01 = fill_value_01(config.fill, config.target_family)
+    v_full = jax.nn.softmax(apply_fn(target_params, x), axis=-1)
+    v_empty = jax.nn.softmax(
+        apply_fn(target_params, apply_mask(x, jnp.zeros(x.shape[:3]), fill01)), axis=-1
+    )
+    return jax.vmap(efficiency_normalise)(player_values(config, params, x), v_full, v_empty)

@@ -1,0 +1,405 @@
+"""FEX: an explainer trained once by policy gradient (Pan, Moniz, Chawla; IJCAI 2025).
+
+SPEC §2. A ViT explainer reads the image and emits, per patch token, one logit
+per class (actor) and, on CLS, one value per class (critic). The policy keeps
+patch ``l`` with probability ``σ(actor[l, ŷ])``; ``K`` masks per image are
+scored by the target in one batched call, rewarded with
+``p_f(ŷ | x ⊙ m)·L / (Σm + 1)`` and trained with PPO or REINFORCE (critic
+baseline) plus ``KL(p_f(·|x) ‖ μ)``. After training, ``explain`` is a single
+explainer forward pass — no target query.
+
+Usage::
+
+    learned = fex.make(fex.FexConfig(num_classes=10, image_size=64, patch_size=8),
+                       apply_fn, target_params)
+    state = learned.init(key, images[:8])           # a train.loop.TrainState
+    state, metrics = learned.update(state, images[:32], key)
+    heat = learned.explain(state.params, images)    # [B, 8, 8] in (0, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.explainers import _fex_losses as losses
+from fastxai_jax.explainers._lora import lora_init, lora_merge
+from fastxai_jax.explainers._masks import (
+    apply_mask,
+    fill_value_01,
+    normalise_images,
+    patch_grid,
+    sample_bernoulli,
+    upsample_bilinear,
+    upsample_nearest,
+)
+from fastxai_jax.models.heads import ActorCriticHeads
+from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.vit import ViT, vit
+from fastxai_jax.train.loop import TrainState, make_optimizer
+
+_MODES = ("full", "frozen", "lora")
+_LOSSES = ("ppo", "reinforce")
+
+
+@dataclasses.dataclass(frozen=True)
+class FexConfig:
+    """FEX hyper-parameters (defaults: the authors' loss weights, a small ViT).
+
+    Attributes:
+      num_classes: target classes ``C``.
+      image_size: input side ``H = W``.
+      patch_size: explainer patch side; the mask grid is ``image_size / patch_size``.
+      vit_preset: ``vit_ti16``/``vit_s16``/``vit_b16``; the fields below override it.
+      hidden_size, depth, num_heads, mlp_dim: ViT sizes (``None`` = preset's).
+      explainer_family: normalisation the explainer applies to its ``[0, 1]`` input.
+      backbone_mode: ``"full"`` fine-tuning, ``"frozen"`` backbone (heads only)
+        or ``"lora"`` adapters on attention/MLP kernels.
+      lora_rank, lora_alpha: LoRA ``r`` and ``α`` (authors: 8, 32).
+      head_hidden: actor/critic MLP width (``None`` = ViT width ``D``).
+      num_masks: ``K`` masks sampled per image per update (authors: 5).
+      loss: ``"ppo"`` (clipped, one epoch on fresh samples) or ``"reinforce"``.
+      clip_eps, actor_coef, value_coef, entropy_coef, kl_coef: loss weights
+        (``value_coef = 0.5`` gives the paper's ``0.5·MSE``).
+      target_family: the normalisation ``apply_fn`` applies internally; masked
+        pixels are set to ``fill`` in that space.
+      fill: masked value in the target's normalised space (paper: 0).
+      optimizer, learning_rate, warmup_frac, total_steps, weight_decay,
+        clip_norm: passed to ``train.loop.make_optimizer`` (authors: Adam 5e-5).
+    """
+
+    num_classes: int
+    image_size: int = 224
+    patch_size: int = 16
+    vit_preset: str = "vit_ti16"
+    hidden_size: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    explainer_family: str = "imagenet"
+    backbone_mode: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 32.0
+    head_hidden: int | None = None
+    num_masks: int = 5
+    loss: str = "ppo"
+    clip_eps: float = 0.2
+    actor_coef: float = 1.0
+    value_coef: float = 0.5
+    entropy_coef: float = 1e-4
+    kl_coef: float = 1.0
+    target_family: str = "imagenet"
+    fill: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 5e-5
+    warmup_frac: float = 0.0
+    total_steps: int | None = None
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad field."""
+        if self.backbone_mode not in _MODES:
+            raise ValueError(f"backbone_mode must be one of {_MODES}; got {self.backbone_mode!r}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
+        for name in ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        for name in ("explainer_family", "target_family"):
+            if getattr(self, name) not in FAMILY_NORMALISATION:
+                raise ValueError(
+                    f"{name} must be one of {sorted(FAMILY_NORMALISATION)}; "
+                    f"got {getattr(self, name)!r}"
+                )
+        patch_grid((self.image_size, self.image_size), self.patch_size, "image_size")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The ``(gh, gw)`` mask grid."""
+        return patch_grid((self.image_size, self.image_size), self.patch_size, "image_size")
+
+
+def build_backbone(config: FexConfig) -> ViT:
+    """The explainer's ViT (its classifier head is unused)."""
+    overrides = {
+        name: getattr(config, name)
+        for name in ("hidden_size", "depth", "num_heads", "mlp_dim")
+        if getattr(config, name) is not None
+    }
+    return vit(
+        config.vit_preset,
+        num_classes=1,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        **overrides,
+    )
+
+
+def _heads(config: FexConfig, backbone: ViT) -> ActorCriticHeads:
+    return ActorCriticHeads(config.head_hidden or backbone.hidden_size, config.num_classes)
+
+
+def init_params(config: FexConfig, key: jax.Array, backbone_params: Params | None = None) -> Params:
+    """Initial explainer params ``{"backbone", "heads"[, "lora"]}``.
+
+    Args:
+      config: the FEX config.
+      key: PRNG key.
+      backbone_params: optional ViT params (or ``{"params": ...}`` variables) to
+        start from, e.g. the target ViT's; shapes must match the configured ViT
+        (its classifier head may differ and is replaced).
+    """
+    config.validate()
+    backbone = build_backbone(config)
+    bb_key, head_key, lora_key = jax.random.split(key, 3)
+    size = config.image_size
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    fresh = backbone.init(bb_key, dummy)["params"]
+    if backbone_params is not None:
+        given = backbone_params.get("params", backbone_params)
+        given = {**dict(given), "head": fresh["head"]}
+        want = jax.tree.map(jnp.shape, fresh)
+        got = jax.tree.map(jnp.shape, given)
+        if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+            raise ValueError(
+                "backbone_params do not match the configured ViT "
+                f"(hidden_size/depth/num_heads/mlp_dim/patch_size/image_size): expected {want}, "
+                f"got {got}"
+            )
+        fresh = jax.tree.map(jnp.asarray, given)
+    tokens = jnp.zeros((1, config.grid[0] * config.grid[1], backbone.hidden_size))
+    heads = _heads(config, backbone).init(head_key, tokens, tokens[:, 0])["params"]
+    params = {"backbone": fresh, "heads": heads}
+    if config.backbone_mode == "lora":
+        params["lora"] = lora_init(lora_key, fresh, rank=config.lora_rank)
+    return params
+
+
+def make_optimizer_for(config: FexConfig, params: Params) -> optax.GradientTransformation:
+    """The configured optimiser; the backbone is frozen (no state, zero update)
+    in ``frozen``/``lora`` mode."""
+    base = make_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        warmup_frac=config.warmup_frac,
+        total_steps=config.total_steps,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+    )
+    if config.backbone_mode == "full":
+        return base
+    labels = {name: ("frozen" if name == "backbone" else "train") for name in params}
+    return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
+
+
+def forward(config: FexConfig, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Explainer forward: ``x [B, H, W, 3]`` in [0, 1] → ``(actor [B, L, C], values [B, C])``."""
+    backbone = build_backbone(config)
+    bb = params["backbone"]
+    if config.backbone_mode != "full":
+        bb = jax.lax.stop_gradient(bb)  # frozen: no backward through the backbone weights
+    if config.backbone_mode == "lora":
+        bb = lora_merge(bb, params["lora"], alpha=config.lora_alpha, rank=config.lora_rank)
+    _, aux = backbone.apply({"params": bb}, normalise_images(x, config.explainer_family))
+    return _heads(config, backbone).apply(
+        {"params": params["heads"]}, aux["patch_tokens"], aux["cls"]
+    )
+
+
+def _images(batch: Any) -> jax.Array:
+    return batch["images"] if isinstance(batch, dict) else batch
+
+
+def _check_input(config: FexConfig, x: Any, name: str) -> None:
+    check_images(x, name)
+    height, width = x.shape[1:3]
+    patch_grid((height, width), config.patch_size, name)
+    if (height, width) != (config.image_size, config.image_size) or x.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must be [B, {config.image_size}, {config.image_size}, 3]; got {x.shape}"
+        )
+
+
+def _check_logits(config: FexConfig, apply_fn: ApplyFn, target_params: Params, x) -> None:
+    shape = jax.eval_shape(apply_fn, target_params, x).shape
+    expected = (x.shape[0], config.num_classes)
+    if tuple(shape) != expected:
+        raise ValueError(
+            f"apply_fn must return logits of shape {expected} (batch, num_classes); got {shape}"
+        )
+
+
+def policy_logits(actor: jax.Array, classes: jax.Array) -> jax.Array:
+    """``actor [B, L, C]``, ``classes [B]`` → ``[B, L]`` logits of each image's class."""
+    return jnp.take_along_axis(actor, classes[:, None, None], axis=-1)[..., 0]
+
+
+def make(
+    config: FexConfig,
+    apply_fn: ApplyFn,
+    target_params: Params,
+    *,
+    backbone_params: Params | None = None,
+) -> LearnedExplainer:
+    """Builds FEX for the target ``apply_fn(target_params, x01) -> logits``.
+
+    Args:
+      config: :class:`FexConfig`.
+      apply_fn: the target (any framework), taking ``[0, 1]`` images.
+      target_params: the target's params (closed over, never trained).
+      backbone_params: optional ViT params to initialise the explainer from.
+
+    Returns:
+      ``LearnedExplainer(init, update, explain)``:
+      ``init(key, sample_batch) -> TrainState``; ``update(state, batch, key) ->
+      (state, metrics)`` (pure, jit-able; ``batch`` is ``[B, H, W, 3]`` or a dict
+      with ``"images"``); ``explain(params, x, target=None) -> [B, gh, gw]``.
+    """
+    config.validate()
+    gh, gw = config.grid
+    size = config.image_size
+    fill01 = fill_value_01(config.fill, config.target_family)
+    optimizer_box: dict[str, optax.GradientTransformation] = {}
+
+    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+        x = _images(sample_batch)
+        _check_input(config, x, "sample_batch")
+        _check_logits(config, apply_fn, target_params, x)
+        logits = apply_fn(target_params, x)
+        if not bool(jnp.all(jnp.isfinite(logits))):
+            raise ValueError("apply_fn returned NaN/Inf logits on sample_batch: rewards would be NaN")
+        params = init_params(config, key, backbone_params)
+        optimizer = optimizer_box.setdefault("opt", make_optimizer_for(config, params))
+        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
+
+    def loss_fn(params, x, key):
+        batch = x.shape[0]
+        num_masks = config.num_masks
+        target_logits = apply_fn(target_params, x)
+        target_probs = jax.nn.softmax(target_logits.astype(jnp.float32), axis=-1)
+        classes = jnp.argmax(target_logits, axis=-1)
+        actor, values = forward(config, params, x)
+        logits = policy_logits(actor, classes)  # [B, L]
+        logits_bk = jnp.broadcast_to(logits[:, None, :], (batch, num_masks, gh * gw))
+        masks = jax.lax.stop_gradient(sample_bernoulli(key, logits_bk))  # [B, K, L]
+        pixels = upsample_nearest(masks.reshape((batch, num_masks, gh, gw)), (size, size))
+        masked = apply_mask(jnp.broadcast_to(x[:, None], (batch, num_masks) + x.shape[1:]),
+                            pixels, fill01)
+        # All B·K masked images in ONE batched target call.
+        scored = apply_fn(target_params, masked.reshape((batch * num_masks,) + x.shape[1:]))
+        probs = jax.nn.softmax(scored.astype(jnp.float32), axis=-1).reshape(
+            (batch, num_masks, -1)
+        )
+        kept_prob = jnp.take_along_axis(probs, classes[:, None, None], axis=-1)[..., 0]
+        reward = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.fex_reward))(kept_prob, masks))
+        value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]  # [B]
+        value_bk = jnp.broadcast_to(value[:, None], (batch, num_masks))
+        coefs = dict(
+            actor_coef=config.actor_coef,
+            value_coef=config.value_coef,
+            entropy_coef=config.entropy_coef,
+        )
+        if config.loss == "ppo":
+            # One PPO epoch on fresh samples: the behaviour policy is the current one.
+            old = jax.lax.stop_gradient(
+                jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, masks)
+            )
+            episode = lambda l, m, o, r, v: losses.ppo_loss(
+                l, m, o, r, v, clip_eps=config.clip_eps, **coefs
+            )
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, old, reward, value_bk)
+        else:
+            episode = lambda l, m, r, v: losses.reinforce_loss(l, m, r, v, **coefs)
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, reward, value_bk)
+        kl = jax.vmap(losses.kl_to_target)(target_probs, actor)  # [B]
+        loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)
+        metrics = {
+            "reward": jnp.mean(reward),
+            "target_prob_masked": jnp.mean(kept_prob),
+            "keep_fraction": jnp.mean(masks),
+            "value_loss": jnp.mean(terms.value),
+            "actor_loss": jnp.mean(terms.actor),
+            "entropy": jnp.mean(terms.entropy),
+            "kl": jnp.mean(kl),
+        }
+        return loss, metrics
+
+    def update(state: TrainState, batch: Any, key: jax.Array):
+        x = _images(batch)
+        _check_input(config, x, "batch")
+        _check_logits(config, apply_fn, target_params, x)
+        optimizer = optimizer_box.setdefault("opt", make_optimizer_for(config, state.params))
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # Guard: a non-finite loss/gradient (e.g. a target returning NaN) never enters
+        # the params; the NaN loss is reported so train.loop.fit raises FloatingPointError.
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        )
+        params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
+        metrics = {"loss": jnp.where(finite, loss, jnp.nan), **metrics}
+        return state._replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    explain_jit = jax.jit(lambda params, x, target: explain_grid(config, params, x, target))
+
+    def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
+        _check_input(config, x, "x")
+        if target is not None:
+            if isinstance(target, int):
+                target = jnp.full((x.shape[0],), target, jnp.int32)
+            check_target(target, x.shape[0], config.num_classes)
+        return explain_jit(params, x, target)
+
+    return LearnedExplainer(init, update, explain)
+
+
+def explain_grid(
+    config: FexConfig, params: Params, x: jax.Array, target: jax.Array | None = None
+) -> jax.Array:
+    """FEX heatmap ``σ(actor_logit[ŷ])`` per patch: ``[B, gh, gw]`` in (0, 1).
+
+    No target-model query: with ``target=None`` the class explained is the
+    argmax of the explainer's own class distribution
+    ``μ = softmax(mean_tokens(log_softmax(actor)))``, which training matches to
+    ``p_f(·|x)`` through the KL term; pass ``target [B]`` (e.g. the target's
+    prediction, if already known) to explain a given class.
+    """
+    actor, _ = forward(config, params, x)
+    if target is None:
+        target = jnp.argmax(jax.vmap(losses.token_class_distribution)(actor), axis=-1)
+    heat = jax.nn.sigmoid(policy_logits(actor, jnp.asarray(target, jnp.int32)))
+    gh, gw = config.grid
+    return heat.reshape((x.shape[0], gh, gw))
+
+
+def upsample(heatmap: jax.Array, image_hw: tuple[int, int], method: str = "bilinear") -> jax.Array:
+    """``[B, gh, gw]`` → ``[B, H, W]`` by ``"bilinear"`` (smooth, for ranking and
+    display) or ``"nearest"`` (blocky, the mask the policy acts on)."""
+    if method == "nearest":
+        return upsample_nearest(heatmap, image_hw)
+    if method == "bilinear":
+        return upsample_bilinear(heatmap, image_hw)
+    raise ValueError(f"method must be 'bilinear' or 'nearest'; got {method!r}")
+
+
+def train_fex_on_benchmark(*args: Any, **kwargs: Any) -> Params:
+    """See :func:`fastxai_jax.explainers.fex_train.train_fex_on_benchmark`."""
+    from fastxai_jax.explainers import fex_train
+
+    return fex_train.train_fex_on_benchmark(*args, **kwargs)
+
+
+def load_explainer(workdir: Any, **kwargs: Any):
+    """See :func:`fastxai_jax.explainers.fex_train.load_explainer`."""
+    from fastxai_jax.explainers import fex_train
+
+    return fex_train.load_explainer(workdir, **kwargs)

@@ -1,0 +1,493 @@
+"""Gradient baselines: Saliency, Input×Gradient, Integrated Gradients, GradientSHAP.
+
+All methods take ``apply_fn(params, x) -> logits``, ``x: [B, H, W, C]`` and
+``target: [B]`` ints, differentiate the target class's *logit* by default
+(``score="probability"`` or ``"log_probability"`` on request) and return
+``[B, H, W]`` (channel sum) or ``[B, H, W, C]`` with ``per_channel=True``.
+Multi-point methods sum their gradients chunk by chunk (``batch_size`` points at
+once, a ``lax.scan`` over chunks), so memory does not grow with the step count.
+The noise tunnel (SmoothGrad / VarGrad) wraps any registered method.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fastxai_jax.core import ApplyFn, Cost, Params
+from fastxai_jax.explainers import _common
+from fastxai_jax.explainers.registry import register
+
+IG_METHODS = (
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "gauss_legendre",
+)
+
+
+# --------------------------------------------------------------------- saliency
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "score", "absolute", "per_channel"))
+def _saliency(apply_fn, params, x, target, score, absolute, per_channel):
+    grad = _common.score_grad(apply_fn, params, x, target, score)
+    grad = jnp.abs(grad) if absolute else grad
+    return _common.reduce_channels(grad, per_channel)
+
+
+def saliency(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    *,
+    key: Any = None,
+    absolute: bool = True,
+    score: str = "logit",
+    per_channel: bool = False,
+) -> jax.Array:
+    """Vanilla gradient (Simonyan et al., 2014): ``|∂ f_target / ∂x|``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
+      params: target parameters.
+      x: ``[B, H, W, C]`` inputs.
+      target: ``[B]`` int classes.
+      key: unused.
+      absolute: take ``|grad|`` (Simonyan/Captum default); ``False`` keeps the sign.
+      score: ``"logit"``, ``"probability"`` or ``"log_probability"``.
+      per_channel: return ``[B, H, W, C]`` instead of the channel sum.
+
+    Returns:
+      ``[B, H, W]`` (sum over channels of the per-channel values) or ``[B, H, W, C]``.
+    """
+    del key
+    _common.validate(apply_fn, params, x, target)
+    _common.check_choice("score", score, _common.SCORES)
+    return _saliency(apply_fn, params, x, target, score, bool(absolute), bool(per_channel))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "score", "per_channel"))
+def _input_x_gradient(apply_fn, params, x, target, score, per_channel):
+    grad = _common.score_grad(apply_fn, params, x, target, score)
+    return _common.reduce_channels(x * grad, per_channel)
+
+
+def input_x_gradient(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    *,
+    key: Any = None,
+    score: str = "logit",
+    per_channel: bool = False,
+) -> jax.Array:
+    """Input×Gradient (Shrikumar et al., 2016): ``x ⊙ ∂ f_target / ∂x`` (signed).
+
+    Args and returns as :func:`saliency` (no ``absolute``).
+    """
+    del key
+    _common.validate(apply_fn, params, x, target)
+    _common.check_choice("score", score, _common.SCORES)
+    return _input_x_gradient(apply_fn, params, x, target, score, bool(per_channel))
+
+
+# ---------------------------------------------------------- integrated gradients
+
+
+def ig_alphas_and_weights(num_steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolation points ``α ∈ [0, 1]`` and quadrature weights (summing to 1).
+
+    Args:
+      num_steps: number of gradient evaluations.
+      method: one of :data:`IG_METHODS`.
+
+    Returns:
+      ``(alphas [num_steps], weights [num_steps])`` float32 numpy arrays.
+    """
+    n = num_steps
+    if method == "riemann_left":
+        alphas, weights = np.arange(n) / n, np.full(n, 1.0 / n)
+    elif method == "riemann_right":
+        alphas, weights = np.arange(1, n + 1) / n, np.full(n, 1.0 / n)
+    elif method == "riemann_middle":
+        alphas, weights = (np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)
+    elif method == "riemann_trapezoid":
+        if n == 1:
+            alphas, weights = np.array([0.5]), np.array([1.0])
+        else:
+            alphas = np.linspace(0.0, 1.0, n)
+            weights = np.full(n, 1.0 / (n - 1))
+            weights[0] = weights[-1] = 0.5 / (n - 1)
+    elif method == "gauss_legendre":
+        nodes, gl_weights = np.polynomial.legendre.leggauss(n)
+        alphas, weights = (nodes + 1.0) / 2.0, gl_weights / 2.0
+    else:
+        raise ValueError(f"method must be one of {IG_METHODS}; got {method!r}")
+    return alphas.astype(np.float32), weights.astype(np.float32)
+
+
+def _path_integral(apply_fn, params, x, baseline, target, score, alphas, weights, batch_size):
+    """``(x − x') ⊙ Σ_i w_i ∇ s(x' + α_i (x − x'))``, ``[B, H, W, C]``."""
+    delta = x - baseline
+
+    def grad_at(alpha):
+        return _common.score_grad(apply_fn, params, baseline + alpha * delta, target, score)
+
+    avg_grad = _common.chunked_weighted_sum(grad_at, alphas, weights, batch_size)
+    return delta * avg_grad
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply_fn", "num_steps", "method", "score", "batch_size", "per_channel"),
+)
+def _integrated_gradients(
+    apply_fn, params, x, baseline, target, num_steps, method, score, batch_size, per_channel
+):
+    alphas, weights = ig_alphas_and_weights(num_steps, method)
+    attribution = _path_integral(
+        apply_fn,
+        params,
+        x,
+        baseline,
+        target,
+        score,
+        jnp.asarray(alphas),
+        jnp.asarray(weights),
+        batch_size,
+    )
+    return _common.reduce_channels(attribution, per_channel)
+
+
+def _resolve_baseline(x: Any, baseline: Any, name: str = "baseline") -> jax.Array:
+    """``None`` → black (zeros); a scalar or an array broadcastable to ``x``."""
+    if baseline is None:
+        return jnp.zeros_like(x)
+    arr = jnp.asarray(baseline, jnp.result_type(x))
+    try:
+        return jnp.broadcast_to(arr.reshape((1,) * (x.ndim - arr.ndim) + arr.shape), x.shape)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{name} must broadcast to x's shape {tuple(x.shape)}; got {tuple(arr.shape)}"
+        ) from err
+
+
+def integrated_gradients(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    *,
+    key: Any = None,
+    baseline: Any = None,
+    num_steps: int = 50,
+    method: str = "gauss_legendre",
+    score: str = "logit",
+    batch_size: int | None = 16,
+    per_channel: bool = False,
+) -> jax.Array:
+    """Integrated Gradients (Sundararajan et al., 2017).
+
+    ``A = (x − x') ⊙ ∫₀¹ ∇ s(x' + α (x − x')) dα`` with the integral approximated
+    by a Riemann rule or Gauss–Legendre quadrature (Captum's default).
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
+      params: target parameters.
+      x: ``[B, H, W, C]`` inputs.
+      target: ``[B]`` int classes.
+      key: unused.
+      baseline: ``None`` (black, zeros), a scalar, or an array broadcastable to ``x``.
+      num_steps: gradient evaluations along the path.
+      method: one of :data:`IG_METHODS`.
+      score: class score differentiated (``"logit"`` by default).
+      batch_size: path points evaluated at once (memory bound); ``None`` = all.
+      per_channel: return ``[B, H, W, C]`` instead of the channel sum.
+
+    Returns:
+      ``[B, H, W]`` signed attribution (or ``[B, H, W, C]``).
+    """
+    del key
+    _common.validate(apply_fn, params, x, target, num_steps=num_steps)
+    _common.check_choice("method", method, IG_METHODS)
+    _common.check_choice("score", score, _common.SCORES)
+    if batch_size is not None:
+        _common.validate_positive("batch_size", batch_size)
+    base = _resolve_baseline(x, baseline)
+    return _integrated_gradients(
+        apply_fn, params, x, base, target, num_steps, method, score, batch_size, bool(per_channel)
+    )
+
+
+def integrated_gradients_with_delta(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    **options: Any,
+) -> tuple[jax.Array, jax.Array]:
+    """Integrated Gradients plus the completeness error per input.
+
+    Args:
+      apply_fn, params, x, target, **options: as :func:`integrated_gradients`.
+
+    Returns:
+      ``(attribution, delta)`` with ``delta [B] = Σ A − (s(x) − s(x'))``; two extra
+      forward passes.
+    """
+    attribution = integrated_gradients(apply_fn, params, x, target, **options)
+    base = _resolve_baseline(x, options.get("baseline"))
+    score = options.get("score", "logit")
+    s_x = _common.class_score(apply_fn(params, x), target, score)
+    s_base = _common.class_score(apply_fn(params, base), target, score)
+    total = jnp.sum(attribution.reshape(attribution.shape[0], -1), axis=-1)
+    return attribution, total - (s_x - s_base)
+
+
+# --------------------------------------------------------------- gradient SHAP
+
+
+@functools.partial(
+    jax.jit, static_argnames=("apply_fn", "num_samples", "score", "batch_size", "per_channel")
+)
+def _gradient_shap(
+    apply_fn, params, x, baselines, target, key, num_samples, sigma, score, batch_size, per_channel
+):
+    batch = x.shape[0]
+    keys = jax.random.split(key, num_samples)
+
+    def one_sample(sample_key):
+        k_noise, k_alpha, k_base = jax.random.split(sample_key, 3)
+        noisy = x + sigma * jax.random.normal(k_noise, x.shape, x.dtype)
+        alpha = jax.random.uniform(k_alpha, (batch, 1, 1, 1), x.dtype)
+        pick = jax.random.randint(k_base, (batch,), 0, baselines.shape[0])
+        base = baselines[pick]
+        grad = _common.score_grad(apply_fn, params, base + alpha * (noisy - base), target, score)
+        return grad * (noisy - base)
+
+    weights = jnp.full((num_samples,), 1.0 / num_samples, x.dtype)
+    attribution = _common.chunked_weighted_sum(one_sample, keys, weights, batch_size)
+    return _common.reduce_channels(attribution, per_channel)
+
+
+def gradient_shap(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    *,
+    key: jax.Array,
+    baselines: Any = None,
+    num_samples: int = 50,
+    sigma: float = 0.09,
+    score: str = "logit",
+    batch_size: int | None = 16,
+    per_channel: bool = False,
+) -> jax.Array:
+    """GradientSHAP (Lundberg & Lee, 2017; Captum's estimator).
+
+    Each sample draws a baseline ``x'`` from ``baselines``, Gaussian noise
+    ``x̃ = x + σ·ε`` and ``α ~ U(0, 1)``; the attribution is the mean of
+    ``∇ s(x' + α (x̃ − x')) ⊙ (x̃ − x')``.
+
+    Args:
+      apply_fn, params, x, target: as :func:`saliency`.
+      key: ``jax.random`` key (required).
+      baselines: ``[N, H, W, C]`` baseline distribution; ``None`` = one black image.
+      num_samples: samples per input (FEX notebooks: 50).
+      sigma: noise std in input units (FEX notebooks: 0.09).
+      score: class score differentiated.
+      batch_size: samples evaluated at once.
+      per_channel: return ``[B, H, W, C]``.
+
+    Returns:
+      ``[B, H, W]`` signed attribution (or ``[B, H, W, C]``).
+    """
+    _common.validate(apply_fn, params, x, target, num_samples=num_samples)
+    _common.check_choice("score", score, _common.SCORES)
+    if key is None:
+        raise ValueError("key is required for gradient_shap (stochastic)")
+    if batch_size is not None:
+        _common.validate_positive("batch_size", batch_size)
+    if baselines is None:
+        baselines = jnp.zeros((1,) + tuple(x.shape[1:]), x.dtype)
+    baselines = jnp.asarray(baselines, x.dtype)
+    if baselines.ndim != 4 or tuple(baselines.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"baselines must have shape [N, {', '.join(map(str, x.shape[1:]))}]; "
+            f"got {tuple(baselines.shape)}"
+        )
+    return _gradient_shap(
+        apply_fn,
+        params,
+        x,
+        baselines,
+        target,
+        key,
+        num_samples,
+        float(sigma),
+        score,
+        batch_size,
+        bool(per_channel),
+    )
+
+
+# ------------------------------------------------------- SmoothGrad / VarGrad
+
+NOISE_TUNNEL_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "apply_fn",
+        "base",
+        "base_options",
+        "kind",
+        "num_samples",
+        "batch_size",
+        "per_channel",
+    ),
+)
+def _noise_tunnel(
+    apply_fn,
+    params,
+    x,
+    target,
+    key,
+    base,
+    base_options,
+    kind,
+    num_samples,
+    sigma,
+    batch_size,
+    per_channel,
+):
+    from fastxai_jax.explainers.registry import get_method
+
+    base_fn = get_method(base).fn
+    keys = jax.random.split(key, num_samples)
+
+    def one_sample(sample_key):
+        k_noise, k_base = jax.random.split(sample_key)
+        noisy = x + sigma * jax.random.normal(k_noise, x.shape, x.dtype)
+        out = base_fn(
+            apply_fn, params, noisy, target, key=k_base, per_channel=per_channel, **dict(base_options)
+        )
+        return jnp.stack([out, jnp.square(out)])
+
+    weights = jnp.full((num_samples,), 1.0 / num_samples, x.dtype)
+    mean, mean_sq = _common.chunked_weighted_sum(one_sample, keys, weights, batch_size)
+    if kind == "smoothgrad":
+        return mean
+    if kind == "smoothgrad_sq":
+        return mean_sq
+    return mean_sq - jnp.square(mean)
+
+
+def noise_tunnel(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    target: jax.Array,
+    *,
+    key: jax.Array,
+    base: str = "saliency",
+    kind: str = "smoothgrad",
+    num_samples: int = 50,
+    sigma: float = 0.15,
+    batch_size: int | None = 16,
+    per_channel: bool = False,
+    base_options: dict[str, Any] | None = None,
+) -> jax.Array:
+    """Noise tunnel over any registered method: SmoothGrad, SmoothGrad², VarGrad.
+
+    SmoothGrad (Smilkov et al., 2017) averages ``base(x + σ·ε)`` over samples;
+    VarGrad (Adebayo et al., 2018) takes their variance; SmoothGrad² the mean of
+    squares. The statistic is taken over the base method's output (its channel
+    sum unless ``per_channel``).
+
+    Args:
+      apply_fn, params, x, target: as :func:`saliency`.
+      key: ``jax.random`` key (required).
+      base: a registered method name (default ``"saliency"``, i.e. ``|grad|``).
+      kind: one of :data:`NOISE_TUNNEL_KINDS`.
+      num_samples: noisy copies per input (MFABA paper: 50).
+      sigma: noise std in input units ([0, 1] images; MFABA paper: 0.15).
+      batch_size: noisy copies evaluated at once (memory bound).
+      per_channel: ask the base method for ``[B, H, W, C]``.
+      base_options: options for the base method (hashable values).
+
+    Returns:
+      ``[B, H, W]`` (or ``[B, H, W, C]``).
+    """
+    from fastxai_jax.explainers.registry import get_method
+
+    _common.validate(apply_fn, params, x, target, num_samples=num_samples)
+    _common.check_choice("kind", kind, NOISE_TUNNEL_KINDS)
+    if key is None:
+        raise ValueError("key is required for the noise tunnel (stochastic)")
+    if batch_size is not None:
+        _common.validate_positive("batch_size", batch_size)
+    get_method(base)  # raises ValueError naming unknown methods
+    options = tuple(sorted((base_options or {}).items()))
+    return _noise_tunnel(
+        apply_fn,
+        params,
+        x,
+        target,
+        key,
+        base,
+        options,
+        kind,
+        num_samples,
+        float(sigma),
+        batch_size,
+        bool(per_channel),
+    )
+
+
+smoothgrad = functools.partial(noise_tunnel, kind="smoothgrad")
+vargrad = functools.partial(noise_tunnel, kind="vargrad")
+
+
+# -------------------------------------------------------------------- registry
+
+
+def _one_pass_cost(**_: Any) -> Cost:
+    return Cost(1, 1)
+
+
+def _ig_cost(num_steps: int = 50, **_: Any) -> Cost:
+    return Cost(num_steps, num_steps)
+
+
+def _shap_cost(num_samples: int = 50, **_: Any) -> Cost:
+    return Cost(num_samples, num_samples)
+
+
+register("saliency", saliency, _one_pass_cost)
+register("input_x_gradient", input_x_gradient, _one_pass_cost)
+register("ig", integrated_gradients, _ig_cost)
+register("integrated_gradients", integrated_gradients, _ig_cost)
+register("gradient_shap", gradient_shap, _shap_cost, needs_key=True)
+
+
+def _tunnel_cost(base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any) -> Cost:
+    from fastxai_jax.explainers.registry import method_cost
+
+    per = method_cost(base, **(base_options or {}))
+    return Cost(per.forward * num_samples, per.backward * num_samples)
+
+
+register("smoothgrad", smoothgrad, _tunnel_cost, needs_key=True)
+register("vargrad", vargrad, _tunnel_cost, needs_key=True)
+register("noise_tunnel", noise_tunnel, _tunnel_cost, needs_key=True)

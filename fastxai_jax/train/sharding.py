@@ -1,0 +1,64 @@
+"""Data-parallel sharding helpers over a 1-D device ``Mesh`` with axis ``"data"``.
+
+Batches are split along their leading dimension across devices; parameters
+and optimiser state are replicated. ``jax.jit`` then runs the same program on
+every device and inserts the gradient all-reduce itself (the modern form of
+pmap-style data parallelism).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = ["DATA_AXIS", "data_mesh", "shard_batch", "replicate"]
+
+DATA_AXIS = "data"
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over the first ``num_devices`` devices (default: all), axis ``"data"``."""
+    devices = jax.devices()
+    if num_devices is None:
+        num_devices = len(devices)
+    if not isinstance(num_devices, int | np.integer) or not 1 <= num_devices <= len(devices):
+        raise ValueError(
+            f"num_devices must be an int in [1, {len(devices)}] (available devices); "
+            f"got {num_devices!r}"
+        )
+    return Mesh(np.asarray(devices[: int(num_devices)]), (DATA_AXIS,))
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Places every leaf of ``batch`` split along its leading axis over ``mesh``.
+
+    Raises:
+      ValueError: a leaf is a scalar or its batch size is not divisible by the
+        number of devices in the mesh.
+    """
+    num_devices = mesh.devices.size
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+
+    def put(path, leaf):
+        shape = np.shape(leaf)
+        name = jax.tree_util.keystr(path) or "batch"
+        if len(shape) == 0:
+            raise ValueError(f"batch leaf {name} is a scalar; batch leaves need a leading axis")
+        if shape[0] % num_devices:
+            raise ValueError(
+                f"batch size {shape[0]} (leaf {name}) is not divisible by the device count "
+                f"{num_devices}"
+            )
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map_with_path(put, batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places a full copy of every leaf of ``tree`` on each device of ``mesh``."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)

@@ -1,0 +1,226 @@
+"""The small target model trained on the embedded ground-truth benchmark.
+
+``small_cnn`` (fastxai_jax.models) is trained with the shared :func:`fit`
+loop on :func:`fastxai_jax.data.groundtruth.make_benchmark` images (train
+data from seed ``2*seed``, test data from ``2*seed + 1``), with random
+horizontal/vertical flips (label-preserving: every class shape stays the
+same shape under flips). The model's own normalisation family (``"half"``,
+i.e. ``(x - 0.5) / 0.5``) is applied inside the loss exactly as
+:func:`fastxai_jax.models.make_apply_fn` does, so explainers see a plain
+``apply_fn(variables, x01)``.
+
+Layout of ``workdir``::
+
+  checkpoints/   fit's resumable training checkpoints (orbax)
+  params/        the final variables (save_params), config incl. test accuracy
+  metrics.json   {"test_accuracy", "train_seconds", ...}
+  train_log.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark
+from fastxai_jax.train.checkpoint import load_params, save_params
+from fastxai_jax.train.loop import fit, init_state, make_optimizer
+
+__all__ = ["DEFAULTS", "train_target", "load_or_train_target", "evaluate_accuracy"]
+
+MODEL_NAME = "small_cnn"
+DEFAULTS: dict[str, Any] = {
+    "num_train": 4000,
+    "num_test": 1000,
+    "steps": 1500,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "image_size": 64,
+}
+
+
+def _config(seed: int, **overrides: Any) -> dict[str, Any]:
+    config = {"model": MODEL_NAME, "seed": int(seed), **DEFAULTS}
+    for name, value in overrides.items():
+        if name not in DEFAULTS:
+            raise ValueError(f"unknown option {name!r}; known: {sorted(DEFAULTS)}")
+        if value is not None:
+            config[name] = value
+    for name in ("num_train", "num_test", "steps", "batch_size"):
+        if not isinstance(config[name], int | np.integer) or config[name] < 1:
+            raise ValueError(f"{name} must be a positive int; got {config[name]!r}")
+    if not config["lr"] > 0:
+        raise ValueError(f"lr must be positive; got {config['lr']!r}")
+    return config
+
+
+def _build(config: dict[str, Any]):
+    from fastxai_jax.models import build, make_apply_fn
+
+    module, family = build(MODEL_NAME, num_classes=NUM_CLASSES)
+    return module, family, make_apply_fn(module, family)
+
+
+def evaluate_accuracy(apply_fn, variables, images, labels, *, batch_size: int = 250) -> float:
+    """Top-1 accuracy of ``apply_fn(variables, x01)`` over ``images [N,H,W,3]``."""
+    predict = jax.jit(lambda v, x: jnp.argmax(apply_fn(v, x), axis=-1))
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        pred = np.asarray(predict(variables, images[start : start + batch_size]))
+        correct += int((pred == labels[start : start + batch_size]).sum())
+    return correct / len(images)
+
+
+def train_target(
+    workdir: str | os.PathLike,
+    *,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_every: int = 250,
+):
+    """Trains (or resumes training) the benchmark's ``small_cnn`` target.
+
+    Args:
+      workdir: run directory (see module docstring); an interrupted run resumes
+        from ``workdir/checkpoints`` when called again with the same options.
+      num_train, num_test, steps, batch_size, lr: override :data:`DEFAULTS`.
+      seed: data and initialisation seed.
+      progress: show the progress bar.
+      checkpoint_every: steps between checkpoints.
+
+    Returns:
+      ``(module, variables, family, metrics)`` with ``metrics`` a dict holding
+      ``test_accuracy`` (on ``num_test`` held-out images), ``train_accuracy``
+      and ``train_seconds``.
+    """
+    config = _config(
+        seed, num_train=num_train, num_test=num_test, steps=steps, batch_size=batch_size, lr=lr
+    )
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    module, family, apply_fn = _build(config)
+    size = config["image_size"]
+    train = make_benchmark(config["num_train"], seed=2 * config["seed"], image_size=size)
+    test = make_benchmark(config["num_test"], seed=2 * config["seed"] + 1, image_size=size)
+
+    key = jax.random.key(config["seed"])
+    init_key, train_key = jax.random.split(key)
+    variables = module.init(init_key, jnp.zeros((1, size, size, 3), jnp.float32))
+    optimizer = make_optimizer(
+        "adam", config["lr"], warmup_frac=0.05, total_steps=config["steps"], clip_norm=1.0
+    )
+    state = init_state(variables["params"], optimizer)
+
+    def update(state, batch, key):
+        images = batch["images"]
+        flip_x, flip_y = jax.random.bernoulli(key, 0.5, (2, images.shape[0]))
+        images = jnp.where(flip_x[:, None, None, None], images[:, :, ::-1], images)
+        images = jnp.where(flip_y[:, None, None, None], images[:, ::-1], images)
+
+        def loss_fn(params):
+            logits = apply_fn({"params": params}, images)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+            accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+            return jnp.mean(loss), accuracy
+
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state._replace(params=params, opt_state=opt_state)
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    num, bsz, data_seed = config["num_train"], config["batch_size"], config["seed"]
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        # One permutation per epoch, so every image is seen once per epoch.
+        per_epoch = max(num // bsz, 1)
+        epoch, offset = divmod(step, per_epoch)
+        order = np.random.default_rng([data_seed, epoch]).permutation(num)
+        index = order[offset * bsz : offset * bsz + bsz]
+        return {"images": train["images"][index], "labels": train["labels"][index]}
+
+    start = time.perf_counter()
+    state, _ = fit(
+        state,
+        update,
+        batch_fn,
+        num_steps=config["steps"],
+        key=train_key,
+        checkpoint_dir=workdir / "checkpoints",
+        checkpoint_every=checkpoint_every,
+        log_path=workdir / "train_log.jsonl",
+        progress=progress,
+        config=config,
+    )
+    train_seconds = time.perf_counter() - start
+    variables = {"params": jax.device_get(state.params)}
+    metrics = {
+        "test_accuracy": evaluate_accuracy(apply_fn, variables, test["images"], test["labels"]),
+        "train_accuracy": evaluate_accuracy(
+            apply_fn, variables, train["images"][:1000], train["labels"][:1000]
+        ),
+        "train_seconds": train_seconds,
+    }
+    save_params(workdir / "params", variables, {"config": config, "metrics": metrics})
+    (workdir / "metrics.json").write_text(json.dumps({**metrics, "config": config}, indent=2))
+    return module, variables, family, metrics
+
+
+def load_or_train_target(
+    workdir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    return_metrics: bool = False,
+    **options: Any,
+):
+    """Loads the trained target from ``workdir/params`` if it was trained with the
+    same options, else trains it (resuming any interrupted run).
+
+    Args:
+      workdir: run directory.
+      seed: as in :func:`train_target`.
+      progress: progress bar while training.
+      return_metrics: also return the metrics dict.
+      **options: ``num_train``, ``num_test``, ``steps``, ``batch_size``, ``lr``.
+
+    Returns:
+      ``(module, variables, family)`` (plus ``metrics`` if ``return_metrics``).
+
+    Raises:
+      ValueError: ``workdir/params`` holds weights trained with other options.
+    """
+    config = _config(seed, **options)
+    params_dir = pathlib.Path(workdir) / "params"
+    if params_dir.exists():
+        module, family, _ = _build(config)
+        size = config["image_size"]
+        template = jax.eval_shape(
+            module.init, jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32)
+        )
+        variables, saved = load_params(params_dir, template=template)
+        saved = saved or {}
+        if saved.get("config") != config:
+            raise ValueError(
+                f"{params_dir} holds a target trained with config {saved.get('config')!r}, "
+                f"not the requested {config!r}; use another workdir"
+            )
+        result = (module, variables, family)
+        return (*result, saved.get("metrics", {})) if return_metrics else result
+    module, variables, family, metrics = train_target(
+        workdir, seed=seed, progress=progress, **options
+    )
+    return (module, variables, family, metrics) if return_metrics else (module, variables, family)

@@ -1,0 +1,165 @@
+"""DAX (SPEC §3): kernel weights, loss, per-input vmapped fits, gradient-free target."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fastxai_jax.core import Cost
+from fastxai_jax.explainers import dax as dax_lib
+from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
+from fastxai_jax.models.dax_nets import DaxMaskGenerator, DaxStudent
+
+TINY = dict(num_samples=64, epochs=2, hidden=16, features=4, patch_size=4, chunk=32)
+
+
+def _corner_target(params, x):
+    """Class 0 is driven by the top-left 8×8 corner's contrast only (a mean fill removes it)."""
+    score = jnp.mean((x[:, :8, :8, :] - 0.5) ** 2, axis=(1, 2, 3)) - 0.04
+    return jnp.stack([params * score, jnp.zeros_like(score)], axis=-1)
+
+
+def test_lime_kernel_weights_hand_computed():
+    z = jnp.array([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 1]], jnp.float32)
+    # cosine to all-ones: 1, 2/(√2·2), 1/2 → d = 0, 1 − 1/√2, 1/2; w = exp(−d²/(2·0.25²)).
+    d = np.array([0.0, 1.0 - 1.0 / np.sqrt(2.0), 0.5])
+    np.testing.assert_allclose(
+        dax_lib.lime_kernel_weights(z), np.exp(-(d**2) / 0.125), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_objective_hand_computed():
+    s_keep = jnp.array([0.9, 0.2])
+    s_removed = jnp.array([0.1, 0.6])
+    p = jnp.array([0.8, 0.5])
+    w = jnp.array([1.0, 0.5])
+    # Σw(s_k − p)² = 0.01 + 0.5·0.09 = 0.055; Σw(s_r − p)² = 0.49 + 0.5·0.01 = 0.495.
+    value = dax_lib.dax_objective(s_keep, s_removed, p, w, lam=2.0)
+    np.testing.assert_allclose(value, 0.055 - 2.0 * 0.495, rtol=1e-6)
+
+
+def test_dax_loss_composes_generator_and_student(key):
+    config = dax_lib.DaxConfig(hidden=8, features=4)
+    images = jax.random.uniform(key, (4, 8, 8, 3))
+    gen = DaxMaskGenerator(features=4)
+    student = DaxStudent(hidden=8)
+    g_params = gen.init(jax.random.key(1), images)
+    s_vars = student.init(jax.random.key(2), images)
+    p = jnp.array([0.1, 0.9, 0.5, 0.3])
+    w = jnp.array([1.0, 0.2, 0.7, 0.4])
+    loss, new_vars = dax_lib.dax_loss(g_params, s_vars, images, p, w, jax.random.key(3), config)
+    mask = gen.apply(g_params, images)
+    # the generator's max-pool/upsample makes a mask constant on 8×8 blocks, min-max per image
+    assert mask.shape == (4, 8, 8)
+    k1, k2 = jax.random.split(jax.random.key(3))
+    s_keep, upd = student.apply(
+        s_vars, images * mask[..., None], train=True, rngs={"dropout": k1}, mutable=["batch_stats"]
+    )
+    s_rem, _ = student.apply(
+        {**s_vars, **upd},
+        images * (1 - mask[..., None]),
+        train=True,
+        rngs={"dropout": k2},
+        mutable=["batch_stats"],
+    )
+    expected = np.sum(np.asarray(w) * (np.asarray(s_keep) - np.asarray(p)) ** 2) - np.sum(
+        np.asarray(w) * (np.asarray(s_rem) - np.asarray(p)) ** 2
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert "batch_stats" in new_vars
+
+
+def test_mask_generator_shape_and_range(key):
+    x = jax.random.uniform(key, (2, 16, 16, 3))
+    mask = DaxMaskGenerator(features=4).init_with_output(key, x)[0]
+    assert mask.shape == (2, 16, 16)
+    np.testing.assert_allclose(mask.min(axis=(1, 2)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(mask.max(axis=(1, 2)), 1.0, atol=1e-3)  # eps 1e-8 in range
+    # constant on each 8×8 block (max-pool 8 then nearest ×8)
+    np.testing.assert_array_equal(mask[:, :8, :8], jnp.broadcast_to(mask[:, :1, :1], (2, 8, 8)))
+
+
+def test_perturbation_first_all_ones_and_mean_fill(key):
+    labels, num = grid_segments((8, 8), 4)
+    assert num == 4
+    x = jax.random.uniform(key, (8, 8, 3))
+    z = dax_lib.sample_perturbations(key, 5, jnp.ones((num,)))
+    np.testing.assert_array_equal(z[0], 1.0)
+    means = dax_lib.segment_means(x, labels, num)
+    np.testing.assert_allclose(means[3], x[4:, 4:].mean(axis=(0, 1)), rtol=1e-6)
+    off = dax_lib.perturb(x, labels, means[labels], jnp.array([[1.0, 0.0, 1.0, 1.0]]))[0]
+    np.testing.assert_allclose(off[:4, 4:], jnp.broadcast_to(means[1], (4, 4, 3)), rtol=1e-6)
+    np.testing.assert_array_equal(off[4:], x[4:])
+
+
+def _numpy_corner_target(x):
+    score = np.mean((np.asarray(x)[..., :8, :8, :] - 0.5) ** 2, axis=(-3, -2, -1)) - 0.04
+    return np.stack([60.0 * score, np.zeros_like(score)], axis=-1).astype(np.float32)
+
+
+def callback_target(params, x):
+    """The corner target computed in numpy: it has no JVP, so no gradient exists."""
+    del params
+    shape = jax.ShapeDtypeStruct(x.shape[:-3] + (2,), jnp.float32)
+    return jax.pure_callback(_numpy_corner_target, shape, x, vmap_method="expand_dims")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x = jax.random.uniform(jax.random.key(11), (3, 16, 16, 3))
+    target = jnp.array([0, 1, 0], jnp.int32)
+    masks, info = dax_lib.dax(
+        callback_target, None, x, target, key=jax.random.key(7), return_info=True, **TINY
+    )
+    return x, target, masks, info
+
+
+def test_runs_on_a_target_without_gradient(fitted):
+    x, target, masks, info = fitted
+    with pytest.raises(Exception, match="(?i)jvp|differentiat"):
+        jax.grad(lambda v: callback_target(None, v).sum())(x)
+    assert masks.shape == (3, 16, 16)
+    assert np.all(np.isfinite(np.asarray(masks)))
+    # first perturbation is the clean image: its probability is the black box's.
+    clean = jax.nn.softmax(_corner_target(60.0, x))[jnp.arange(3), target]
+    np.testing.assert_allclose(info["probs"][:, 0], clean, rtol=1e-5)
+
+
+def test_vmapped_fits_equal_single_fits(fitted):
+    x, target, masks, info = fitted
+    # input b is fitted with split(key, B)[b]; refit each alone with that key.
+    keys = jax.random.split(jax.random.key(7), 3)
+    config = dax_lib.DaxConfig(**{k: v for k, v in TINY.items() if k != "patch_size"})
+    labels, num = grid_segments((16, 16), 4)
+    single = jax.jit(
+        lambda xb, tb, kb: dax_lib.dax_fit(
+            callback_target, None, xb, tb, kb, labels, jnp.ones((num,)), config
+        )
+    )
+    for b in range(3):
+        mask_b, info_b = single(x[b], target[b], keys[b])
+        np.testing.assert_allclose(masks[b], mask_b, atol=1e-5)
+        np.testing.assert_allclose(info["epoch_loss"][b], info_b["epoch_loss"], atol=1e-5)
+
+
+def test_finds_the_only_relevant_region(fitted):
+    _, target, masks, _ = fitted
+    masks = masks[np.asarray(target) == 0]  # explained class 0: the corner drives it
+    inside = masks[:, :8, :8].mean(axis=(1, 2))
+    outside = (masks.sum(axis=(1, 2)) - masks[:, :8, :8].sum(axis=(1, 2))) / (256 - 64)
+    assert masks.shape[0] == 2
+    assert np.all(np.asarray(inside) > np.asarray(outside) + 0.2), (inside, outside)
+
+
+def test_superpixels_and_validation(key):
+    x = np.asarray(jax.random.uniform(key, (2, 16, 16, 3)))
+    labels, valid = superpixel_segments(x, "slic", n_segments=6)
+    assert labels.shape == (2, 16, 16) and valid.shape[0] == 2
+    assert np.all(labels.max(axis=(1, 2)) + 1 == valid.sum(axis=1))
+    with pytest.raises(ValueError, match="segmentation"):
+        superpixel_segments(x, "felzenszwalb")
+    with pytest.raises(ValueError, match="unknown DAX options"):
+        dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.zeros((2,), jnp.int32), key=key, n=3)
+    with pytest.raises(ValueError, match="target"):
+        dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.full((2,), 5, jnp.int32), key=key)
+    assert dax_lib.dax_cost(num_samples=100) == Cost(100, 0)

@@ -1,0 +1,291 @@
+"""FEX: policy-gradient math in closed form, PPO by hand, update/explain, resume, bad input."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fastxai_jax.explainers import _fex_losses as losses
+from fastxai_jax.explainers import fex
+from fastxai_jax.models.small_cnn import SmallCNN
+from fastxai_jax.train.loop import fit
+
+IMAGE, PATCH, CLASSES = 16, 4, 4
+
+
+def tiny_config(**overrides):
+    options = dict(
+        num_classes=CLASSES,
+        image_size=IMAGE,
+        patch_size=PATCH,
+        hidden_size=16,
+        depth=1,
+        num_heads=2,
+        mlp_dim=32,
+        explainer_family="half",
+        target_family="half",
+        learning_rate=1e-3,
+        num_masks=3,
+    )
+    options.update(overrides)
+    return fex.FexConfig(**options)
+
+
+def linear_target(key):
+    weights = jax.random.normal(key, (IMAGE * IMAGE * 3, CLASSES)) * 0.05
+
+    def apply_fn(params, x):
+        return x.reshape(x.shape[0], -1) @ params
+
+    return apply_fn, weights
+
+
+def images(key, batch=8):
+    return jax.random.uniform(key, (batch, IMAGE, IMAGE, 3), minval=0.1, maxval=1.0)
+
+
+# ---------------------------------------------------------------- loss math
+
+
+def test_reinforce_estimator_matches_exact_gradient_of_expected_reward():
+    """4 patches → 16 masks: E_π[r] and its gradient in closed form by enumeration."""
+    theta = jnp.asarray([0.3, -0.8, 1.2, 0.0])
+    rewards = jax.random.uniform(jax.random.key(3), (16,), minval=0.0, maxval=2.0)
+    all_masks = jnp.asarray(list(itertools.product([0.0, 1.0], repeat=4)))  # [16, 4]
+    index = (all_masks * jnp.asarray([[8.0, 4.0, 2.0, 1.0]])).sum(-1).astype(jnp.int32)
+    table = rewards[index]
+
+    def expected_reward(t):
+        log_probs = jax.vmap(lambda m: losses.policy_log_prob(t, m))(all_masks)
+        return jnp.sum(jnp.exp(log_probs) * table)
+
+    exact = np.asarray(jax.grad(expected_reward)(theta))  # ∇ E_π[r]
+
+    num = 40_000
+    masks = jax.random.bernoulli(jax.random.key(7), jax.nn.sigmoid(theta)[None], (num, 4))
+    masks = masks.astype(jnp.float32)
+    sample_rewards = rewards[
+        (masks * jnp.asarray([[8.0, 4.0, 2.0, 1.0]])).sum(-1).astype(jnp.int32)
+    ]
+    baseline = jnp.asarray(0.7)  # any action-independent baseline keeps it unbiased
+
+    def per_sample_grad(m, r):
+        loss = lambda t: losses.reinforce_loss(t, m, r, baseline, entropy_coef=0.0)[0]
+        return -jax.grad(loss)(theta)  # −∇loss estimates +∇E[r]
+
+    grads = np.asarray(jax.vmap(per_sample_grad)(masks, sample_rewards))
+    mean, stderr = grads.mean(0), grads.std(0) / np.sqrt(num)
+    assert np.all(np.abs(mean - exact) < 4.0 * stderr + 1e-6), (mean, exact, stderr)
+    # The test has power: the exact gradient is far from zero relative to the error.
+    assert np.max(np.abs(exact) / stderr) > 10
+
+
+def test_ppo_loss_hand_computed():
+    logits = jnp.asarray([0.5, -1.0, 2.0])
+    mask = jnp.asarray([1.0, 0.0, 1.0])
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+    l_np = np.asarray([0.5, -1.0, 2.0])
+    log_pi = np.log(sig(0.5)) + np.log(1 - sig(-1.0)) + np.log(sig(2.0))
+    p = sig(l_np)
+    entropy = float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
+
+    # Positive advantage, ratio e^{0.5} ≈ 1.649 > 1.2: clipped branch.
+    loss, terms = losses.ppo_loss(
+        logits, mask, jnp.asarray(log_pi - 0.5), jnp.asarray(2.0), jnp.asarray(0.5)
+    )
+    expected = -1.2 * 1.5 + 0.5 * (0.5 - 2.0) ** 2 - 1e-4 * entropy
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(terms.ratio), np.exp(0.5), rtol=1e-6)
+    np.testing.assert_allclose(float(terms.log_prob), log_pi, rtol=1e-6)
+    # Clipped: the surrogate carries no policy gradient, only the entropy does.
+    g = jax.grad(
+        lambda z: losses.ppo_loss(
+            z, mask, jnp.asarray(log_pi - 0.5), 2.0 * jnp.ones(()), 0.5 * jnp.ones(())
+        )[0]
+    )(logits)
+    np.testing.assert_allclose(
+        np.asarray(g), -1e-4 * np.asarray(jax.grad(losses.policy_entropy)(logits)), atol=1e-7
+    )
+
+    # Negative advantage (A = −1), ratio e^{−0.5} ≈ 0.607 < 0.8: min picks the clipped 0.8·A.
+    loss, _ = losses.ppo_loss(
+        logits,
+        mask,
+        jnp.asarray(log_pi + 0.5),
+        jnp.asarray(0.0),
+        jnp.asarray(1.0),
+        value_coef=1.0,
+        entropy_coef=0.0,
+    )
+    np.testing.assert_allclose(float(loss), 0.8 + 1.0, rtol=1e-6)
+    # Unclipped (ratio 1): −ρA.
+    loss, _ = losses.ppo_loss(
+        logits,
+        mask,
+        jnp.asarray(log_pi),
+        jnp.asarray(3.0),
+        jnp.asarray(1.0),
+        value_coef=0.0,
+        entropy_coef=0.0,
+    )
+    np.testing.assert_allclose(float(loss), -2.0, rtol=1e-6)
+
+
+def test_reward_and_kl_hand_computed():
+    mask = jnp.asarray([1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(float(losses.fex_reward(jnp.asarray(0.6), mask)), 0.6 * 4 / 3)
+    actor = jnp.asarray([[1.0, 0.0], [0.0, 2.0]])  # [L=2, C=2]
+    lsm = np.log(
+        np.exp([[1.0, 0.0], [0.0, 2.0]]) / np.exp([[1.0, 0.0], [0.0, 2.0]]).sum(1, keepdims=True)
+    )
+    mean = lsm.mean(0)
+    log_mu = mean - np.log(np.exp(mean).sum())
+    np.testing.assert_allclose(
+        np.asarray(losses.token_class_distribution(actor)), log_mu, rtol=1e-6
+    )
+    p = np.asarray([0.25, 0.75])
+    kl = float(losses.kl_to_target(jnp.asarray(p), actor))
+    np.testing.assert_allclose(kl, float((p * (np.log(p) - log_mu)).sum()), rtol=1e-6)
+    # p with a zero entry: 0·log 0 = 0, still finite.
+    assert np.isfinite(float(losses.kl_to_target(jnp.asarray([0.0, 1.0]), actor)))
+
+
+# --------------------------------------------------------------- the explainer
+
+
+@pytest.mark.parametrize("mode", ["full", "frozen", "lora"])
+def test_update_trains_the_right_parameters_with_a_cnn_target(mode, key):
+    cnn = SmallCNN(num_classes=CLASSES, widths=(4, 8))
+    variables = cnn.init(key, jnp.zeros((1, IMAGE, IMAGE, 3)))
+    apply_fn = lambda v, x: cnn.apply(v, x * 2.0 - 1.0)[0]
+    config = tiny_config(backbone_mode=mode, loss="reinforce" if mode == "lora" else "ppo")
+    learned = fex.make(config, apply_fn, variables)
+    x = images(jax.random.key(1))
+    state = learned.init(key, x)
+    new_state, metrics = jax.jit(learned.update)(state, x, jax.random.key(2))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    changed = lambda a, b: any(
+        bool(jnp.any(u != v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    assert changed(new_state.params["heads"], state.params["heads"])
+    assert changed(new_state.params["backbone"], state.params["backbone"]) == (mode == "full")
+    if mode == "lora":
+        assert changed(new_state.params["lora"], state.params["lora"])
+    heat = learned.explain(new_state.params, x)
+    assert heat.shape == (8, IMAGE // PATCH, IMAGE // PATCH)
+    assert bool(jnp.all((heat > 0) & (heat < 1)))
+
+
+def test_explain_never_queries_the_target_and_honours_target(key):
+    calls = []
+    apply_fn, weights = linear_target(key)
+
+    def counting(params, x):
+        calls.append(x.shape)
+        return apply_fn(params, x)
+
+    learned = fex.make(tiny_config(), counting, weights)
+    x = images(jax.random.key(1), 4)
+    state = learned.init(key, x)
+    calls.clear()
+    heat_own = learned.explain(state.params, x)
+    heat_2 = learned.explain(state.params, x, jnp.asarray([2, 2, 2, 2]))
+    assert calls == []
+    actor, _ = fex.forward(tiny_config(), state.params, x)
+    np.testing.assert_allclose(
+        np.asarray(heat_2), np.asarray(jax.nn.sigmoid(actor[..., 2])).reshape(4, 4, 4), rtol=1e-6
+    )
+    mu = jax.vmap(losses.token_class_distribution)(actor).argmax(-1)
+    own = jnp.take_along_axis(actor, mu[:, None, None], -1)[..., 0]
+    np.testing.assert_allclose(
+        np.asarray(heat_own), np.asarray(jax.nn.sigmoid(own)).reshape(4, 4, 4), rtol=1e-6
+    )
+    up = fex.upsample(heat_own, (IMAGE, IMAGE), "nearest")
+    assert up.shape == (4, IMAGE, IMAGE)
+    with pytest.raises(ValueError, match="target"):
+        learned.explain(state.params, x, jnp.asarray([0, 1, 2, 9]))
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, key):
+    apply_fn, weights = linear_target(key)
+    learned = fex.make(tiny_config(), apply_fn, weights)
+    data = np.asarray(images(jax.random.key(5), 32))
+    batch_fn = lambda step: data[(step % 4) * 8 : (step % 4) * 8 + 8]
+    state0 = learned.init(key, data[:8])
+    kwargs = dict(key=jax.random.key(9), checkpoint_every=2, progress=False)
+    full, _ = fit(state0, learned.update, batch_fn, num_steps=5, **kwargs)
+    fit(state0, learned.update, batch_fn, num_steps=3, checkpoint_dir=tmp_path, **kwargs)
+    resumed, history = fit(
+        state0, learned.update, batch_fn, num_steps=5, checkpoint_dir=tmp_path, **kwargs
+    )
+    assert [r["step"] for r in history] == [3, 4]
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nan_reward_never_enters_params(key):
+    apply_fn, weights = linear_target(key)
+
+    def nan_when_masked(params, x):
+        # Finite on clean images (all pixels > 0.1); NaN once a patch is masked to 0.
+        bad = jnp.log(jnp.min(x.reshape(x.shape[0], -1), axis=-1) - 0.05)
+        return apply_fn(params, x) + bad[:, None]
+
+    config = tiny_config(target_family="identity")  # fill 0 in identity space = black
+    learned = fex.make(config, nan_when_masked, weights)
+    x = images(jax.random.key(1))
+    state = learned.init(key, x)
+    new_state, metrics = jax.jit(learned.update)(state, x, key)
+    assert np.isnan(float(metrics["loss"]))
+    for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(FloatingPointError, match="step 0"):
+        fit(state, learned.update, lambda s: x, num_steps=2, key=key, progress=False)
+
+
+def test_bad_inputs(key):
+    apply_fn, weights = linear_target(key)
+    x = images(key, 4)
+    with pytest.raises(ValueError, match="does not divide"):
+        tiny_config(image_size=18)
+        fex.make(tiny_config(image_size=18), apply_fn, weights)
+    wrong = lambda p, x: apply_fn(p, x)[:, :3]
+    with pytest.raises(ValueError, match="logits of shape"):
+        fex.make(tiny_config(), wrong, weights).init(key, x)
+    with pytest.raises(ValueError, match="NaN"):
+        fex.make(tiny_config(), lambda p, x: apply_fn(p, x) * jnp.nan, weights).init(key, x)
+    learned = fex.make(tiny_config(), apply_fn, weights)
+    state = learned.init(key, x)
+    with pytest.raises(ValueError, match="logits of shape"):
+        fex.make(tiny_config(), wrong, weights).update(state, x, key)
+    with pytest.raises(ValueError, match=r"\[B, 16, 16, 3\]"):
+        learned.explain(state.params, jnp.zeros((2, 20, 20, 3)))
+    with pytest.raises(ValueError, match="backbone_mode"):
+        fex.make(tiny_config(backbone_mode="half"), apply_fn, weights)
+    with pytest.raises(ValueError, match="backbone_params do not match"):
+        fex.make(tiny_config(), apply_fn, weights, backbone_params={"x": jnp.zeros(3)}).init(key, x)
+
+
+def test_train_on_benchmark_saves_and_loads(tmp_path, key):
+    apply_fn, weights = linear_target(key)
+    data = np.asarray(images(jax.random.key(5), 16))
+    config = tiny_config(total_steps=3)
+    params = fex.train_fex_on_benchmark(
+        apply_fn,
+        weights,
+        data,
+        steps=3,
+        batch_size=8,
+        key=key,
+        workdir=tmp_path,
+        config=config,
+        progress=False,
+    )
+    assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 3
+    explain = fex.load_explainer(tmp_path)
+    heat = explain(data[:2])
+    assert heat.shape == (2, IMAGE, IMAGE)
+    direct = fex.upsample(fex.explain_grid(config, params, jnp.asarray(data[:2])), (IMAGE, IMAGE))
+    np.testing.assert_allclose(np.asarray(heat), np.asarray(direct), rtol=1e-5, atol=1e-6)
