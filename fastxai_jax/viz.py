@@ -20,7 +20,9 @@ def _check_pair(image: Any, attribution: Any) -> tuple[np.ndarray, np.ndarray]:
     if attribution.ndim == 3:  # per-channel attribution: sum channels
         attribution = attribution.sum(-1)
     if attribution.ndim != 2:
-        raise ValueError(f"attribution must be [H, W] (or [H, W, C]); got shape {attribution.shape}")
+        raise ValueError(
+            f"attribution must be [H, W] (or [H, W, C]); got shape {attribution.shape}"
+        )
     if not np.all(np.isfinite(attribution)):
         raise ValueError("attribution contains NaN or Inf values")
     if attribution.shape != image.shape[:2]:

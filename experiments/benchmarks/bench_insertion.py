@@ -62,14 +62,20 @@ def load_model(name: str, image_size: int, seed: int):
         return module.apply, variables, f"fallback CNN ({err})"
 
 
-def time_call(fn, repeats: int) -> float:
-    """Best wall time of ``fn()`` over ``repeats`` runs (after one warm-up)."""
-    jax.block_until_ready(fn())
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_calls(fns: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each ``fn()`` over ``repeats`` rounds (after one warm-up each).
+
+    The functions are timed in turn within each round, so that a change in the
+    machine's load affects all of them alike.
+    """
+    for fn in fns.values():
         jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -134,8 +140,6 @@ def main() -> None:
         )
         return result["insertion"].curve, result["deletion"].curve
 
-    t_ours = time_call(ours, args.repeats)
-
     # The limit: the same forward passes, same batch size, nothing else.
     num_forwards = math.ceil(num_points / chunk)
     forward_batch = jax.random.uniform(keys[0], (2 * num * chunk, size, size, 3))
@@ -147,7 +151,17 @@ def main() -> None:
             out = forward(params, forward_batch)
         return out
 
-    t_limit = time_call(limit, args.repeats)
+    fns = {"ours": ours, "limit": limit}
+    if not args.skip_loop:
+        substrates = {
+            "insertion": make_substrate(x, "blur"),
+            "deletion": make_substrate(x, "zeros"),
+        }
+        fns["loop"] = lambda: loop_insertion_deletion(
+            apply_fn, params, x, attribution, step, substrates
+        )
+    times = time_calls(fns, args.repeats)
+    t_ours, t_limit = times["ours"], times["limit"]
 
     record = {
         "model": model_note,
@@ -165,15 +179,8 @@ def main() -> None:
         "ours_over_limit": t_ours / t_limit,
     }
     if not args.skip_loop:
-        substrates = {
-            "insertion": make_substrate(x, "blur"),
-            "deletion": make_substrate(x, "zeros"),
-        }
-        loop = lambda: loop_insertion_deletion(  # noqa: E731
-            apply_fn, params, x, attribution, step, substrates
-        )
-        t_loop = time_call(loop, 1)
-        ours_curves, loop_curves = ours(), loop()
+        t_loop = times["loop"]
+        ours_curves, loop_curves = ours(), fns["loop"]()
         record.update(
             loop_s=t_loop,
             loop_over_ours=t_loop / t_ours,

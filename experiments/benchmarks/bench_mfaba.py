@@ -90,7 +90,15 @@ def run_jax(args) -> dict:
     result: dict = {"device": str(jax.devices()[0]), "backend": jax.default_backend()}
 
     def mfaba_fn(v, xs, t, num_steps=args.steps):
-        return mfaba(apply_fn, v, xs, t, num_steps=num_steps, return_steps=True)
+        return mfaba(
+            apply_fn,
+            v,
+            xs,
+            t,
+            num_steps=num_steps,
+            early_stop=not args.no_early_stop,
+            return_steps=True,
+        )
 
     mfaba_jit = jax.jit(mfaba_fn)
     _, steps = mfaba_jit(variables, x, target)
@@ -244,7 +252,9 @@ def run_torch(args) -> dict:
     return {
         "device": str(device),
         "captum_ig_seconds_per_image": t_ig / args.num_images,
-        "torch_cuda_peak_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+        "torch_cuda_peak_bytes": torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else None,
         "rss_peak_mib": _rss_mib(),
         "rss_after_load_mib": rss_loaded,
         "logits": np.asarray(logits.cpu()).tolist(),
@@ -272,6 +282,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after warm-up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-captum", action="store_true")
+    parser.add_argument(
+        "--no-early-stop", action="store_true", help="run all MFABA steps (a worst-case timing)"
+    )
     parser.add_argument("--out", default="runs/bench_mfaba.json")
     parser.add_argument("--part", choices=["jax", "torch"], default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -292,26 +305,32 @@ def main(argv=None) -> int:
         f"--ig-batch={args.ig_batch}",
         f"--repeats={args.repeats}",
         f"--seed={args.seed}",
-    ]
+    ] + (["--no-early-stop"] if args.no_early_stop else [])
     report = {"config": {k: v for k, v in vars(args).items() if k != "part"}}
     report["jax"] = _subprocess("jax", passthrough)
     if not args.skip_captum:
         report["torch"] = _subprocess("torch", passthrough)
         report["ratio_captum_ig_to_jax_ig"] = (
-            report["torch"]["captum_ig_seconds_per_image"] / report["jax"]["jax_ig_seconds_per_image"]
+            report["torch"]["captum_ig_seconds_per_image"]
+            / report["jax"]["jax_ig_seconds_per_image"]
         )
         report["ratio_captum_ig_to_mfaba"] = (
-            report["torch"]["captum_ig_seconds_per_image"] / report["jax"]["mfaba_seconds_per_image"]
+            report["torch"]["captum_ig_seconds_per_image"]
+            / report["jax"]["mfaba_seconds_per_image"]
         )
         report["same_predictions"] = report["torch"]["targets"] == report["jax"]["targets"]
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     j = report["jax"]
-    print(f"device: {j['device']}  images: {args.num_images} x {args.image_size}^2  steps: {args.steps}")
+    print(
+        f"device: {j['device']}  images: {args.num_images} x {args.image_size}^2  "
+        f"steps: {args.steps}"
+    )
     print(
         f"MFABA-SHARP   {j['mfaba_seconds_per_image']:.4f} s/img  "
-        f"(loop iterations {j['mfaba_loop_iterations']}, steps/sample {j['mfaba_steps_per_sample']})"
+        f"(loop iterations {j['mfaba_loop_iterations']}, "
+        f"steps/sample {j['mfaba_steps_per_sample']})"
     )
     print(
         f"limit         {j['limit_seconds_per_image']:.4f} s/img  ({args.steps} x fwd+bwd)  "
@@ -320,7 +339,8 @@ def main(argv=None) -> int:
     )
     mem = j["mfaba_compiled_memory"]
     print(
-        f"MFABA temp    {mem[str(args.steps)]['temp_bytes'] / 2**20:.1f} MiB at {args.steps} steps, "
+        f"MFABA temp    {mem[str(args.steps)]['temp_bytes'] / 2**20:.1f} MiB "
+        f"at {args.steps} steps, "
         f"{mem[str(4 * args.steps)]['temp_bytes'] / 2**20:.1f} MiB at {4 * args.steps} "
         f"(ratio {j['mfaba_temp_ratio_4x_steps']:.3f}); JAX peak RSS {j['rss_peak_mib']:.0f} MiB"
     )
@@ -329,7 +349,8 @@ def main(argv=None) -> int:
         t = report["torch"]
         print(
             f"Captum IG     {t['captum_ig_seconds_per_image']:.4f} s/img  peak RSS "
-            f"{t['rss_peak_mib']:.0f} MiB  (Captum/JAX IG {report['ratio_captum_ig_to_jax_ig']:.2f}x, "
+            f"{t['rss_peak_mib']:.0f} MiB  "
+            f"(Captum/JAX IG {report['ratio_captum_ig_to_jax_ig']:.2f}x, "
             f"Captum IG/MFABA {report['ratio_captum_ig_to_mfaba']:.2f}x, "
             f"same predictions: {report['same_predictions']})"
         )

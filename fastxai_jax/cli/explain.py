@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 LearnedLoader = Callable[..., Callable[[jax.Array], jax.Array]]
-"""``loader(ckpt_path, *, module, variables, family, apply_fn, options) -> explain(x01) -> [B, H, W]``."""
+"""``loader(ckpt, *, module, variables, family, apply_fn, options) -> explain(x01) -> [B,H,W]``."""
 
 _LEARNED: dict[str, LearnedLoader] = {}
 
@@ -141,7 +141,8 @@ def load_target(args: argparse.Namespace, image_size: int):
         args.num_classes = NUM_CLASSES
     module, family = build(args.model, num_classes=args.num_classes)
     sample = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    return module, module.init(jax.random.key(args.seed), sample, train=False), family
+    init = jax.jit(lambda key, xs: module.init(key, xs, train=False))
+    return module, init(jax.random.key(args.seed), sample), family
 
 
 def make_explainer(args, module, variables, family, options) -> tuple[Callable, dict]:
@@ -185,7 +186,16 @@ def run(args: argparse.Namespace) -> int:
     if (args.images is None) == (args.dataset is None):
         raise ValueError("pass exactly one of --images FILES or --dataset groundtruth")
     if args.num < 1 or args.batch_size < 1:
-        raise ValueError(f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}")
+        raise ValueError(
+            f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}"
+        )
+    from fastxai_jax.explainers.registry import available_methods
+
+    if args.method.lower() not in available_methods() + sorted(_LEARNED):
+        known = available_methods() + sorted(_LEARNED)
+        raise ValueError(f"unknown --method {args.method!r}; available: {', '.join(known)}")
+    if args.method.lower() in _LEARNED and not args.explainer_ckpt:
+        raise ValueError(f"--method {args.method!r} is a learned explainer: pass --explainer-ckpt")
     size = args.image_size or _default_size(args.model)
     if args.images:
         images, names = load_images(args.images, size)
@@ -199,14 +209,17 @@ def run(args: argparse.Namespace) -> int:
     explain, cost = make_explainer(args, module, variables, family, parse_options(args.option))
 
     apply_fn = make_apply_fn(module, family)
+    predict = jax.jit(lambda v, xs: jnp.argmax(apply_fn(v, xs), axis=-1).astype(jnp.int32))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
     maps, targets, seconds = [], [], 0.0
     for start in range(0, len(images), args.batch_size):
         x = jnp.asarray(images[start : start + args.batch_size])
-        target = None if args.target is None else jnp.full((x.shape[0],), args.target, jnp.int32)
-        target = resolve_target(apply_fn, variables, x, target)
+        if args.target is None:
+            target = predict(variables, x)
+        else:
+            target = resolve_target(apply_fn, variables, x, args.target)
         tic = time.perf_counter()
         attribution = jax.block_until_ready(explain(x, target, jax.random.fold_in(key, start)))
         seconds += time.perf_counter() - tic

@@ -81,10 +81,19 @@ def resolve_name(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def _is_prepared(root: pathlib.Path, tfds_name: str) -> bool:
+    return any((root / tfds_name).glob("*/dataset_info.json"))
+
+
 def _open(tfds_name: str, split: str, data_dir: str | os.PathLike | None) -> Any:
     """``tfds.data_source`` without downloading; missing files -> FileNotFoundError."""
     import tensorflow_datasets as tfds
 
+    where = default_data_dir() if data_dir is None else pathlib.Path(data_dir)
+    missing = FileNotFoundError(
+        f"dataset {tfds_name!r} (split {split!r}) is not prepared under {where}; build it "
+        f"once with `tfds build {tfds_name} --data_dir={where} --file_format=array_record`"
+    )
     try:
         return tfds.data_source(
             tfds_name,
@@ -93,11 +102,13 @@ def _open(tfds_name: str, split: str, data_dir: str | os.PathLike | None) -> Any
             download=False,
         )
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
-        where = default_data_dir() if data_dir is None else pathlib.Path(data_dir)
-        raise FileNotFoundError(
-            f"dataset {tfds_name!r} (split {split!r}) is not prepared under {where}: {err}. "
-            f"Build it once with `tfds build {tfds_name} --data_dir={where} "
-            f"--file_format=array_record`"
+        raise missing from err
+    except NotImplementedError as err:  # TFDS' message for "no random-access files here"
+        if not _is_prepared(where, tfds_name):
+            raise missing from err
+        raise ValueError(
+            f"dataset {tfds_name!r} under {where} is not in a random-access format; rebuild it "
+            f"with --file_format=array_record ({err})"
         ) from err
     except ValueError as err:
         if "split" in str(err).lower():

@@ -31,7 +31,9 @@ from fastxai_jax.explainers import _common
 from fastxai_jax.explainers.gradients import _path_integral, ig_alphas_and_weights
 from fastxai_jax.explainers.registry import register
 
-BIG_EPSILONS = tuple(e / 255.0 for e in (36, 64, 0.3 * 255, 0.5 * 255, 0.7 * 255, 0.9 * 255, 1.1 * 255))
+BIG_EPSILONS = tuple(
+    e / 255.0 for e in (36, 64, 0.3 * 255, 0.5 * 255, 0.7 * 255, 0.9 * 255, 1.1 * 255)
+)
 
 
 def _bcast(v: jax.Array, ref: jax.Array) -> jax.Array:
@@ -208,7 +210,9 @@ def _big_cost(
     **_: Any,
 ) -> Cost:
     attacks = len(epsilons)
-    return Cost(attacks * (num_attack_steps + 1) + num_steps, attacks * num_attack_steps + num_steps)
+    return Cost(
+        attacks * (num_attack_steps + 1) + num_steps, attacks * num_attack_steps + num_steps
+    )
 
 
 # ------------------------------------------------------------------------- AGI

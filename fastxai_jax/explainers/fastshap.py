@@ -226,7 +226,9 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
         coalitions = jnp.concatenate([ends, subsets], axis=1)  # [B, 2 + M, d]
         count = coalitions.shape[1]
         pixels = upsample_nearest(jnp.reshape(coalitions, (batch, count, gh, gw)), x.shape[1:3])
-        masked = apply_mask(jnp.broadcast_to(x[:, None], (batch, count) + x.shape[1:]), pixels, fill01)
+        masked = apply_mask(
+            jnp.broadcast_to(x[:, None], (batch, count) + x.shape[1:]), pixels, fill01
+        )
         logits = apply_fn(target_params, jnp.reshape(masked, (batch * count,) + x.shape[1:]))
         values = jax.lax.stop_gradient(
             jnp.reshape(jax.nn.softmax(logits, axis=-1), (batch, count, -1))

@@ -274,7 +274,9 @@ def make(
         _check_logits(config, apply_fn, target_params, x)
         logits = apply_fn(target_params, x)
         if not bool(jnp.all(jnp.isfinite(logits))):
-            raise ValueError("apply_fn returned NaN/Inf logits on sample_batch: rewards would be NaN")
+            raise ValueError(
+                "apply_fn returned NaN/Inf logits on sample_batch: rewards would be NaN"
+            )
         params = init_params(config, key, backbone_params)
         optimizer = optimizer_box.setdefault("opt", make_optimizer_for(config, params))
         return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
@@ -290,13 +292,12 @@ def make(
         logits_bk = jnp.broadcast_to(logits[:, None, :], (batch, num_masks, gh * gw))
         masks = jax.lax.stop_gradient(sample_bernoulli(key, logits_bk))  # [B, K, L]
         pixels = upsample_nearest(masks.reshape((batch, num_masks, gh, gw)), (size, size))
-        masked = apply_mask(jnp.broadcast_to(x[:, None], (batch, num_masks) + x.shape[1:]),
-                            pixels, fill01)
+        masked = apply_mask(
+            jnp.broadcast_to(x[:, None], (batch, num_masks) + x.shape[1:]), pixels, fill01
+        )
         # All B·K masked images in ONE batched target call.
         scored = apply_fn(target_params, masked.reshape((batch * num_masks,) + x.shape[1:]))
-        probs = jax.nn.softmax(scored.astype(jnp.float32), axis=-1).reshape(
-            (batch, num_masks, -1)
-        )
+        probs = jax.nn.softmax(scored.astype(jnp.float32), axis=-1).reshape((batch, num_masks, -1))
         kept_prob = jnp.take_along_axis(probs, classes[:, None, None], axis=-1)[..., 0]
         reward = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.fex_reward))(kept_prob, masks))
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]  # [B]
@@ -311,12 +312,12 @@ def make(
             old = jax.lax.stop_gradient(
                 jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, masks)
             )
-            episode = lambda l, m, o, r, v: losses.ppo_loss(
-                l, m, o, r, v, clip_eps=config.clip_eps, **coefs
+            episode = lambda z, m, o, r, v: losses.ppo_loss(
+                z, m, o, r, v, clip_eps=config.clip_eps, **coefs
             )
             loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, old, reward, value_bk)
         else:
-            episode = lambda l, m, r, v: losses.reinforce_loss(l, m, r, v, **coefs)
+            episode = lambda z, m, r, v: losses.reinforce_loss(z, m, r, v, **coefs)
             loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, reward, value_bk)
         kl = jax.vmap(losses.kl_to_target)(target_probs, actor)  # [B]
         loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)

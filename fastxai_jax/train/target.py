@@ -174,7 +174,8 @@ def train_target(
         ),
         "train_seconds": train_seconds,
     }
-    save_params(workdir / "params", variables, {"config": config, "metrics": metrics})
+    saved = {"config": config, "metrics": metrics, "num_classes": NUM_CLASSES, "family": family}
+    save_params(workdir / "params", variables, saved)
     (workdir / "metrics.json").write_text(json.dumps({**metrics, "config": config}, indent=2))
     return module, variables, family, metrics
 

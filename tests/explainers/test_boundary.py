@@ -93,7 +93,7 @@ def test_agi_matches_loop(tiny, key):
 
     ref = []
     for i in range(3):
-        xi, cur, total = np.asarray(x[i]), np.asarray(x[i]), 0.0
+        cur, total = np.asarray(x[i]), 0.0
         for _ in range(iters):
             if int(jnp.argmax(apply_fn(params, jnp.asarray(cur)[None]))) == false[i]:
                 break

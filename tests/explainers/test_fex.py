@@ -289,3 +289,47 @@ def test_train_on_benchmark_saves_and_loads(tmp_path, key):
     assert heat.shape == (2, IMAGE, IMAGE)
     direct = fex.upsample(fex.explain_grid(config, params, jnp.asarray(data[:2])), (IMAGE, IMAGE))
     np.testing.assert_allclose(np.asarray(heat), np.asarray(direct), rtol=1e-5, atol=1e-6)
+
+
+def test_data_parallel_training_matches_single_device(tmp_path, key):
+    from fastxai_jax.train.sharding import data_mesh
+
+    apply_fn, weights = linear_target(key)
+    learned = fex.make(tiny_config(), apply_fn, weights)
+    data = np.asarray(images(jax.random.key(5), 8))
+    state0 = learned.init(key, data)
+    kwargs = dict(key=jax.random.key(9), progress=False, num_steps=2)
+    single, h1 = fit(state0, learned.update, lambda s: data, **kwargs)
+    sharded, h8 = fit(state0, learned.update, lambda s: data, mesh=data_mesh(8), **kwargs)
+    np.testing.assert_allclose([r["loss"] for r in h1], [r["loss"] for r in h8], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
+    from fastxai_jax.cli import build_parser
+    from fastxai_jax.cli import explain as explain_cli
+    from fastxai_jax.data.groundtruth import NUM_CLASSES
+    from fastxai_jax.train.checkpoint import save_params
+
+    cnn = SmallCNN(num_classes=NUM_CLASSES, widths=(4, 8))
+    variables = cnn.init(key, jnp.zeros((1, 64, 64, 3)))
+    # A params file of the benchmark architecture (random weights are enough here).
+    full = SmallCNN(num_classes=NUM_CLASSES).init(key, jnp.zeros((1, 64, 64, 3)))
+    save_params(tmp_path / "target", full, {"num_classes": NUM_CLASSES})
+    del variables
+    argv = [
+        "train-explainer", "--method", "fex", "--target", "small_cnn",
+        "--target-weights", str(tmp_path / "target"), "--workdir", str(tmp_path / "fex"),
+        "--steps", "2", "--batch-size", "4", "--num-train", "8", "--hidden-size", "16",
+        "--depth", "1", "--no-progress",
+    ]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert (tmp_path / "fex" / "explainer").exists()
+    loader = explain_cli._LEARNED["fex"]
+    heat = loader(str(tmp_path / "fex"))(np.zeros((2, 64, 64, 3), np.float32))
+    assert heat.shape == (2, 64, 64)
+    with pytest.raises(ValueError, match="unknown --method"):
+        bad = build_parser().parse_args(argv[:2] + ["nope"] + argv[3:])
+        bad.func(bad)

@@ -108,7 +108,18 @@ def _num_params(module, size=64):
 
 # torchvision's published parameter counts for 1000 classes.
 TORCHVISION_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032}
-SLOW_COUNTS = {"resnet101": 44_549_160, "resnet152": 60_192_808, "vgg16": 138_357_544}
+SLOW_COUNTS = {"resnet101": 44_549_160, "resnet152": 60_192_808}
+
+
+def test_vgg16_parameter_count_and_feature_maps():
+    module, family = build("vgg16", num_classes=1000)
+    count, shapes = _num_params(module, size=224)
+    assert (family, count) == ("imagenet", 138_357_544)
+    perturbations = init_perturbations(module, shapes, jnp.zeros((2, 224, 224, 3)))
+    assert jax.tree.map(jnp.shape, perturbations) == {
+        "conv5_3": (2, 14, 14, 512),
+        "features": (2, 7, 7, 512),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_COUNTS))

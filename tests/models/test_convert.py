@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from fastxai_jax.models import convert
+from fastxai_jax.models import convert, convert_hf_vit, convert_timm_vit, detect_layout
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ class _Payload:
         return (print, ("this must never run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"w": _Payload()}))
@@ -121,7 +122,7 @@ def test_wrong_depth_reports_first_mismatch(resnet18_sd):
 
 def test_timm_vit_qkv_split(fixtures_dir):
     sd = convert.load_state_dict(fixtures_dir / "timm_vit_tiny_patch16_224.safetensors")
-    params = convert.convert_timm_vit(sd)["params"]
+    params = convert_timm_vit(sd)["params"]
     qkv = sd["blocks.3.attn.qkv.weight"]
     for i, name in enumerate(("query", "key", "value")):
         got = params["block_3"]["attn"][name]["kernel"]
@@ -146,23 +147,29 @@ def test_hf_vit_old_naming_is_read(fixtures_dir):
         for new_name, old_name in renames.items():
             key = key.replace(new_name, old_name)
         old[key] = value
-    new_vars = convert.convert_hf_vit(sd)
-    old_vars = convert.convert_hf_vit(old)
+    new_vars = convert_hf_vit(sd)
+    old_vars = convert_hf_vit(old)
     assert jax.tree.structure(new_vars) == jax.tree.structure(old_vars)
     for a, b in zip(jax.tree.leaves(new_vars), jax.tree.leaves(old_vars), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_detect_layout(resnet18_sd):
-    assert convert.detect_layout(resnet18_sd) == "torchvision"
-    assert convert.detect_layout({"_conv_stem.weight": 0}) == "efficientnet-lite0-pypi"
-    assert convert.detect_layout({"patch_embed.proj.weight": 0}) == "timm"
-    assert convert.detect_layout({"bert.pooler.dense.weight": 0}) == "hf"
+    assert detect_layout(resnet18_sd) == "torchvision"
+    assert detect_layout({"_conv_stem.weight": 0}) == "efficientnet-lite0-pypi"
+    assert detect_layout({"patch_embed.proj.weight": 0}) == "timm"
+    assert detect_layout({"bert.pooler.dense.weight": 0}) == "hf"
     with pytest.raises(ValueError, match="layout"):
-        convert.detect_layout({"foo": 0})
+        detect_layout({"foo": 0})
 
 
-def test_safetensors_save_and_reload(tmp_path):
+def test_safetensors_float16_and_bfloat16(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"x": np.ones((2, 2), np.float16)}, str(path))
     assert convert.load_state_dict(path)["x"].dtype == np.float32
+    from safetensors.torch import save_file as save_torch
+
+    save_torch({"y": torch.full((3,), 1.5, dtype=torch.bfloat16)}, str(path))
+    loaded = convert.load_state_dict(path)["y"]
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, [1.5, 1.5, 1.5])

@@ -52,9 +52,7 @@ def test_masked_patches_equal_removing_their_tokens(small_vit):
         subset = tokens[:1, np.concatenate([[0], keep_index + 1])]
         return vit.classify(vit.encode(subset))
 
-    sub_logits, sub_aux = jax.jit(lambda v, x: module.apply(v, x, method=on_subset))(
-        variables, x
-    )
+    sub_logits, sub_aux = jax.jit(lambda v, x: module.apply(v, x, method=on_subset))(variables, x)
     np.testing.assert_allclose(logits[:1], sub_logits, atol=1e-5)
     np.testing.assert_allclose(aux["cls"][:1], sub_aux["cls"], atol=1e-5)
     # kept patch tokens also see only the kept set

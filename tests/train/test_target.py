@@ -1,0 +1,71 @@
+"""The benchmark target: tiny end-to-end run, reload, config checks, CLI; full run is slow."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from fastxai_jax.cli import main
+from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark
+from fastxai_jax.models import make_apply_fn
+from fastxai_jax.train.target import load_or_train_target, train_target
+
+TINY = {"num_train": 48, "num_test": 16, "steps": 4, "batch_size": 16}
+
+
+def test_tiny_run_saves_and_reloads(tmp_path):
+    module, variables, family, metrics = train_target(tmp_path, progress=False, **TINY)
+    assert family == "half"
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"] and saved["config"]["steps"] == 4
+    log = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [0, 1, 2, 3]
+
+    # Loading returns the same weights without training again.
+    module2, loaded, family2, metrics2 = load_or_train_target(
+        tmp_path, progress=False, return_metrics=True, **TINY
+    )
+    assert family2 == family and metrics2["test_accuracy"] == metrics["test_accuracy"]
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(log) == len((tmp_path / "train_log.jsonl").read_text().splitlines())
+    apply_fn = make_apply_fn(module2, family2)
+    x = make_benchmark(2, seed=5)["images"]
+    assert apply_fn(loaded, x).shape == (2, NUM_CLASSES)
+
+    with pytest.raises(ValueError, match="not the requested"):
+        load_or_train_target(tmp_path, progress=False, **{**TINY, "lr": 0.5})
+    with pytest.raises(ValueError, match="unknown option"):
+        load_or_train_target(tmp_path, progress=False, width=3)
+
+
+def test_cli_train_target(tmp_path, capsys):
+    argv = [
+        "train-target",
+        "--workdir",
+        str(tmp_path),
+        "--steps",
+        "2",
+        "--num-train",
+        "32",
+        "--num-test",
+        "16",
+        "--batch-size",
+        "16",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy:" in out
+    assert json.loads(out.strip().splitlines()[-1])["workdir"] == str(tmp_path)
+    assert main(argv[:-1] + ["--seed", "1", "--no-progress"]) == 2  # other config, same workdir
+    assert "not the requested" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_target_reaches_95_percent(tmp_path):
+    _, _, _, metrics = train_target(tmp_path, progress=False)
+    print(metrics)
+    assert metrics["test_accuracy"] >= 0.95
