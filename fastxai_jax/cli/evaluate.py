@@ -275,7 +275,13 @@ def _load_target(args: argparse.Namespace):
     from fastxai_jax.models import build, make_apply_fn
 
     if args.model == "small_cnn" and not args.untrained:
-        from fastxai_jax.train.target import load_or_train_target
+        from fastxai_jax.train.target import DEFAULTS, load_or_train_target
+
+        if args.image_size != DEFAULTS["image_size"]:
+            raise ValueError(
+                f"--image-size {args.image_size}: the trained small_cnn target sees "
+                f"{DEFAULTS['image_size']}x{DEFAULTS['image_size']} images"
+            )
 
         options = {} if args.target_steps is None else {"steps": args.target_steps}
         module, variables, family = load_or_train_target(

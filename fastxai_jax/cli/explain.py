@@ -123,8 +123,12 @@ def load_target(args: argparse.Namespace, image_size: int):
     if args.weights:
         from fastxai_jax.train.checkpoint import load_params
 
-        num_classes = args.num_classes or 1000
-        module, family = build(args.model, num_classes=num_classes)
+        _, config = load_params(args.weights)
+        config = config if isinstance(config, dict) else {}
+        num_classes = args.num_classes or config.get("num_classes")
+        if num_classes is None:
+            raise ValueError(f"--weights {args.weights} records no num_classes: pass --num-classes")
+        module, family = build(args.model, num_classes=int(num_classes))
         sample = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
         template = jax.eval_shape(lambda: module.init(jax.random.key(0), sample, train=False))
         variables, _ = load_params(args.weights, template)

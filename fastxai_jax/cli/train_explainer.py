@@ -118,6 +118,8 @@ def _fex_loader(ckpt: str, **_: Any) -> Callable[[jax.Array], jax.Array]:
 
 register_method("fex", MethodEntry(_train_fex, _fex_arguments, _fex_loader))
 
+# DAX, LTX, TVE and FastSHAP (issue 7) register themselves from their own module.
+from fastxai_jax.cli import _peer_methods  # noqa: E402,F401
 
 # ------------------------------------------------------------------- the verb
 

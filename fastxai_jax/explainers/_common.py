@@ -48,6 +48,8 @@ def validate(
             f"apply_fn must return logits of shape ({np.shape(x)[0]}, num_classes); "
             f"got {logits_shape}"
         )
+    if isinstance(target, list | tuple):
+        target = np.asarray(target)
     check_target(target, np.shape(x)[0], logits_shape[-1])
     return int(logits_shape[-1])
 

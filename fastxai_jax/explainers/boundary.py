@@ -183,6 +183,7 @@ def big(
     _common.validate(
         apply_fn, params, x, target, num_steps=num_steps, num_attack_steps=num_attack_steps
     )
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("score", score, _common.SCORES)
     epsilons = tuple(float(e) for e in epsilons)
     if not epsilons or min(epsilons) <= 0:
@@ -298,6 +299,7 @@ def agi(
     num_classes = _common.validate(
         apply_fn, params, x, target, max_iter=max_iter, num_false_classes=num_false_classes
     )
+    target = jnp.asarray(target, jnp.int32)
     if key is None:
         raise ValueError("key is required for agi (random false classes)")
     if num_classes < 2:

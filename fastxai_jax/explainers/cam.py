@@ -20,7 +20,7 @@ from flax import traverse_util
 from fastxai_jax.core import Cost, check_images, check_target
 from fastxai_jax.explainers import _common
 from fastxai_jax.explainers.registry import register
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.normalization import normalise
 
 
 def _perturbation_path(model_apply, variables, x, layer, model_kwargs) -> tuple:
@@ -108,16 +108,6 @@ def gradcam(
     )
 
 
-def _normalise(x: jax.Array, family: str) -> jax.Array:
-    """``(x − mean) / std`` with explicit ranks (strict rank promotion safe)."""
-    if family not in FAMILY_NORMALISATION:
-        raise ValueError(f"family must be one of {sorted(FAMILY_NORMALISATION)}; got {family!r}")
-    mean, std = FAMILY_NORMALISATION[family]
-    shape = (1,) * (x.ndim - 1) + (len(mean),)
-    mean = jnp.asarray(mean, x.dtype).reshape(shape)
-    return (x - mean) / jnp.asarray(std, x.dtype).reshape(shape)
-
-
 def gradcam_method(
     apply_fn: Any,
     params: Any,
@@ -141,7 +131,7 @@ def gradcam_method(
         raise ValueError("gradcam needs module=<flax module> and layer=<feature map name>")
     if family is None:
         raise ValueError("gradcam needs family=<normalisation family> (e.g. 'imagenet')")
-    return gradcam(module.apply, params, _normalise(x, family), target, layer=layer, **options)
+    return gradcam(module.apply, params, normalise(x, family), target, layer=layer, **options)
 
 
 register("gradcam", gradcam_method, lambda **_: Cost(1, 1))

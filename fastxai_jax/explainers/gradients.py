@@ -69,6 +69,7 @@ def saliency(
     """
     del key
     _common.validate(apply_fn, params, x, target)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("score", score, _common.SCORES)
     return _saliency(apply_fn, params, x, target, score, bool(absolute), bool(per_channel))
 
@@ -95,6 +96,7 @@ def input_x_gradient(
     """
     del key
     _common.validate(apply_fn, params, x, target)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("score", score, _common.SCORES)
     return _input_x_gradient(apply_fn, params, x, target, score, bool(per_channel))
 
@@ -217,6 +219,7 @@ def integrated_gradients(
     """
     del key
     _common.validate(apply_fn, params, x, target, num_steps=num_steps)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("method", method, IG_METHODS)
     _common.check_choice("score", score, _common.SCORES)
     if batch_size is not None:
@@ -244,6 +247,7 @@ def integrated_gradients_with_delta(
       forward passes.
     """
     attribution = integrated_gradients(apply_fn, params, x, target, **options)
+    target = jnp.asarray(target, jnp.int32)
     base = _resolve_baseline(x, options.get("baseline"))
     score = options.get("score", "logit")
     s_x = _common.class_score(apply_fn(params, x), target, score)
@@ -312,6 +316,7 @@ def gradient_shap(
       ``[B, H, W]`` signed attribution (or ``[B, H, W, C]``).
     """
     _common.validate(apply_fn, params, x, target, num_samples=num_samples)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("score", score, _common.SCORES)
     if key is None:
         raise ValueError("key is required for gradient_shap (stochastic)")
@@ -438,6 +443,7 @@ def noise_tunnel(
     from fastxai_jax.explainers.registry import get_method
 
     _common.validate(apply_fn, params, x, target, num_samples=num_samples)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("kind", kind, NOISE_TUNNEL_KINDS)
     if key is None:
         raise ValueError("key is required for the noise tunnel (stochastic)")

@@ -259,6 +259,7 @@ def mfaba(
     """
     del key
     _common.validate(apply_fn, params, x, target, num_steps=num_steps)
+    target = jnp.asarray(target, jnp.int32)
     _common.check_choice("variant", variant, VARIANTS)
     if variant in ("sharp", "smooth"):
         if step not in (None, variant):

@@ -56,11 +56,17 @@ def check_attribution(attribution: Any, x: Any, granularity: str, per_channel: b
 
 
 def _check_inputs(apply_fn, params, x, attribution, target, granularity, per_channel):
-    """Validates ``x`` and the map; resolves ``target`` (ŷ when ``None``)."""
+    """Validates ``x``, the map and a given ``target``.
+
+    ``target=None`` stays ``None``: ŷ is then computed inside the jitted curve
+    (an eager forward pass of a large model costs more than the whole check).
+    """
     check_images(x, "x")
     check_range(x, "x")
     attribution = check_attribution(attribution, x, granularity, per_channel)
-    return jnp.asarray(x), attribution, resolve_target(apply_fn, params, x, target)
+    if target is not None:
+        target = resolve_target(apply_fn, params, x, target)  # shape/range checks, no forward
+    return jnp.asarray(x), attribution, target
 
 
 def check_choice(value: Any, name: str, choices: tuple) -> None:
@@ -163,6 +169,8 @@ def _curves(
         off.append(base if mode == "insertion" else x)
         rank_rows.append(ranks[negate])
     on, off, rank_all = (jnp.concatenate(v, axis=0) for v in (on, off, rank_rows))
+    if target is None:
+        target = jnp.argmax(apply_fn(params, x), axis=-1).astype(jnp.int32)
     target_all = jnp.tile(target, len(plans))
     rows = on.shape[0]
 

@@ -351,6 +351,8 @@ def _adp_pic(apply_fn, params, x, saliency, target, *, normalise):
         saliency = (saliency - low) / jnp.maximum(high - low, 1e-12)
     masked = x * saliency[..., None]
     logits = apply_fn(params, jnp.concatenate([x, masked], axis=0))
+    if target is None:  # ŷ from the clean half of the same forward pass
+        target = jnp.argmax(logits[: x.shape[0]], axis=-1)
     probs = _curves.score_logits(logits.reshape(2, x.shape[0], -1), target, "prob")
     prob, masked_prob = probs[0], probs[1]
     adp = 100.0 * jnp.maximum(prob - masked_prob, 0.0) / prob
@@ -390,5 +392,6 @@ def adp_pic(
     if shape[1:] != x.shape[1:3]:
         index, _ = _ranking.feature_index_map(x.shape[1:3], "grid", 1, shape[1:])
         attribution = attribution.reshape(shape[0], -1)[:, jnp.asarray(index)]
-    target = resolve_target(apply_fn, params, x, target)
+    if target is not None:
+        target = resolve_target(apply_fn, params, x, target)
     return _adp_pic(apply_fn, params, x, attribution.astype(x.dtype), target, normalise=normalise)

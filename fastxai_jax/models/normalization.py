@@ -27,11 +27,18 @@ def normalise(x: jnp.ndarray, family: str = "imagenet") -> jnp.ndarray:
         raise ValueError(
             f"unknown normalisation family {family!r}; known: {sorted(FAMILY_NORMALISATION)}"
         )
-    mean, std = FAMILY_NORMALISATION[family]
-    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+    mean, std = _constants(family, x)
+    return (x - mean) / std
 
 
 def denormalise(x: jnp.ndarray, family: str = "imagenet") -> jnp.ndarray:
     """Inverse of :func:`normalise`."""
+    mean, std = _constants(family, x)
+    return x * std + mean
+
+
+def _constants(family: str, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Mean and std shaped ``[1, ..., 1, C]`` to match ``x``'s rank (no rank promotion)."""
     mean, std = FAMILY_NORMALISATION[family]
-    return x * jnp.asarray(std, x.dtype) + jnp.asarray(mean, x.dtype)
+    shape = (1,) * (x.ndim - 1) + (len(mean),)
+    return jnp.asarray(mean, x.dtype).reshape(shape), jnp.asarray(std, x.dtype).reshape(shape)

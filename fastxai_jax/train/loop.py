@@ -291,6 +291,15 @@ def fit(
                 last_saved = step + 1
         if checkpointer is not None and int(state.step) != last_saved:
             checkpointer.save(int(state.step), state, config)
+    except KeyboardInterrupt:
+        # Keep the work done since the last checkpoint (if the state is intact).
+        if checkpointer is not None:
+            try:
+                if int(state.step) != last_saved:
+                    checkpointer.save(int(state.step), state, config)
+            except Exception:  # e.g. interrupted while its buffers were donated
+                pass
+        raise
     finally:
         bar.close()
         if log_file is not None:

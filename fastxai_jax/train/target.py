@@ -38,10 +38,10 @@ __all__ = ["DEFAULTS", "train_target", "load_or_train_target", "evaluate_accurac
 
 MODEL_NAME = "small_cnn"
 DEFAULTS: dict[str, Any] = {
-    "num_train": 4000,
+    "num_train": 8000,
     "num_test": 1000,
-    "steps": 1500,
-    "batch_size": 64,
+    "steps": 3000,
+    "batch_size": 32,
     "lr": 3e-3,
     "image_size": 64,
 }

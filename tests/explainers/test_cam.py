@@ -10,6 +10,7 @@ import pytest
 
 from fastxai_jax.explainers import cam
 from fastxai_jax.explainers.registry import attribute
+from fastxai_jax.models.normalization import normalise
 
 
 class PooledNet(nn.Module):
@@ -65,12 +66,12 @@ def test_gradcam_through_registry(net):
     target = jnp.array([1, 1], jnp.int32)
 
     def apply_fn(v, x01):
-        return module.apply(v, cam._normalise(x01, "imagenet"))[0]
+        return module.apply(v, normalise(x01, "imagenet"))[0]
 
     got = attribute(
         "gradcam", apply_fn, variables, x, target, module=module, layer="feat", family="imagenet"
     )
-    ref = cam.gradcam(module.apply, variables, cam._normalise(x, "imagenet"), target, layer="feat")
+    ref = cam.gradcam(module.apply, variables, normalise(x, "imagenet"), target, layer="feat")
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6)
     with pytest.raises(ValueError, match="layer"):
         cam.gradcam(module.apply, variables, x, target, layer="nope")

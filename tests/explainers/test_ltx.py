@@ -10,6 +10,7 @@ from fastxai_jax.explainers import ltx
 from fastxai_jax.models import make_apply_fn, vit
 from fastxai_jax.models.small_cnn import SmallCNN
 from fastxai_jax.train.loop import fit
+from fastxai_jax.train.sharding import data_mesh
 
 
 def test_objective_hand_computed():
@@ -54,8 +55,9 @@ def cnn_stage_a():
     x = jax.random.uniform(jax.random.key(3), (8, 16, 16, 3))
     state = learned.init(jax.random.key(1), x)
     state, history = fit(
-        state, learned.update, lambda step: x, num_steps=20, key=jax.random.key(2), progress=False
-    )
+        state, learned.update, lambda step: x, num_steps=20, key=jax.random.key(2),
+        progress=False, mesh=data_mesh(8),
+    )  # fmt: skip
     return config, module, variables, apply_fn, learned, state, history, x
 
 

@@ -8,6 +8,7 @@ import pytest
 from fastxai_jax.explainers import tve
 from fastxai_jax.models.tve_head import TveHead
 from fastxai_jax.train.loop import fit
+from fastxai_jax.train.sharding import data_mesh
 
 
 def test_loss_hand_computed():
@@ -85,7 +86,7 @@ def test_pretrain_once_then_explain_two_unseen_heads():
     state = learned.init(jax.random.key(1), images[:2])
     state, history = fit(
         state, learned.update, lambda s: images[(s % 4) * 16 : (s % 4) * 16 + 16],
-        num_steps=100, key=jax.random.key(2), progress=False,
+        num_steps=100, key=jax.random.key(2), progress=False, mesh=data_mesh(8),
     )  # fmt: skip
     losses = np.array([h["loss"] for h in history])
     assert losses[-10:].mean() < 0.1 * losses[:5].mean(), losses

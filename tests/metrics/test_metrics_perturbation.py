@@ -233,6 +233,13 @@ def test_mean_substrate_and_random_ties(tiny, key):
         apply_fn, params, x, attr, target, "deletion", mean, [8 * t for t in range(9)]
     )
     np.testing.assert_allclose(got.curve, want, atol=TOL)
+    # An explicit target other than ŷ is scored instead of ŷ.
+    other = (target + 1) % 5
+    got = perturbation.deletion(apply_fn, params, x, attr, other, substrate="mean", num_steps=8)
+    want = _naive_curve(
+        apply_fn, params, x, attr, other, "deletion", mean, [8 * t for t in range(9)]
+    )
+    np.testing.assert_allclose(got.curve, want, atol=TOL)
     # Random tie-breaking: deterministic under a key, equal to stable order on tie-free maps.
     a1 = perturbation.deletion(apply_fn, params, x, attr, tie_break="random", key=key)
     a2 = perturbation.deletion(apply_fn, params, x, attr, tie_break="random", key=key)
@@ -254,8 +261,8 @@ def test_chunked_equals_unchunked_and_one_compilation(tiny):
     one = perturbation.insertion_deletion(
         counting_apply, params, x, attr, step_size=4, chunk_size=1
     )
-    assert len(traces) == 2  # resolve_target (eager) + one trace inside lax.map
-    assert traces[-1] == (1 * 2 * 2, 8, 8, 3)  # chunk × (ins, del) × B images per forward
+    # Traced once for ŷ and once in the lax.map body, both inside the one jitted function.
+    assert traces == [(2, 8, 8, 3), (1 * 2 * 2, 8, 8, 3)]  # chunk × (ins, del) × B images
     many = perturbation.insertion_deletion(
         counting_apply, params, x, attr, step_size=4, chunk_size=7
     )
@@ -267,7 +274,7 @@ def test_chunked_equals_unchunked_and_one_compilation(tiny):
     perturbation.insertion_deletion(
         counting_apply, params, x + 0.0, attr * 2, step_size=4, chunk_size=7
     )
-    assert len(traces) == before + 1  # only the eager resolve_target call
+    assert len(traces) == before  # no new trace: the compiled function is reused
 
 
 def test_pos_neg_matches_ltx_reference(tiny):

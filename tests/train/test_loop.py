@@ -189,3 +189,43 @@ def test_make_optimizer_schedules():
     with pytest.raises(ValueError, match="total_steps"):
         make_optimizer("adam", 1e-3, warmup_frac=0.1)
     assert isinstance(TrainState(0, {}, ()), tuple)
+
+
+def test_keyboard_interrupt_saves_and_resumes(key, tmp_path):
+    opt = make_optimizer("adam", 0.02)
+    update = _make_update(opt)
+    full, _ = fit(_init(opt), update, _batch_fn, num_steps=12, key=key, progress=False)
+
+    def interrupted_batch_fn(step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return _batch_fn(step)
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _init(opt),
+            update,
+            interrupted_batch_fn,
+            num_steps=12,
+            key=key,
+            progress=False,
+            checkpoint_dir=ckpt,
+            checkpoint_every=5,
+        )
+    from fastxai_jax.train.checkpoint import Checkpointer
+
+    assert Checkpointer(ckpt).all_steps() == [5, 7]
+    resumed, hist = fit(
+        _init(opt),
+        update,
+        _batch_fn,
+        num_steps=12,
+        key=key,
+        progress=False,
+        checkpoint_dir=ckpt,
+        checkpoint_every=5,
+    )
+    assert hist[0]["step"] == 7
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)

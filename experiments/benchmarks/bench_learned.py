@@ -1,0 +1,307 @@
+"""DAX, LTX, TVE and FastSHAP on the embedded benchmark: cost and quality.
+
+Not a test: one run on this machine, JSON out. For each method: training time,
+explanation time per image, target-model queries per image, peak memory (XLA's
+compiled estimate of the explain computation), and quality against the
+planted-object ground truth (deletion AUC, lower is better; pointing game,
+higher is better) next to a random map. DAX is also timed batched-``vmap``ped
+vs one input at a time (the reference implementations' way) as a ratio. TVE
+is pre-trained once against the target's frozen encoder (its pooled features)
+and explains two linear heads it never saw: the target's own head and a head
+trained on shape-only labels.
+
+Command (2 CPU cores, ~10 min with the defaults)::
+
+  python experiments/benchmarks/bench_learned.py --target-dir /tmp/target \\
+      --out bench_learned.json
+
+Expected: every method beats the random map on pointing game; DAX batched is
+faster per image than one-at-a-time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from fastxai_jax import metrics  # noqa: E402
+from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
+from fastxai_jax.explainers import dax, fastshap, ltx, tve  # noqa: E402
+from fastxai_jax.models import make_apply_fn  # noqa: E402
+from fastxai_jax.train.checkpoint import load_params  # noqa: E402
+from fastxai_jax.train.loop import fit  # noqa: E402
+from fastxai_jax.train.target import DEFAULTS, load_or_train_target  # noqa: E402
+
+
+def _timed(fn, *args):
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def _peak_bytes(fn, *args) -> int | None:
+    try:
+        stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+    except Exception:  # not every backend reports it
+        return None
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def load_target(target_dir: str, steps: int | None = None):
+    """The benchmark small CNN in ``target_dir``: loaded with the options it was
+    trained with (from its saved config), else trained there with the defaults."""
+    params_dir = pathlib.Path(target_dir) / "params"
+    options = {"steps": steps}
+    if params_dir.exists():
+        _, saved = load_params(params_dir)
+        config = (saved or {}).get("config", {})
+        options = {k: config[k] for k in DEFAULTS if k in config and k != "image_size"}
+    return load_or_train_target(target_dir, progress=False, **options)
+
+
+def quality(apply_fn, params, x, maps, masks, target) -> dict[str, float]:
+    """Deletion AUC (4×4 patches onto a blurred copy, 16 steps) and pointing game
+    against the planted-object mask."""
+    curve = metrics.deletion(
+        apply_fn, params, x, maps, target, num_steps=16, granularity="patch", patch_size=4,
+        substrate="blur",
+    )  # fmt: skip
+    hits = metrics.pointing_game(maps, masks)
+    return {"deletion_auc": float(jnp.mean(curve.auc)), "pointing_game": float(jnp.mean(hits))}
+
+
+def _batches(images, batch_size, seed):
+    order = np.random.default_rng(seed).permutation(len(images))
+
+    def batch_fn(step):
+        start = (step * batch_size) % (len(images) - batch_size + 1)
+        return jnp.asarray(images[order[start : start + batch_size]])
+
+    return batch_fn
+
+
+def run_ltx(module, variables, apply_fn, train, test_x, args):
+    config = ltx.LtxConfig(
+        kind="cnn", family="half", lam=args.ltx_lam, total_steps=args.steps, finetune_steps=10
+    )
+    learned = ltx.make(config, apply_fn, variables, module, variables)
+    state = learned.init(jax.random.key(0), train[:2])
+    start = time.perf_counter()
+    state, history = fit(
+        state, learned.update, _batches(train, 32, 1), num_steps=args.steps,
+        key=jax.random.key(1), progress=False,
+    )  # fmt: skip
+    train_s = time.perf_counter() - start
+    maps_a, explain_s = _timed(learned.explain, state.params, test_x)
+    finetune = ltx.make_finetune(config, apply_fn, variables, module, variables)
+    (maps_b, _), finetune_s = _timed(finetune, state, test_x)
+    steps = config.finetune_steps
+    return {
+        "stage_a": (maps_a, train_s, explain_s, 0, history),
+        # stage B per input: steps × (1 fwd + 1 bwd through the target) + (steps + 1) × 10 POS
+        "stage_b": (maps_b, train_s, finetune_s, steps + 10 * (steps + 1), history),
+        "peak_bytes": _peak_bytes(learned.explain, state.params, test_x),
+    }
+
+
+def _train_head(features, labels, num_classes, steps=300):
+    params = {"kernel": jnp.zeros((features.shape[1], num_classes)), "bias": jnp.zeros(num_classes)}
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+
+    def loss(p):
+        logits = features @ p["kernel"] + p["bias"][None, :]
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+    @jax.jit
+    def step(p, s):
+        g = jax.grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params
+
+
+def run_tve(module, variables, family, train, train_labels, test_x, args):
+    encoder_fn = tve.encoder_from_module(module, family)
+    embed_dim = int(jax.eval_shape(encoder_fn, variables, test_x[:1]).shape[-1])
+    config = tve.TveConfig(
+        embed_dim=embed_dim, image_size=64, grid=8, radius=1, patch_size=8, hidden_size=64,
+        depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
+        explainer_family="half", encoder_family=family, learning_rate=1e-3,
+        total_steps=args.steps,
+    )  # fmt: skip
+    learned = tve.make(config, encoder_fn, variables)
+    state = learned.init(jax.random.key(0), train[:2])
+    start = time.perf_counter()
+    state, history = fit(
+        state, learned.update, _batches(train, 32, 2), num_steps=args.steps,
+        key=jax.random.key(1), progress=False,
+    )  # fmt: skip
+    train_s = time.perf_counter() - start
+    feats = jax.jit(encoder_fn)(variables, jnp.asarray(train))
+    heads = {
+        "target_head": tve.linear_head(variables),
+        "shape_only_head": _train_head(feats, jnp.asarray(train_labels % 4), 4),
+    }
+    out = {}
+    for name, head in heads.items():
+        head_apply = lambda p, x, head=head: encoder_fn(p, x) @ head["kernel"] + head["bias"]
+        target = jnp.argmax(head_apply(variables, test_x), axis=-1)
+        explain = lambda p, x, head=head, target=target: tve.explain_with_head(
+            config, p, x, head, target
+        )
+        maps, explain_s = _timed(explain, state.params, test_x)
+        accuracy = None
+        if name == "shape_only_head":
+            accuracy = float(jnp.mean(target == jnp.asarray(args.test_labels % 4)))
+        out[name] = (maps, train_s, explain_s, 0, history, head_apply, target, accuracy)
+    out["peak_bytes"] = _peak_bytes(
+        lambda p, x: tve.predict_embeddings(config, p, x), state.params, test_x
+    )
+    return out
+
+
+def run_fastshap(apply_fn, variables, family, train, test_x, args):
+    config = fastshap.FastShapConfig(
+        num_classes=NUM_CLASSES, image_size=64, patch_size=16, hidden_size=64, depth=2,
+        num_heads=4, mlp_dim=128, explainer_family="half", target_family=family,
+        num_samples=16, learning_rate=1e-3, total_steps=args.steps,
+    )  # fmt: skip
+    learned = fastshap.make(config, apply_fn, variables)
+    state = learned.init(jax.random.key(0), train[:2])
+    start = time.perf_counter()
+    state, history = fit(
+        state, learned.update, _batches(train, 32, 3), num_steps=args.steps,
+        key=jax.random.key(1), progress=False,
+    )  # fmt: skip
+    train_s = time.perf_counter() - start
+    target = jnp.argmax(apply_fn(variables, test_x), axis=-1)
+    maps, explain_s = _timed(lambda p, x: learned.explain(p, x, target), state.params, test_x)
+    peak = _peak_bytes(lambda p, x: fastshap.player_values(config, p, x), state.params, test_x)
+    return maps, train_s, explain_s, 0, history, peak
+
+
+def run_dax(apply_fn, variables, test_x, target, args):
+    options = dict(
+        num_samples=args.dax_samples, epochs=args.dax_epochs, hidden=64, features=8,
+        patch_size=8, chunk=256,
+    )  # fmt: skip
+    key = jax.random.key(0)
+    maps, batched_s = _timed(
+        lambda x, t: dax.dax(apply_fn, variables, x, t, key=key, **options), test_x, target
+    )
+    n_single = min(4, test_x.shape[0])
+    single = lambda x, t: dax.dax(apply_fn, variables, x, t, key=key, **options)
+    jax.block_until_ready(single(test_x[:1], target[:1]))  # compile once
+    start = time.perf_counter()
+    for b in range(n_single):
+        jax.block_until_ready(single(test_x[b : b + 1], target[b : b + 1]))
+    single_s = (time.perf_counter() - start) / n_single
+    config = dax.DaxConfig(**{k: v for k, v in options.items() if k != "patch_size"})
+    labels = jnp.broadcast_to(dax.grid_segments((64, 64), 8)[0], (test_x.shape[0], 64, 64))
+    peak = _peak_bytes(
+        lambda x, t: dax._dax_batched(
+            apply_fn, variables, x, t, jax.random.split(key, x.shape[0]), labels,
+            jnp.ones((x.shape[0], 64)), config,
+        ),
+        test_x, target,
+    )  # fmt: skip
+    per_image = batched_s / test_x.shape[0]
+    return maps, per_image, single_s, peak, options
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target-dir", required=True)
+    parser.add_argument("--target-steps", type=int, default=None)
+    parser.add_argument("--num-train", type=int, default=512)
+    parser.add_argument("--num-test", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--ltx-lam", type=float, default=2.0)
+    parser.add_argument("--dax-samples", type=int, default=256)
+    parser.add_argument("--dax-epochs", type=int, default=6)
+    parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
+    parser.add_argument("--out", default="bench_learned.json")
+    args = parser.parse_args(argv)
+    module, variables, family = load_target(args.target_dir, args.target_steps)
+    apply_fn = make_apply_fn(module, family)
+    train = make_benchmark(args.num_train, seed=101, image_size=64)
+    test = make_benchmark(args.num_test, seed=202, image_size=64)
+    args.test_labels = test["labels"]
+    test_x = jnp.asarray(test["images"])
+    masks = jnp.asarray(test["masks"])
+    target = jnp.argmax(apply_fn(variables, test_x), axis=-1).astype(jnp.int32)
+    results: dict = {
+        "device": str(jax.devices()[0]),
+        "num_test": args.num_test,
+        "target_test_accuracy": float(jnp.mean(target == jnp.asarray(test["labels"]))),
+        "methods": {},
+    }
+    random_map = jax.random.uniform(jax.random.key(123), masks.shape)
+    results["random"] = quality(apply_fn, variables, test_x, random_map, masks, target)
+
+    def record(name, maps, train_s, explain_s, queries, history=None, peak=None, **extra):
+        entry = quality(extra.pop("q_apply", apply_fn), variables, test_x, maps, masks,
+                        extra.pop("q_target", target))  # fmt: skip
+        entry.update(
+            train_seconds=train_s, explain_seconds_per_image=explain_s / args.num_test,
+            target_queries_per_image=queries, peak_bytes=peak, **extra,
+        )  # fmt: skip
+        if history:
+            losses = [h["loss"] for h in history]
+            entry["loss_first10"] = float(np.mean(losses[:10]))
+            entry["loss_last10"] = float(np.mean(losses[-10:]))
+        results["methods"][name] = entry
+        print(name, json.dumps(entry))
+
+    methods = args.methods.split(",")
+    if "dax" in methods:
+        maps, per_image, single_s, peak, options = run_dax(
+            apply_fn, variables, test_x, target, args
+        )
+        record("dax", maps, 0.0, per_image * args.num_test, options["num_samples"], peak=peak,
+               one_at_a_time_seconds_per_image=single_s,
+               batched_speedup=single_s / per_image, options=options)  # fmt: skip
+    if "ltx" in methods:
+        out = run_ltx(module, variables, apply_fn, train["images"], test_x, args)
+        for stage in ("stage_a", "stage_b"):
+            maps, train_s, explain_s, queries, history = out[stage]
+            record(f"ltx_{stage}", maps, train_s, explain_s, queries, history, out["peak_bytes"])
+    if "tve" in methods:
+        out = run_tve(module, variables, family, train["images"], train["labels"], test_x, args)
+        for head_name in ("target_head", "shape_only_head"):
+            maps, train_s, explain_s, queries, history, head_apply, head_target, acc = out[
+                head_name
+            ]
+            random_q = quality(head_apply, variables, test_x, random_map, masks, head_target)
+            record(f"tve_{head_name}", maps, train_s, explain_s, queries, history,
+                   out["peak_bytes"], q_apply=head_apply, q_target=head_target,
+                   random_on_this_head=random_q, head_accuracy=acc)  # fmt: skip
+    if "fastshap" in methods:
+        maps, train_s, explain_s, queries, history, peak = run_fastshap(
+            apply_fn, variables, family, train["images"], test_x, args
+        )
+        record("fastshap", maps, train_s, explain_s, queries, history, peak)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
