@@ -118,6 +118,8 @@ def resolve_target(apply_fn: ApplyFn, params: Params, x: jax.Array, target: Any 
         return jnp.argmax(apply_fn(params, x), axis=-1).astype(jnp.int32)
     if isinstance(target, int | np.integer):
         target = jnp.full((batch_size,), int(target), jnp.int32)
+    elif isinstance(target, list | tuple):
+        target = np.asarray(target)
     logits_shape = jax.eval_shape(apply_fn, params, x).shape
     if len(logits_shape) != 2 or logits_shape[0] != batch_size:
         raise ValueError(

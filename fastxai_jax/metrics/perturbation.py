@@ -395,3 +395,17 @@ def adp_pic(
     if target is not None:
         target = resolve_target(apply_fn, params, x, target)
     return _adp_pic(apply_fn, params, x, attribution.astype(x.dtype), target, normalise=normalise)
+
+
+def insertion_auc(
+    apply_fn: ApplyFn, params: Params, x: Any, attribution: Any, target: Any = None, **protocol
+) -> jax.Array:
+    """``[B]`` insertion AUC: :func:`insertion` with the same options (higher is better)."""
+    return insertion(apply_fn, params, x, attribution, target, **protocol).auc
+
+
+def deletion_auc(
+    apply_fn: ApplyFn, params: Params, x: Any, attribution: Any, target: Any = None, **protocol
+) -> jax.Array:
+    """``[B]`` deletion AUC: :func:`deletion` with the same options (lower is better)."""
+    return deletion(apply_fn, params, x, attribution, target, **protocol).auc

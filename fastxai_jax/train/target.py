@@ -40,7 +40,7 @@ MODEL_NAME = "small_cnn"
 DEFAULTS: dict[str, Any] = {
     "num_train": 8000,
     "num_test": 1000,
-    "steps": 3000,
+    "steps": 2000,
     "batch_size": 32,
     "lr": 3e-3,
     "image_size": 64,

@@ -163,3 +163,11 @@ def test_superpixels_and_validation(key):
     with pytest.raises(ValueError, match="target"):
         dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.full((2,), 5, jnp.int32), key=key)
     assert dax_lib.dax_cost(num_samples=100) == Cost(100, 0)
+
+
+def test_registered_gradient_free():
+    from fastxai_jax.explainers import registry
+
+    spec = registry.get_method("dax")
+    assert spec.needs_key and not spec.needs_grad
+    assert registry.method_cost("dax", num_samples=500) == Cost(500, 0)

@@ -233,6 +233,10 @@ def test_mean_substrate_and_random_ties(tiny, key):
         apply_fn, params, x, attr, target, "deletion", mean, [8 * t for t in range(9)]
     )
     np.testing.assert_allclose(got.curve, want, atol=TOL)
+    np.testing.assert_allclose(
+        perturbation.deletion_auc(apply_fn, params, x, attr, substrate="mean", num_steps=8),
+        got.auc,
+    )
     # An explicit target other than ŷ is scored instead of ŷ.
     other = (target + 1) % 5
     got = perturbation.deletion(apply_fn, params, x, attr, other, substrate="mean", num_steps=8)
