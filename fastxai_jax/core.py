@@ -101,7 +101,9 @@ def check_target(target: Any, batch_size: int, num_classes: int, name: str = "ta
             )
 
 
-def resolve_target(apply_fn: ApplyFn, params: Params, x: jax.Array, target: Any = None) -> jax.Array:
+def resolve_target(
+    apply_fn: ApplyFn, params: Params, x: jax.Array, target: Any = None
+) -> jax.Array:
     """Returns the class to explain per input: ``target`` if given, else ``argmax f(x)``.
 
     Args:

@@ -65,23 +65,42 @@ def _stage(message: str) -> float:
     return time.perf_counter()
 
 
-def _train_learned(name, apply_fn, variables, family, train_images, args, workdir):
-    """Trains (or reloads) one learned explainer; returns ``(explain_fn, train_seconds)``."""
-    from fastxai_jax.explainers import learned
+def _train_learned(name, target, args, workdir):
+    """Trains (or reloads) one learned explainer through the ``train-explainer`` verb's
+    own table, so the demo and the CLI share one code path.
 
+    Returns:
+      ``(explain(x, target) -> [B, H, W], train_seconds)``.
+    """
+    import inspect
+
+    from fastxai_jax.cli import build_parser, train_explainer
+    from fastxai_jax.cli import explain as explain_cli
+
+    run_dir = workdir / name
+    argv = ["train-explainer", "--method", name, "--workdir", str(run_dir)]
+    argv += ["--target-workdir", str(workdir / "target"), "--seed", str(args.seed)]
+    if name == "fex" and args.fex_steps is not None:
+        argv += ["--steps", str(args.fex_steps)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    train_args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    explain = learned.train_or_load(
-        name,
-        apply_fn,
-        variables,
-        train_images,
-        workdir=workdir / name,
+    if not (run_dir / "explainer").exists():
+        train_explainer.METHODS[name].train(train_args, target)
+    seconds = time.perf_counter() - start
+    module, variables, family, apply_fn = target
+    loaded = explain_cli._LEARNED[name](
+        str(run_dir),
+        module=module,
+        variables=variables,
         family=family,
-        key=jax.random.key(args.seed + 1),
-        steps=args.fex_steps if name == "fex" else None,
-        progress=not args.no_progress,
+        apply_fn=apply_fn,
+        options={},
     )
-    return explain, time.perf_counter() - start
+    takes_target = len(inspect.signature(loaded).parameters) >= 2
+    explain = (lambda x, t: loaded(x, t)) if takes_target else (lambda x, t: loaded(x))
+    return explain, seconds
 
 
 def _benchmark_overlays(path: pathlib.Path, images, masks, maps: dict[str, np.ndarray], rows=6):
@@ -145,9 +164,7 @@ def _photos(out: pathlib.Path, methods: list[str], key) -> dict[str, Any]:
         spec = registry.get_method(method)
         method_key = jax.random.fold_in(key, index) if spec.needs_key else None
         start = time.perf_counter()
-        attribution = registry.attribute(
-            method, apply_fn, variables, x, key=method_key, **options
-        )
+        attribution = registry.attribute(method, apply_fn, variables, x, key=method_key, **options)
         maps[method] = np.asarray(jax.block_until_ready(attribution))
         seconds[method] = (time.perf_counter() - start) / x.shape[0]
     fig, axes = plt.subplots(len(PHOTOS), len(methods) + 1, figsize=(2.0 * (len(methods) + 1), 8))
@@ -176,13 +193,14 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def _report(out, target_metrics, train_seconds, summary, photos, args) -> str:
+    accuracy = target_metrics.get("test_accuracy", float("nan"))
     lines = [
         "# fastxai_jax demo report",
         "",
         "Embedded planted-object benchmark (64×64, 8 classes = shape × colour, "
         "class-irrelevant distractors; ground truth = the planted object's pixels).",
         "",
-        f"- target: small CNN, test accuracy {target_metrics.get('test_accuracy', float('nan')):.3f}",
+        f"- target: small CNN, test accuracy {accuracy:.3f}",
         f"- held-out images scored: {args.num_eval}; device: {jax.devices()[0]}",
     ]
     for name, seconds in train_seconds.items():
@@ -248,13 +266,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"target test accuracy {target_metrics.get('test_accuracy', float('nan')):.3f}")
 
     learned_names = [m.strip() for m in args.learned.split(",") if m.strip()]
-    train_images = make_benchmark(2048, seed=10 + args.seed)["images"]
     explainers = {}
     for name in learned_names:
         _stage(f"2/4 learned explainer: {name}")
-        explain, seconds = _train_learned(
-            name, apply_fn, variables, family, train_images, args, workdir
-        )
+        target = (module, variables, family, apply_fn)
+        explain, seconds = _train_learned(name, target, args, workdir)
         explainers[name] = explain
         train_seconds[name] = seconds
 

@@ -19,6 +19,7 @@ import csv
 import json
 import pathlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -128,8 +129,10 @@ def evaluate_methods(
     batch_size: int = 16,
     protocol: dict[str, Any] | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
+    explainers: dict[str, Callable[..., Any]] | None = None,
     progress: bool = True,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    return_maps: bool = False,
+):
     """Scores each registered method on ``images`` against ground-truth ``masks``.
 
     Args:
@@ -142,11 +145,16 @@ def evaluate_methods(
       batch_size: images per batch.
       protocol: insertion/deletion options (see :func:`default_protocol`).
       method_options: ``{method: options}`` passed to ``registry.attribute``.
+      explainers: learned explainers scored after ``methods``, as ``{name:
+        explain(x, target) -> map}``; they explain the target's predicted class and
+        spend no target query themselves (cost 0 forward / 0 backward).
       progress: show a tqdm bar.
+      return_maps: also return ``{method: [N, H, W] maps}``.
 
     Returns:
       ``(summary, curves)``: ``summary[method]`` maps metric → dataset mean
-      (plus cost figures); ``curves[method][name]`` is ``{"fractions", "mean"}``.
+      (plus cost figures); ``curves[method][name]`` is ``{"fractions", "mean"}``;
+      with ``return_maps``, ``(summary, curves, maps)``.
     """
     from tqdm import tqdm
 
@@ -157,16 +165,19 @@ def evaluate_methods(
         raise ValueError(f"images must be a non-empty [N, H, W, C] batch; got {images.shape}")
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks must have shape {images.shape[:3]}; got {masks.shape}")
-    if not methods:
+    explainers = dict(explainers or {})
+    if not methods and not explainers:
         raise ValueError("methods must name at least one method")
     for method in methods:
         registry.get_method(method)  # unknown names fail before any work
     protocol = {**default_protocol(), **(protocol or {})}
     method_options = method_options or {}
     starts = list(range(0, images.shape[0], batch_size))
-    bar = tqdm(total=len(methods) * len(starts), disable=not progress, desc="evaluate")
-    summary, all_curves = {}, {}
-    for method_index, method in enumerate(methods):
+    names = list(methods) + list(explainers)
+    bar = tqdm(total=len(names) * len(starts), disable=not progress, desc="evaluate")
+    summary, all_curves, all_maps = {}, {}, {}
+    predict = jax.jit(lambda x: jnp.argmax(apply_fn(params, x), axis=-1))
+    for method_index, method in enumerate(names):
         options = method_options.get(method, {})
         per_input: dict[str, list] = {}
         curve_rows: dict[str, list] = {name: [] for name in CURVES}
@@ -175,17 +186,29 @@ def evaluate_methods(
         for batch_index, start in enumerate(starts):
             x = jnp.asarray(images[start : start + batch_size])
             batch_key = jax.random.fold_in(jax.random.fold_in(key, method_index), batch_index)
-            spec = registry.get_method(method)
-            call_key = batch_key if spec.needs_key else None
+            if method in explainers:
+                target = predict(x)
+                call = lambda x=x, target=target, fn=explainers[method]: fn(x, target)
+                cost_options = {}
+            else:
+                spec = registry.get_method(method)
+                call_key = batch_key if spec.needs_key else None
+                call = lambda x=x, k=call_key, method=method, options=options: registry.attribute(
+                    method, apply_fn, params, x, key=k, **options
+                )
+                cost_options = {"method": method, "options": options}
             attribution, record = metrics.measure_cost(
-                lambda x=x, call_key=call_key, method=method, options=options: registry.attribute(
-                    method, apply_fn, params, x, key=call_key, **options
-                ),
+                call,
                 num_inputs=x.shape[0],
-                method=method,
-                options=options,
                 warmup=x.shape not in compiled_shapes,  # compile (each batch shape) untimed
+                **cost_options,
             )
+            if method in explainers:  # one explainer forward, no target query
+                record = record._replace(method=method, forward_passes=0, backward_passes=0)
+            if return_maps:
+                all_maps.setdefault(method, []).append(
+                    np.asarray(_to_pixels(jnp.asarray(attribution), x.shape[1:3]))
+                )
             compiled_shapes.add(x.shape)
             elapsed += record.time_per_input_s * x.shape[0]
             batch = _batch_scores(
@@ -219,6 +242,9 @@ def evaluate_methods(
             for name in CURVES
         }
     bar.close()
+    if return_maps:
+        maps = {name: np.concatenate(parts) for name, parts in all_maps.items()}
+        return summary, all_curves, maps
     return summary, all_curves
 
 

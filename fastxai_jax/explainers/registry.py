@@ -56,6 +56,7 @@ def _load_builtin() -> None:
         "cam",
         "rise",
         "random_map",
+        "dax",
     ):
         try:
             importlib.import_module(f"fastxai_jax.explainers.{module}")
