@@ -9,6 +9,11 @@ i.e. ``(x - 0.5) / 0.5``) is applied inside the loss exactly as
 :func:`fastxai_jax.models.make_apply_fn` does, so explainers see a plain
 ``apply_fn(variables, x01)``.
 
+Measured (defaults: 8000 train images, 2000 Adam steps of 32, peak lr 3e-3,
+5% warm-up + cosine): test accuracy 0.998 on 1000 held-out images, 7.4 CPU
+minutes (14.7 min wall on 2 cores shared with other jobs, load ~10; a few
+minutes on 2 idle cores). Step 1250 of a 3000-step run already gave 0.942.
+
 Layout of ``workdir``::
 
   checkpoints/   fit's resumable training checkpoints (orbax)
