@@ -11,7 +11,7 @@ WORKDIR`` reads.
 Example::
 
   fastxai train-explainer --method fex --target small_cnn --target-weights auto \\
-      --workdir runs/fex --steps 600
+      --workdir runs/fex --steps 700
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--target-workdir", default="runs/target")
     parser.add_argument("--workdir", required=True, help="run directory (resumed if it exists)")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--num-train", type=int, default=4000, help="benchmark training images")
     parser.add_argument("--image-size", type=int, default=64)
