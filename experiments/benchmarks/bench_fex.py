@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--rise-chunk", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fex-workdir", default=None, help="a trained FEX run (optional)")
-    parser.add_argument("--target-workdir", default=None, help="trained small_cnn (optional)")
+    parser.add_argument("--target-workdir", default=None, help="a train-target workdir (optional)")
     parser.add_argument("--out", default="bench_fex.json")
     args = parser.parse_args()
 
@@ -63,9 +63,10 @@ def main() -> None:
     x = jnp.asarray(data["images"])
     module, family = build("small_cnn", num_classes=NUM_CLASSES)
     if args.target_workdir:
-        from fastxai_jax.train.target import load_or_train_target
+        from fastxai_jax.train.checkpoint import load_params
 
-        module, variables, family = load_or_train_target(args.target_workdir, progress=False)
+        template = jax.eval_shape(module.init, jax.random.key(0), x[:1])
+        variables, _ = load_params(os.path.join(args.target_workdir, "params"), template)
     else:
         variables = module.init(jax.random.key(0), x[:1])
     apply_fn = make_apply_fn(module, family)

@@ -160,7 +160,9 @@ def _photos(out: pathlib.Path, methods: list[str], key) -> dict[str, Any]:
     top1 = np.asarray(jnp.argmax(probs, axis=-1))
     maps, seconds = {}, {}
     for index, method in enumerate(methods):
-        options = {"module": module} if method == "gradcam" else {}
+        options = {}
+        if method == "gradcam":
+            options = {"module": module, "layer": "head", "family": "imagenet"}
         spec = registry.get_method(method)
         method_key = jax.random.fold_in(key, index) if spec.needs_key else None
         start = time.perf_counter()

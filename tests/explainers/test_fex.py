@@ -307,6 +307,7 @@ def test_data_parallel_training_matches_single_device(tmp_path, key):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
     from fastxai_jax.cli import build_parser
     from fastxai_jax.cli import explain as explain_cli
