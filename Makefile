@@ -36,7 +36,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[torch,dev,bench]'
-	$(PY) experiments/benchmarks/run_all.py
+	$(PY) experiments/benchmarks/bench_mfaba.py --out runs/bench_mfaba.json
+	$(PY) experiments/benchmarks/bench_insertion.py --out runs/bench_insertion.json
+	$(VENV)/bin/fastxai train-target --workdir runs/target
+	$(PY) experiments/benchmarks/bench_fex.py --target-workdir runs/target --out runs/bench_fex.json
+	$(PY) experiments/benchmarks/bench_learned.py --target-dir runs/target --out runs/bench_learned.json
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -103,6 +103,12 @@ def _train_learned(name, target, args, workdir):
     return explain, seconds
 
 
+def _display(attribution: np.ndarray) -> np.ndarray:
+    """Magnitude clipped at its 99th percentile: signed gradient maps stay readable."""
+    magnitude = np.abs(np.asarray(attribution, np.float32))
+    return np.minimum(magnitude, np.percentile(magnitude, 99))
+
+
 def _benchmark_overlays(path: pathlib.Path, images, masks, maps: dict[str, np.ndarray], rows=6):
     """One figure: image + ground truth, then each method's map, for a few images."""
     import matplotlib
@@ -120,7 +126,7 @@ def _benchmark_overlays(path: pathlib.Path, images, masks, maps: dict[str, np.nd
         axes[r, 0].imshow(images[r])
         axes[r, 0].contour(masks[r], levels=[0.5], colors="white", linewidths=0.8)
         for c, name in enumerate(names, start=1):
-            axes[r, c].imshow(overlay(images[r], maps[name][r]))
+            axes[r, c].imshow(overlay(images[r], _display(maps[name][r])))
         if r == 0:
             axes[0, 0].set_title("input + truth", fontsize=8)
             for c, name in enumerate(names, start=1):
@@ -175,7 +181,7 @@ def _photos(out: pathlib.Path, methods: list[str], key) -> dict[str, Any]:
         axes[r, 0].imshow(photos[r])
         axes[r, 0].set_title(f"{name}: {label}\np={float(probs[r, top1[r]]):.2f}", fontsize=7)
         for c, method in enumerate(methods, start=1):
-            axes[r, c].imshow(overlay(photos[r], maps[method][r]))
+            axes[r, c].imshow(overlay(photos[r], _display(maps[method][r])))
             if r == 0:
                 axes[r, c].set_title(method, fontsize=8)
     for ax in axes.ravel():

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.normalization import normalise as normalise_images  # noqa: F401
 
 
 def patch_grid(image_hw: tuple[int, int], patch_size: int, name: str = "x") -> tuple[int, int]:
@@ -119,16 +120,3 @@ def bernoulli_entropy(logits: jax.Array) -> jax.Array:
 def sample_bernoulli(key: jax.Array, logits: jax.Array) -> jax.Array:
     """Draws ``{0, 1}`` float samples, one per entry of ``logits`` (same shape)."""
     return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(logits.dtype)
-
-
-def normalise_images(x: jax.Array, family: str) -> jax.Array:
-    """``normalise(x, family)`` with explicit reshapes (safe under rank-promotion="raise")."""
-    if family not in FAMILY_NORMALISATION:
-        raise ValueError(
-            f"unknown normalisation family {family!r}; known: {sorted(FAMILY_NORMALISATION)}"
-        )
-    mean, std = FAMILY_NORMALISATION[family]
-    shape = (1,) * (x.ndim - 1) + (x.shape[-1],)
-    mean = jnp.reshape(jnp.asarray(mean, x.dtype), shape)
-    std = jnp.reshape(jnp.asarray(std, x.dtype), shape)
-    return (x - mean) / std

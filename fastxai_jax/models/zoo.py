@@ -18,6 +18,7 @@ import numpy as np
 from fastxai_jax.models.bert import BERT_BASE, BertClassifier
 from fastxai_jax.models.efficientnet import EfficientNetLite0
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.models.normalization import normalise as normalise_images
 from fastxai_jax.models.resnet import resnet
 from fastxai_jax.models.small_cnn import SmallCNN
 from fastxai_jax.models.vgg import VGG16
@@ -113,20 +114,6 @@ def build(name: str, num_classes: int = 1000, **kwargs):
     except TypeError as err:
         raise ValueError(f"bad options for model {name!r}: {err}") from err
     return module, info.family
-
-
-def normalise_images(x01: jax.Array, family: str) -> jax.Array:
-    """``normalise`` with explicit rank-matched constants (safe under
-    ``jax_numpy_rank_promotion="raise"``): ``[..., C]`` -> ``[..., C]``."""
-    if family not in FAMILY_NORMALISATION:
-        raise ValueError(
-            f"unknown normalisation family {family!r}; known: {sorted(FAMILY_NORMALISATION)}"
-        )
-    mean, std = FAMILY_NORMALISATION[family]
-    shape = (1,) * (x01.ndim - 1) + (len(mean),)
-    mean = jnp.asarray(mean, x01.dtype).reshape(shape)
-    std = jnp.asarray(std, x01.dtype).reshape(shape)
-    return (x01 - mean) / std
 
 
 def make_apply_fn(module, family: str, **apply_kwargs) -> Callable[[Any, jax.Array], jax.Array]:

@@ -163,6 +163,15 @@ def test_superpixels_and_validation(key):
     with pytest.raises(ValueError, match="target"):
         dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.full((2,), 5, jnp.int32), key=key)
     assert dax_lib.dax_cost(num_samples=100) == Cost(100, 0)
+    with pytest.raises(ValueError, match="batching"):
+        dax_lib.dax(
+            _corner_target,
+            1.0,
+            jnp.asarray(x),
+            jnp.zeros((2,), jnp.int32),
+            key=key,
+            batching="pmap",
+        )
 
 
 def test_registered_gradient_free():
