@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fastxai demo --out demo_out
+	$(VENV)/bin/fastxai demo --out demo_out --workdir runs/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)

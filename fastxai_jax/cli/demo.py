@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("demo", help="the main job end to end on the embedded benchmark")
     parser.add_argument("--out", default="demo_out", help="report directory")
     parser.add_argument("--workdir", default="runs/demo", help="cache of trained models")
-    parser.add_argument("--num-eval", type=int, default=64, help="held-out images to score")
+    parser.add_argument("--num-eval", type=int, default=32, help="held-out images to score")
     parser.add_argument("--fex-steps", type=int, default=None, help="FEX training steps")
     parser.add_argument("--rise-masks", type=int, default=4000, help="RISE masks per image")
     parser.add_argument(
@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--photo-methods",
-        default="saliency,ig,mfaba,smoothgrad,gradcam",
+        default="saliency,ig,mfaba,gradcam",
         help="per-input methods on the real photos ('' to skip the photos)",
     )
     parser.add_argument("--seed", type=int, default=0)
