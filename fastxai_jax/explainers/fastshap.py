@@ -41,7 +41,7 @@ from fastxai_jax.explainers._masks import (
     upsample_nearest,
 )
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
-from fastxai_jax.models.vit import vit
+from fastxai_jax.models.vit import vit_from_config
 from fastxai_jax.train.loop import TrainState, make_optimizer
 
 
@@ -111,24 +111,9 @@ class _PlayerHead(nn.Module):
         return nn.Dense(self.num_classes, name="dense2")(h)
 
 
-def _backbone(config: FastShapConfig):
-    sizes = {
-        k: getattr(config, k)
-        for k in ("hidden_size", "depth", "num_heads", "mlp_dim")
-        if getattr(config, k) is not None
-    }
-    return vit(
-        config.vit_preset,
-        num_classes=1,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        **sizes,
-    )
-
-
 def init_params(config: FastShapConfig, key: jax.Array) -> Params:
     """Fresh ``{"backbone", "head"}`` parameters."""
-    backbone = _backbone(config)
+    backbone = vit_from_config(config)
     k1, k2 = jax.random.split(key)
     x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
     tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)
@@ -140,7 +125,7 @@ def init_params(config: FastShapConfig, key: jax.Array) -> Params:
 
 def player_values(config: FastShapConfig, params: Params, x: jax.Array) -> jax.Array:
     """Raw explainer output ``φ(x)``: ``[B, players, classes]``."""
-    _, aux = _backbone(config).apply(
+    _, aux = vit_from_config(config).apply(
         {"params": params["backbone"]}, normalise_images(x, config.explainer_family)
     )
     return _PlayerHead(config.num_classes).apply({"params": params["head"]}, aux["patch_tokens"])

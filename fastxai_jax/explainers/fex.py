@@ -40,7 +40,7 @@ from fastxai_jax.explainers._masks import (
 )
 from fastxai_jax.models.heads import ActorCriticHeads
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
-from fastxai_jax.models.vit import ViT, vit
+from fastxai_jax.models.vit import ViT, vit_from_config
 from fastxai_jax.train.loop import TrainState, make_optimizer
 
 _MODES = ("full", "frozen", "lora")
@@ -128,18 +128,7 @@ class FexConfig:
 
 def build_backbone(config: FexConfig) -> ViT:
     """The explainer's ViT (its classifier head is unused)."""
-    overrides = {
-        name: getattr(config, name)
-        for name in ("hidden_size", "depth", "num_heads", "mlp_dim")
-        if getattr(config, name) is not None
-    }
-    return vit(
-        config.vit_preset,
-        num_classes=1,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        **overrides,
-    )
+    return vit_from_config(config)
 
 
 def _heads(config: FexConfig, backbone: ViT) -> ActorCriticHeads:

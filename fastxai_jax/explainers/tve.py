@@ -42,7 +42,7 @@ from fastxai_jax.explainers._masks import (
 )
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.tve_head import TveHead
-from fastxai_jax.models.vit import vit
+from fastxai_jax.models.vit import vit_from_config
 from fastxai_jax.train.loop import TrainState, make_optimizer
 
 EncoderFn = Callable[[Params, jax.Array], jax.Array]
@@ -110,18 +110,7 @@ class TveConfig:
 
 def build_backbone(config: TveConfig) -> nn.Module:
     """The generic backbone ViT (its classifier head is unused)."""
-    sizes = {
-        k: getattr(config, k)
-        for k in ("hidden_size", "depth", "num_heads", "mlp_dim")
-        if getattr(config, k) is not None
-    }
-    return vit(
-        config.vit_preset,
-        num_classes=1,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        **sizes,
-    )
+    return vit_from_config(config)
 
 
 def _head(config: TveConfig) -> TveHead:

@@ -199,3 +199,23 @@ def vit(name: str = "vit_ti16", num_classes: int = 1000, **overrides) -> ViT:
     if config.get("image_size", 224) % config["patch_size"]:
         raise ValueError("image_size must be a multiple of patch_size")
     return ViT(num_classes=num_classes, **config)
+
+
+def vit_from_config(config) -> ViT:
+    """The ViT backbone of a learned explainer's config (its classifier head is unused).
+
+    ``config`` has ``vit_preset``, ``image_size``, ``patch_size`` and optional
+    ``hidden_size``, ``depth``, ``num_heads``, ``mlp_dim`` overrides (``None`` = preset).
+    """
+    sizes = {
+        name: getattr(config, name)
+        for name in ("hidden_size", "depth", "num_heads", "mlp_dim")
+        if getattr(config, name) is not None
+    }
+    return vit(
+        config.vit_preset,
+        num_classes=1,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        **sizes,
+    )
