@@ -3,7 +3,9 @@
 Times, in one run on one machine:
 
 * MFABA-SHARP (``--steps`` steps, jitted, batched ``lax.while_loop``) on the
-  Flax ResNet-50;
+  Flax ResNet-50, and the same compiled step driven from the host
+  (``loop="host"``, the CPU default: XLA:CPU runs convolutions inside loop
+  bodies ~1.5× slower, jax-ml/jax#12868);
 * the limit: ``--steps`` × one jitted forward+backward of the same model on the
   same batch (also scaled to the loop iterations early stop actually ran);
 * Integrated Gradients: ours (JAX, jitted) and Captum's on a plain-``torch.nn``
@@ -100,10 +102,15 @@ def run_jax(args) -> dict:
             return_steps=True,
         )
 
-    mfaba_jit = jax.jit(mfaba_fn)
+    mfaba_jit = jax.jit(mfaba_fn)  # under jit: the lax.while_loop path
     _, steps = mfaba_jit(variables, x, target)
     steps = jax.device_get(steps)
     t_mfaba = _timed(lambda: jax.block_until_ready(mfaba_jit(variables, x, target)), args.repeats)
+    host = lambda: mfaba(
+        apply_fn, variables, x, target, num_steps=args.steps,
+        early_stop=not args.no_early_stop, loop="host",
+    )  # fmt: skip
+    t_host = _timed(lambda: jax.block_until_ready(host()), args.repeats)
     compiled = {}
     for n in (args.steps, 4 * args.steps):
         lowered = jax.jit(lambda v, xs, t, n=n: mfaba_fn(v, xs, t, n)).lower(variables, x, target)
@@ -134,6 +141,8 @@ def run_jax(args) -> dict:
     n_img = args.num_images
     result.update(
         mfaba_seconds_per_image=t_mfaba / n_img,
+        mfaba_host_loop_seconds_per_image=t_host / n_img,
+        ratio_mfaba_host_loop_to_limit=t_host / (args.steps * t_fb),
         mfaba_steps_per_sample=steps.tolist(),
         mfaba_loop_iterations=iterations,
         fwd_bwd_seconds_per_image=t_fb / n_img,
@@ -336,6 +345,10 @@ def main(argv=None) -> int:
         f"limit         {j['limit_seconds_per_image']:.4f} s/img  ({args.steps} x fwd+bwd)  "
         f"ratio {j['ratio_mfaba_to_limit']:.3f}; vs iterations run: "
         f"{j['ratio_mfaba_to_limit_taken']:.3f}"
+    )
+    print(
+        f"MFABA host    {j['mfaba_host_loop_seconds_per_image']:.4f} s/img  (loop='host', "
+        f"ratio to limit {j['ratio_mfaba_host_loop_to_limit']:.3f})"
     )
     mem = j["mfaba_compiled_memory"]
     print(

@@ -26,9 +26,11 @@ from fastxai_jax.cli.train_explainer import MethodEntry, register_method
 
 
 def _data(args):
-    from fastxai_jax.data.groundtruth import make_benchmark
+    from fastxai_jax.data.groundtruth import EXPLAINER_SEED, make_benchmark
 
-    return make_benchmark(args.num_train, seed=args.seed + 1000, image_size=args.image_size)
+    return make_benchmark(
+        args.num_train, seed=EXPLAINER_SEED + args.seed, image_size=args.image_size
+    )
 
 
 def _batch_fn(images: np.ndarray, batch_size: int, seed: int):

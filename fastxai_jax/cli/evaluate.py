@@ -326,7 +326,7 @@ def _load_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastxai_jax.data.groundtruth import make_benchmark
+    from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
 
     if args.num < 1 or args.batch_size < 1:
         raise ValueError(
@@ -343,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         raise ValueError(f"--options must map method names to option dicts; got {args.options!r}")
     apply_fn, params, family = _load_target(args)
-    data = make_benchmark(args.num, seed=1000 + args.seed, image_size=args.image_size)
+    data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=args.image_size)
     protocol = {
         **default_protocol(),
         "granularity": args.granularity,

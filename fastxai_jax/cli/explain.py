@@ -204,9 +204,9 @@ def run(args: argparse.Namespace) -> int:
     if args.images:
         images, names = load_images(args.images, size)
     else:
-        from fastxai_jax.data.groundtruth import make_benchmark
+        from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
 
-        data = make_benchmark(args.num, seed=1000 + args.seed, image_size=size)
+        data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=size)
         images = np.asarray(data["images"], np.float32)
         names = [f"groundtruth_{i:04d}" for i in range(len(images))]
     module, variables, family = load_target(args, size)

@@ -63,17 +63,19 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss", choices=["ppo", "reinforce"], default=None)
     group.add_argument("--backbone-mode", choices=["full", "frozen", "lora"], default=None)
     group.add_argument("--lora-rank", type=int, default=None)
-    group.add_argument("--patch-size", type=int, default=None, help="explainer patch (8 on 64²)")
+    group.add_argument("--patch-size", type=int, default=None, help="explainer patch (4 on 64²)")
     group.add_argument("--hidden-size", type=int, default=None, help="explainer ViT width")
     group.add_argument("--depth", type=int, default=None, help="explainer ViT depth")
 
 
 def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
-    from fastxai_jax.data.groundtruth import make_benchmark
+    from fastxai_jax.data.groundtruth import EXPLAINER_SEED, make_benchmark
     from fastxai_jax.explainers import fex_train
 
     _, variables, family, apply_fn = target
-    data = make_benchmark(args.num_train, seed=args.seed + 1000, image_size=args.image_size)
+    data = make_benchmark(
+        args.num_train, seed=EXPLAINER_SEED + args.seed, image_size=args.image_size
+    )
     num_classes = int(jax.eval_shape(apply_fn, variables, data["images"][:1]).shape[-1])
     overrides = {
         name: getattr(args, name)

@@ -25,11 +25,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "NUM_CLASSES", "SHAPES", "COLOURS", "make_benchmark", "class_name"]
+__all__ = [
+    "CLASS_NAMES",
+    "COLOURS",
+    "EVAL_SEED",
+    "EXPLAINER_SEED",
+    "NUM_CLASSES",
+    "SHAPES",
+    "class_name",
+    "make_benchmark",
+]
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (0.86, 0.12, 0.12), "blue": (0.12, 0.24, 0.92)}
 CLASS_NAMES = tuple(f"{colour}_{shape}" for colour in COLOURS for shape in SHAPES)
+# Seed offsets that keep the splits apart: the target trains on seed ``2·s`` and
+# is tested on ``2·s + 1``; learned explainers train on ``EXPLAINER_SEED + s``;
+# explanations are scored on ``EVAL_SEED + s`` (images no model was fit on).
+EXPLAINER_SEED = 1000
+EVAL_SEED = 5000
+
 NUM_CLASSES = len(CLASS_NAMES)
 
 _DISTRACTOR_SHAPES = ("ring", "bar")

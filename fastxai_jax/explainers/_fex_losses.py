@@ -11,7 +11,7 @@ Williams 1992.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -31,19 +31,25 @@ class EpisodeTerms(NamedTuple):
     ratio: jax.Array
 
 
-def fex_reward(prob: jax.Array, mask: jax.Array) -> jax.Array:
-    """FEX reward ``r = p_f(ŷ | x ⊙ m) · L / (Σm + 1)``.
+def fex_reward(prob: jax.Array, mask: jax.Array, empty_prob: Any = 0.0) -> jax.Array:
+    """FEX reward ``r = (p_f(ŷ | x ⊙ m) − p₀) · L / (Σm + 1)``.
+
+    The authors' reward has ``p₀ = 0``. With ``p₀ = p_f(ŷ | x ⊙ 0)`` (the fully
+    masked image, ``FexConfig.reward_baseline="empty"``) keeping no patch earns
+    exactly 0, so a class that the target predicts on a blank image cannot be
+    "explained" by dropping every patch.
 
     Args:
       prob: scalar target probability of ŷ on the masked image.
       mask: ``[L]`` kept patches in ``{0, 1}``.
+      empty_prob: scalar ``p₀`` subtracted from ``prob``.
 
     Returns:
       Scalar reward; larger when the class survives with fewer kept patches.
     """
     chex.assert_rank([prob, mask], [0, 1])
     num_patches = mask.shape[0]
-    return prob * num_patches / (jnp.sum(mask) + 1.0)
+    return (prob - empty_prob) * num_patches / (jnp.sum(mask) + 1.0)
 
 
 def policy_log_prob(logits: jax.Array, mask: jax.Array) -> jax.Array:

@@ -45,6 +45,7 @@ from fastxai_jax.train.loop import TrainState, make_optimizer
 
 _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
+_BASELINES = ("none", "empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,9 @@ class FexConfig:
       target_family: the normalisation ``apply_fn`` applies internally; masked
         pixels are set to ``fill`` in that space.
       fill: masked value in the target's normalised space (paper: 0).
+      reward_baseline: ``"none"`` (the paper's reward) or ``"empty"``: subtract
+        ``p_f(ŷ | fully masked x)`` from the reward's probability, so that dropping
+        every patch earns 0 when the target predicts ``ŷ`` on a blank image.
       optimizer, learning_rate, warmup_frac, total_steps, weight_decay,
         clip_norm: passed to ``train.loop.make_optimizer`` (authors: Adam 5e-5).
     """
@@ -95,6 +99,7 @@ class FexConfig:
     kl_coef: float = 1.0
     target_family: str = "imagenet"
     fill: float = 0.0
+    reward_baseline: str = "none"
     optimizer: str = "adam"
     learning_rate: float = 5e-5
     warmup_frac: float = 0.0
@@ -106,6 +111,10 @@ class FexConfig:
         """Raises ``ValueError`` naming the first bad field."""
         if self.backbone_mode not in _MODES:
             raise ValueError(f"backbone_mode must be one of {_MODES}; got {self.backbone_mode!r}")
+        if self.reward_baseline not in _BASELINES:
+            raise ValueError(
+                f"reward_baseline must be one of {_BASELINES}; got {self.reward_baseline!r}"
+            )
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
         for name in ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size"):
@@ -288,7 +297,16 @@ def make(
         scored = apply_fn(target_params, masked.reshape((batch * num_masks,) + x.shape[1:]))
         probs = jax.nn.softmax(scored.astype(jnp.float32), axis=-1).reshape((batch, num_masks, -1))
         kept_prob = jnp.take_along_axis(probs, classes[:, None, None], axis=-1)[..., 0]
-        reward = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.fex_reward))(kept_prob, masks))
+        empty_prob = jnp.zeros((batch, num_masks), jnp.float32)
+        if config.reward_baseline == "empty":
+            # The fill is constant, so every fully masked image is the same: one query.
+            blank = apply_mask(x[:1], jnp.zeros((1, size, size), x.dtype), fill01)
+            blank_probs = jax.nn.softmax(apply_fn(target_params, blank).astype(jnp.float32), -1)
+            empty = blank_probs[0][classes][:, None]  # [B, 1]
+            empty_prob = jnp.broadcast_to(empty, (batch, num_masks))
+        reward = jax.lax.stop_gradient(
+            jax.vmap(jax.vmap(losses.fex_reward))(kept_prob, masks, empty_prob)
+        )
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]  # [B]
         value_bk = jnp.broadcast_to(value[:, None], (batch, num_masks))
         coefs = dict(

@@ -26,12 +26,14 @@ from fastxai_jax.train.checkpoint import load_params, save_params
 from fastxai_jax.train.loop import fit
 
 # Settings found for the 64x64 embedded benchmark (use batch_size=16, ~700 steps):
-# a 2-layer D=64 ViT on an 8x8 patch grid, K=5, Adam 1e-3 with warm-up + cosine,
-# entropy bonus 1e-2 (the authors' 1e-4 lets the policy collapse faster). On the
-# small_cnn target this matches RISE-4000 on deletion/insertion AUC (see the report).
+# a 2-layer D=64 ViT on a 16x16 patch grid (patch 4), K=5, Adam 1e-3 with warm-up +
+# cosine, entropy bonus 1e-2 (the authors' 1e-4 lets the policy collapse faster; 5e-2
+# spreads it over the background), the "empty" reward baseline. Measured on 64
+# held-out images against the demo target: patch 4 + empty baseline → pointing game
+# 1.00, deletion AUC 0.143 (RISE-4000: 1.00 / 0.134); patch 8 → 0.92 / 0.149.
 BENCHMARK_DEFAULTS: dict[str, Any] = dict(
     image_size=64,
-    patch_size=8,
+    patch_size=4,
     vit_preset="vit_ti16",
     hidden_size=64,
     depth=2,
@@ -44,6 +46,9 @@ BENCHMARK_DEFAULTS: dict[str, Any] = dict(
     learning_rate=1e-3,
     warmup_frac=0.05,
     clip_norm=1.0,
+    # The benchmark target predicts classes 2/3/6 on a blank image (p ≈ 0.3): with
+    # the paper's reward, dropping every patch "explains" those classes.
+    reward_baseline="empty",
 )
 
 

@@ -10,7 +10,8 @@ prediction leaves the target class (per sample) or ``num_steps`` is reached:
 with ``g_t = ∇ s(x_t)``, ``s(x) = softmax(f(x))[target]``, and
 ``A = −Σ_t (x_{t+1} − x_t) ⊙ g_t`` over the steps actually taken.
 
-Implementation: the whole batch runs in one ``lax.while_loop`` with a per-sample
+Implementation: the whole batch runs in one ``lax.while_loop`` (or, on CPU, the
+same compiled step driven from the host: ``loop=``) with a per-sample
 ``done`` mask (a done sample's point is frozen, so it adds nothing) that stops
 when every sample is done or ``num_steps`` steps were taken. ``A`` is summed on
 the fly: memory does not depend on ``num_steps``. Each step is one forward and
@@ -50,6 +51,7 @@ from fastxai_jax.explainers.registry import register
 
 VARIANTS = ("sharp", "smooth", "norm", "cos")
 STEPS = ("sharp", "smooth", "authors_sign")
+LOOPS = ("auto", "while", "host")
 
 
 class _Config(NamedTuple):
@@ -128,19 +130,13 @@ def _path_coordinate(x, x0, direction, cfg: _Config):
     return jnp.sum(diff * d, axis=-1) / jnp.where(denom > 0, denom, 1.0)
 
 
-def _run_path(apply_fn, params, x0, target, cfg: _Config, *, accumulate, max_steps=None, d=None):
-    """Runs the batched path; returns the final :class:`_State`.
-
-    Args:
-      accumulate: whether to sum the attribution (``False`` for COS's first pass).
-      max_steps: ``[B]`` per-sample step budget (COS's replay), else ``None``.
-      d: ``x_T − x_0`` for COS's path coordinate.
-    """
+def _init_state(apply_fn, params, x0, target, cfg: _Config, max_steps):
+    """Path state at ``x_0`` (one forward and backward)."""
     batch = x0.shape[0]
     logits0, grad0, ce0 = _value_and_grads(apply_fn, params, x0, target, cfg)
     del logits0  # the authors take the first step regardless of x_0's prediction
     zeros_b = jnp.zeros((batch,), x0.dtype)
-    init = _State(
+    return _State(
         t=jnp.zeros((), jnp.int32),
         x=x0,
         grad=grad0,
@@ -152,61 +148,102 @@ def _run_path(apply_fn, params, x0, target, cfg: _Config, *, accumulate, max_ste
         t_max=zeros_b,
     )
 
-    def cond(state: _State):
-        return (state.t < cfg.num_steps) & ~jnp.all(state.done)
 
-    def body(state: _State):
-        active = ~state.done
-        x_new = jnp.where(_bcast(active, x0), _next_point(state, x0, state.ce_grad, cfg), state.x)
-        logits, grad_new, ce_new = _value_and_grads(apply_fn, params, x_new, target, cfg)
-        acc, t_prev, t_max = state.acc, state.t_prev, state.t_max
-        if accumulate and cfg.variant in ("sharp", "smooth"):
-            acc = acc - (x_new - state.x) * state.grad
-        elif accumulate:
-            t_new = _path_coordinate(x_new, x0, d, cfg)
-            dt = jnp.where(active, t_new - t_prev, 0.0)
-            acc = acc + _bcast(dt, x0) * (state.grad + grad_new) / 2.0
-            t_prev = jnp.where(active, t_new, t_prev)
-            t_max = jnp.where(active, jnp.maximum(t_max, t_new), t_max)
-        steps = state.steps + active.astype(jnp.int32)
-        if max_steps is not None:
-            done = steps >= max_steps
-        elif cfg.early_stop:
-            done = state.done | (jnp.argmax(logits, axis=-1) != target)
-        else:
-            done = state.done
-        ce_grad = state.ce_grad
-        if cfg.step == "authors_sign":
-            ce_grad = jnp.where(_bcast(active, x0), ce_grad + ce_new, ce_grad)
-        return _State(state.t + 1, x_new, grad_new, ce_grad, done, steps, acc, t_prev, t_max)
-
-    return jax.lax.while_loop(cond, body, init)
+def _keep_going(state: _State, cfg: _Config) -> jax.Array:
+    return (state.t < cfg.num_steps) & ~jnp.all(state.done)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "per_channel", "return_steps"))
-def _mfaba(apply_fn, params, x, target, cfg: _Config, per_channel: bool, return_steps: bool):
+def _step(state: _State, apply_fn, params, x0, target, cfg: _Config, accumulate, max_steps, d):
+    """One path step for the whole batch (done samples frozen)."""
+    active = ~state.done
+    x_new = jnp.where(_bcast(active, x0), _next_point(state, x0, state.ce_grad, cfg), state.x)
+    logits, grad_new, ce_new = _value_and_grads(apply_fn, params, x_new, target, cfg)
+    acc, t_prev, t_max = state.acc, state.t_prev, state.t_max
+    if accumulate and cfg.variant in ("sharp", "smooth"):
+        acc = acc - (x_new - state.x) * state.grad
+    elif accumulate:
+        t_new = _path_coordinate(x_new, x0, d, cfg)
+        dt = jnp.where(active, t_new - t_prev, 0.0)
+        acc = acc + _bcast(dt, x0) * (state.grad + grad_new) / 2.0
+        t_prev = jnp.where(active, t_new, t_prev)
+        t_max = jnp.where(active, jnp.maximum(t_max, t_new), t_max)
+    steps = state.steps + active.astype(jnp.int32)
+    if max_steps is not None:
+        done = steps >= max_steps
+    elif cfg.early_stop:
+        done = state.done | (jnp.argmax(logits, axis=-1) != target)
+    else:
+        done = state.done
+    ce_grad = state.ce_grad
+    if cfg.step == "authors_sign":
+        ce_grad = jnp.where(_bcast(active, x0), ce_grad + ce_new, ce_grad)
+    return _State(state.t + 1, x_new, grad_new, ce_grad, done, steps, acc, t_prev, t_max)
+
+
+def _run_path(apply_fn, params, x0, target, cfg: _Config, *, accumulate, max_steps=None, d=None):
+    """Runs the batched path in one ``lax.while_loop``; returns the final :class:`_State`.
+
+    Args:
+      accumulate: whether to sum the attribution (``False`` for COS's first pass).
+      max_steps: ``[B]`` per-sample step budget (COS's replay), else ``None``.
+      d: ``x_T − x_0`` for COS's path coordinate.
+    """
+    init = _init_state(apply_fn, params, x0, target, cfg, max_steps)
+    body = lambda s: _step(s, apply_fn, params, x0, target, cfg, accumulate, max_steps, d)
+    return jax.lax.while_loop(lambda s: _keep_going(s, cfg), body, init)
+
+
+_init_jit = jax.jit(_init_state, static_argnames=("apply_fn", "cfg"))
+_step_jit = jax.jit(_step, static_argnames=("apply_fn", "cfg", "accumulate"))
+
+
+def _run_path_host(
+    apply_fn, params, x0, target, cfg: _Config, *, accumulate, max_steps=None, d=None
+):
+    """:func:`_run_path` with the loop on the host: the same compiled step, called
+    once per step until every sample is done (same state, same memory)."""
+    state = _init_jit(apply_fn, params, x0, target, cfg, max_steps)
+    while bool(_keep_going(state, cfg)):
+        state = _step_jit(state, apply_fn, params, x0, target, cfg, accumulate, max_steps, d)
+    return state
+
+
+def _finish(final: _State, x, cfg: _Config, per_channel: bool, return_steps: bool):
     if cfg.variant in ("sharp", "smooth"):
-        final = _run_path(apply_fn, params, x, target, cfg, accumulate=True)
         attribution = final.acc
     else:
-        if cfg.variant == "cos":
-            first = _run_path(apply_fn, params, x, target, cfg, accumulate=False)
-            final = _run_path(
-                apply_fn,
-                params,
-                x,
-                target,
-                cfg,
-                accumulate=True,
-                max_steps=first.steps,
-                d=first.x - x,
-            )
-        else:
-            final = _run_path(apply_fn, params, x, target, cfg, accumulate=True)
         scale = jnp.where(final.t_max > 0, 1.0 / jnp.where(final.t_max > 0, final.t_max, 1.0), 0.0)
         attribution = final.acc * _bcast(scale, x) * (x - final.x)
     attribution = _common.reduce_channels(attribution, per_channel)
     return (attribution, final.steps) if return_steps else attribution
+
+
+def _paths(run, apply_fn, params, x, target, cfg: _Config) -> _State:
+    """The final path state (COS: a first pass finds ``x_T``, a second accumulates)."""
+    if cfg.variant != "cos":
+        return run(apply_fn, params, x, target, cfg, accumulate=True)
+    first = run(apply_fn, params, x, target, cfg, accumulate=False)
+    return run(
+        apply_fn, params, x, target, cfg, accumulate=True, max_steps=first.steps, d=first.x - x
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "per_channel", "return_steps"))
+def _mfaba(apply_fn, params, x, target, cfg: _Config, per_channel: bool, return_steps: bool):
+    final = _paths(_run_path, apply_fn, params, x, target, cfg)
+    return _finish(final, x, cfg, per_channel, return_steps)
+
+
+_finish_jit = jax.jit(_finish, static_argnames=("cfg", "per_channel", "return_steps"))
+
+
+def _mfaba_host(apply_fn, params, x, target, cfg: _Config, per_channel: bool, return_steps: bool):
+    final = _paths(_run_path_host, apply_fn, params, x, target, cfg)
+    return _finish_jit(final, x, cfg, per_channel, return_steps)
+
+
+def _traced(*trees: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
 
 
 def mfaba(
@@ -228,6 +265,7 @@ def mfaba(
     data_range: tuple[float, float] = (0.0, 1.0),
     per_channel: bool = False,
     return_steps: bool = False,
+    loop: str = "auto",
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """MFABA attribution (SHARP, SMOOTH, NORM or COS), batched and compiled.
 
@@ -252,6 +290,12 @@ def mfaba(
       data_range: ``(min, max)`` the path is clipped to.
       per_channel: return ``[B, H, W, C]`` (authors) instead of the channel sum.
       return_steps: also return the ``[B]`` int32 number of steps each sample took.
+      loop: ``"while"`` (one compiled ``lax.while_loop``), ``"host"`` (the same
+        compiled step called from Python until every sample is done; not under
+        ``jit``/``vmap``) or ``"auto"``: ``"host"`` on the CPU backend outside a
+        trace, else ``"while"``. XLA:CPU runs convolutions inside loop bodies
+        ~1.5× slower than the same step on its own (jax-ml/jax#12868); both give
+        the same result and neither stores the path.
 
     Returns:
       ``[B, H, W]`` signed attribution (or ``[B, H, W, C]``); with
@@ -287,7 +331,14 @@ def mfaba(
         float(data_range[0]),
         float(data_range[1]),
     )
-    return _mfaba(apply_fn, params, x, target, cfg, bool(per_channel), bool(return_steps))
+    _common.check_choice("loop", loop, LOOPS)
+    traced = _traced(params, x, target)
+    if loop == "auto":
+        loop = "host" if jax.default_backend() == "cpu" and not traced else "while"
+    if loop == "host" and traced:
+        raise ValueError("loop='host' cannot run under jit/vmap (use loop='while' or 'auto')")
+    run = _mfaba_host if loop == "host" else _mfaba
+    return run(apply_fn, params, x, target, cfg, bool(per_channel), bool(return_steps))
 
 
 mfaba_sharp = functools.partial(mfaba, variant="sharp")

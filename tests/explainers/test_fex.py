@@ -136,6 +136,11 @@ def test_ppo_loss_hand_computed():
 def test_reward_and_kl_hand_computed():
     mask = jnp.asarray([1.0, 0.0, 1.0, 0.0])
     np.testing.assert_allclose(float(losses.fex_reward(jnp.asarray(0.6), mask)), 0.6 * 4 / 3)
+    # "empty" baseline: p₀ subtracted; the empty mask earns exactly 0 whatever p is.
+    np.testing.assert_allclose(
+        float(losses.fex_reward(jnp.asarray(0.6), mask, jnp.asarray(0.25))), 0.35 * 4 / 3
+    )
+    assert float(losses.fex_reward(jnp.asarray(0.4), jnp.zeros(4), jnp.asarray(0.4))) == 0.0
     actor = jnp.asarray([[1.0, 0.0], [0.0, 2.0]])  # [L=2, C=2]
     lsm = np.log(
         np.exp([[1.0, 0.0], [0.0, 2.0]]) / np.exp([[1.0, 0.0], [0.0, 2.0]]).sum(1, keepdims=True)
@@ -176,6 +181,28 @@ def test_update_trains_the_right_parameters_with_a_cnn_target(mode, key):
     heat = learned.explain(new_state.params, x)
     assert heat.shape == (8, IMAGE // PATCH, IMAGE // PATCH)
     assert bool(jnp.all((heat > 0) & (heat < 1)))
+
+
+def test_empty_reward_baseline_subtracts_the_blank_image_probability(key):
+    """A target that ignores its input (same probabilities for every image, masked
+    or not) gives reward 0 for every mask under ``reward_baseline="empty"``, and
+    ``p(ŷ)·L/(Σm+1)`` under the paper's reward, whose mean is checked by hand."""
+    probs = jnp.asarray([0.1, 0.6, 0.2, 0.1])
+    constant = lambda p, x: jnp.broadcast_to(jnp.log(probs), (x.shape[0], CLASSES))
+    x = images(key, 4)
+    num_patches = (IMAGE // PATCH) ** 2
+    for baseline in ("none", "empty"):
+        learned = fex.make(tiny_config(reward_baseline=baseline), constant, None)
+        state = learned.init(key, x)
+        _, metrics = jax.jit(learned.update)(state, x, jax.random.key(3))
+        if baseline == "empty":
+            assert float(metrics["reward"]) == pytest.approx(0.0, abs=1e-6)
+        else:
+            kept = float(metrics["keep_fraction"]) * num_patches
+            # reward = 0.6·L/(Σm+1) varies with Σm; bounded by the extremes of Σm.
+            assert 0.6 * num_patches / (num_patches + 1) <= float(metrics["reward"])
+            assert float(metrics["reward"]) <= 0.6 * num_patches
+            assert 0 < kept < num_patches
 
 
 def test_explain_never_queries_the_target_and_honours_target(key):
@@ -264,6 +291,8 @@ def test_bad_inputs(key):
         learned.explain(state.params, jnp.zeros((2, 20, 20, 3)))
     with pytest.raises(ValueError, match="backbone_mode"):
         fex.make(tiny_config(backbone_mode="half"), apply_fn, weights)
+    with pytest.raises(ValueError, match="reward_baseline"):
+        fex.make(tiny_config(reward_baseline="mean"), apply_fn, weights)
     with pytest.raises(ValueError, match="backbone_params do not match"):
         fex.make(tiny_config(), apply_fn, weights, backbone_params={"x": jnp.zeros(3)}).init(key, x)
 

@@ -216,6 +216,26 @@ def test_jit_matches_no_jit_and_traces_once(tiny):
     assert not np.allclose(np.asarray(again), np.asarray(jitted))
 
 
+@pytest.mark.parametrize("variant", ["sharp", "smooth", "norm", "cos"])
+def test_host_loop_equals_while_loop(tiny, variant):
+    """``loop="host"`` (the compiled step driven from Python, the CPU default) and
+    ``loop="while"`` (one ``lax.while_loop``) give the same map and step counts,
+    with samples stopping at different steps."""
+    apply_fn, params, x, target = tiny
+    run = functools.partial(
+        mfaba_lib.mfaba, apply_fn, params, x, target, variant=variant, num_steps=30,
+        return_steps=True,
+    )  # fmt: skip
+    host, host_steps = run(loop="host")
+    loop, loop_steps = run(loop="while")
+    np.testing.assert_array_equal(np.asarray(host_steps), np.asarray(loop_steps))
+    assert len(set(np.asarray(host_steps).tolist())) > 1  # early stops differ per sample
+    scale = float(jnp.max(jnp.abs(loop)))
+    np.testing.assert_allclose(np.asarray(host), np.asarray(loop), rtol=1e-5, atol=1e-6 * scale)
+    with pytest.raises(ValueError, match="loop='host'"):
+        jax.jit(lambda xs: mfaba_lib.mfaba(apply_fn, params, xs, target, loop="host"))(x)
+
+
 def test_options_and_cost(tiny):
     apply_fn, params, x, target = tiny
     x, target = x[:2], target[:2]
@@ -241,6 +261,7 @@ def test_options_and_cost(tiny):
         (dict(num_steps=0), "num_steps"),
         (dict(num_steps=-3), "num_steps"),
         (dict(variant="blunt"), "variant"),
+        (dict(loop="gpu"), "loop"),
     ],
 )
 def test_bad_input_raises(tiny, kwargs, name):
