@@ -97,6 +97,21 @@ def _batch_scores(apply_fn, params, x, attribution, masks, protocol) -> dict[str
         normalisation=protocol["normalisation"],
         score=protocol["score"],
     )
+    patch = protocol.get("patch_protocol")
+    if patch:  # the FEX paper's protocol: patches of the pixel map, few steps, gray fill
+        patch_curves = metrics.insertion_deletion(
+            apply_fn,
+            params,
+            x,
+            pixel_map,
+            granularity="patch",
+            patch_size=patch["patch_size"],
+            num_steps=patch["num_steps"],
+            insertion_substrate=patch["substrate"],
+            deletion_substrate=patch["substrate"],
+            normalisation=protocol["normalisation"],
+            score=protocol["score"],
+        )
     pos_neg = metrics.pos_neg_perturbation(apply_fn, params, x, pixel_map)
     adp = metrics.adp_pic(apply_fn, params, x, pixel_map)
     seg = metrics.segmentation_scores(pixel_map, masks)
@@ -114,6 +129,9 @@ def _batch_scores(apply_fn, params, x, attribution, masks, protocol) -> dict[str
         "sparseness": metrics.sparseness(pixel_map),
         "entropy": metrics.entropy(pixel_map),
     }
+    if patch:
+        scores["patch_insertion_auc"] = patch_curves["insertion"].auc
+        scores["patch_deletion_auc"] = patch_curves["deletion"].auc
     curves = {name: result for name, result in {**ins_del, **pos_neg}.items()}
     return {"scores": scores, "curves": curves}
 
@@ -260,6 +278,9 @@ def default_protocol() -> dict[str, Any]:
         "normalisation": None,
         "score": "prob",
         "iou_threshold": "mean",
+        # Optional second insertion/deletion protocol (scores patch_*_auc), e.g. the
+        # FEX paper's: {"patch_size": 8, "num_steps": 10, "substrate": "zeros_normalised"}.
+        "patch_protocol": None,
     }
 
 

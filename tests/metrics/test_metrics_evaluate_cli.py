@@ -16,7 +16,13 @@ def test_evaluate_methods_writes_table_and_plots(tiny, tmp_path):
     apply_fn, params, x, attr = tiny
     masks = np.zeros(x.shape[:3], bool)
     masks[:, 2:5, 3:6] = True
-    protocol = {**evaluate.default_protocol(), "step_size": 16}
+    patch = {"patch_size": 4, "num_steps": 4, "substrate": "zeros_normalised"}
+    protocol = {
+        **evaluate.default_protocol(),
+        "step_size": 16,
+        "normalisation": "half",
+        "patch_protocol": patch,
+    }
     summary, curves = evaluate.evaluate_methods(
         apply_fn,
         params,
@@ -30,9 +36,18 @@ def test_evaluate_methods_writes_table_and_plots(tiny, tmp_path):
     )
     # The table's numbers are the library's numbers, averaged over inputs.
     saliency = registry.attribute("saliency", apply_fn, params, x)
-    expected = metrics.insertion_deletion(apply_fn, params, x, saliency, step_size=16)
+    expected = metrics.insertion_deletion(
+        apply_fn, params, x, saliency, step_size=16, normalisation="half"
+    )
     np.testing.assert_allclose(
         summary["saliency"]["insertion_auc"], float(expected["insertion"].auc.mean()), atol=1e-5
+    )
+    patch_deletion = metrics.deletion(
+        apply_fn, params, x, saliency, granularity="patch", patch_size=4, num_steps=4,
+        substrate="zeros_normalised", normalisation="half",
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        summary["saliency"]["patch_deletion_auc"], float(patch_deletion.auc.mean()), atol=1e-5
     )
     np.testing.assert_allclose(
         summary["saliency"]["pointing_game"],
