@@ -153,7 +153,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
         embed_dim=embed_dim, image_size=64, grid=8, radius=1, patch_size=8, hidden_size=64,
         depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
         explainer_family="half", encoder_family=family, learning_rate=1e-3,
-        total_steps=args.steps,
+        total_steps=args.steps, cells_per_image=args.tve_cells,
     )  # fmt: skip
     learned = tve.make(config, encoder_fn, variables)
     state = learned.init(jax.random.key(0), train[:2])
@@ -245,6 +245,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--ltx-lam", type=float, default=2.0)
     parser.add_argument("--dax-samples", type=int, default=256)
     parser.add_argument("--dax-epochs", type=int, default=6)
+    parser.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
     parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
     parser.add_argument("--out", default="bench_learned.json")
     args = parser.parse_args(argv)

@@ -169,6 +169,36 @@ def _integrated_gradients(
     return _common.reduce_channels(attribution, per_channel)
 
 
+@functools.partial(jax.jit, static_argnames=("apply_fn", "score"))
+def _ig_chunk(apply_fn, params, x, baseline, target, alphas, weights, score):
+    """``Σ_i w_i ∇ s(x' + α_i (x − x'))`` over one chunk of path points."""
+    delta = x - baseline
+
+    def grad_at(alpha):
+        return _common.score_grad(apply_fn, params, baseline + alpha * delta, target, score)
+
+    grads = jax.vmap(grad_at)(alphas)
+    w = weights.reshape((-1,) + (1,) * (grads.ndim - 1)).astype(grads.dtype)
+    return jnp.sum(w * grads, axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("per_channel",))
+def _ig_finish(x, baseline, avg_grad, per_channel):
+    return _common.reduce_channels((x - baseline) * avg_grad, per_channel)
+
+
+def _integrated_gradients_host(
+    apply_fn, params, x, baseline, target, num_steps, method, score, batch_size, per_channel
+):
+    """:func:`_integrated_gradients` with the chunk loop on the host (same sums, same order)."""
+    alphas, weights = ig_alphas_and_weights(num_steps, method)
+    chunk_sum = functools.partial(_ig_chunk, apply_fn, params, x, baseline, target, score=score)
+    avg_grad = _common.host_chunked_weighted_sum(
+        chunk_sum, jnp.asarray(alphas), jnp.asarray(weights), batch_size
+    )
+    return _ig_finish(x, baseline, avg_grad, per_channel)
+
+
 def _resolve_baseline(x: Any, baseline: Any, name: str = "baseline") -> jax.Array:
     """``None`` → black (zeros); a scalar or an array broadcastable to ``x``."""
     if baseline is None:
@@ -195,6 +225,7 @@ def integrated_gradients(
     score: str = "logit",
     batch_size: int | None = 16,
     per_channel: bool = False,
+    loop: str = "auto",
 ) -> jax.Array:
     """Integrated Gradients (Sundararajan et al., 2017).
 
@@ -213,6 +244,10 @@ def integrated_gradients(
       score: class score differentiated (``"logit"`` by default).
       batch_size: path points evaluated at once (memory bound); ``None`` = all.
       per_channel: return ``[B, H, W, C]`` instead of the channel sum.
+      loop: how the chunks are iterated: ``"scan"`` (one compiled ``lax.scan``),
+        ``"host"`` (one compiled chunk called from Python; same sums in the same
+        order) or ``"auto"`` (host on CPU outside ``jit``/``vmap``, where XLA runs
+        a large network inside a loop body 1.4–1.6× slower; scan elsewhere).
 
     Returns:
       ``[B, H, W]`` signed attribution (or ``[B, H, W, C]``).
@@ -225,7 +260,12 @@ def integrated_gradients(
     if batch_size is not None:
         _common.validate_positive("batch_size", batch_size)
     base = _resolve_baseline(x, baseline)
-    return _integrated_gradients(
+    run = (
+        _integrated_gradients_host
+        if _common.resolve_loop(loop, params, x, target, base) == "host"
+        else _integrated_gradients
+    )
+    return run(
         apply_fn, params, x, base, target, num_steps, method, score, batch_size, bool(per_channel)
     )
 

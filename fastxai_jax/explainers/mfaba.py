@@ -242,10 +242,6 @@ def _mfaba_host(apply_fn, params, x, target, cfg: _Config, per_channel: bool, re
     return _finish_jit(final, x, cfg, per_channel, return_steps)
 
 
-def _traced(*trees: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
-
-
 def mfaba(
     apply_fn: ApplyFn,
     params: Params,
@@ -332,7 +328,7 @@ def mfaba(
         float(data_range[1]),
     )
     _common.check_choice("loop", loop, LOOPS)
-    traced = _traced(params, x, target)
+    traced = _common.is_traced(params, x, target)
     if loop == "auto":
         loop = "host" if jax.default_backend() == "cpu" and not traced else "while"
     if loop == "host" and traced:
