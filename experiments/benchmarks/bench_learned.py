@@ -153,9 +153,10 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
         embed_dim=embed_dim, image_size=64, grid=8, radius=1, patch_size=8, hidden_size=64,
         depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
         explainer_family="half", encoder_family=family, learning_rate=1e-3,
-        total_steps=args.steps, cells_per_image=args.tve_cells,
+        total_steps=args.steps, cells_per_image=args.tve_cells, backbone=args.backbone,
     )  # fmt: skip
-    learned = tve.make(config, encoder_fn, variables)
+    tve_module = module if args.backbone == "target" else None
+    learned = tve.make(config, encoder_fn, variables, module=tve_module)
     state = learned.init(jax.random.key(0), train[:2])
     start = time.perf_counter()
     state, history = fit(
@@ -173,7 +174,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
         head_apply = lambda p, x, head=head: encoder_fn(p, x) @ head["kernel"] + head["bias"]
         target = jnp.argmax(head_apply(variables, test_x), axis=-1)
         explain = lambda p, x, head=head, target=target: tve.explain_with_head(
-            config, p, x, head, target
+            config, p, x, head, target, module=tve_module
         )
         maps, explain_s = _timed(explain, state.params, test_x)
         accuracy = None
@@ -181,18 +182,21 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
             accuracy = float(jnp.mean(target == jnp.asarray(args.test_labels % 4)))
         out[name] = (maps, train_s, explain_s, 0, history, head_apply, target, accuracy)
     out["peak_bytes"] = _peak_bytes(
-        lambda p, x: tve.predict_embeddings(config, p, x), state.params, test_x
+        lambda p, x: tve.predict_embeddings(config, p, x, tve_module), state.params, test_x
     )
     return out
 
 
-def run_fastshap(apply_fn, variables, family, train, test_x, args):
+def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
+    target_backbone = args.backbone == "target"
     config = fastshap.FastShapConfig(
-        num_classes=NUM_CLASSES, image_size=64, patch_size=16, hidden_size=64, depth=2,
-        num_heads=4, mlp_dim=128, explainer_family="half", target_family=family,
-        num_samples=16, learning_rate=1e-3, total_steps=args.steps,
+        num_classes=NUM_CLASSES, image_size=64, patch_size=8 if target_backbone else 16,
+        hidden_size=64, depth=2, num_heads=4, mlp_dim=128, explainer_family="half",
+        target_family=family, num_samples=16, learning_rate=1e-3, total_steps=args.steps,
+        backbone=args.backbone,
     )  # fmt: skip
-    learned = fastshap.make(config, apply_fn, variables)
+    fs_module = module if target_backbone else None
+    learned = fastshap.make(config, apply_fn, variables, module=fs_module)
     state = learned.init(jax.random.key(0), train[:2])
     start = time.perf_counter()
     state, history = fit(
@@ -202,7 +206,9 @@ def run_fastshap(apply_fn, variables, family, train, test_x, args):
     train_s = time.perf_counter() - start
     target = jnp.argmax(apply_fn(variables, test_x), axis=-1)
     maps, explain_s = _timed(lambda p, x: learned.explain(p, x, target), state.params, test_x)
-    peak = _peak_bytes(lambda p, x: fastshap.player_values(config, p, x), state.params, test_x)
+    peak = _peak_bytes(
+        lambda p, x: fastshap.player_values(config, p, x, fs_module), state.params, test_x
+    )
     return maps, train_s, explain_s, 0, history, peak
 
 
@@ -245,6 +251,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--ltx-lam", type=float, default=2.0)
     parser.add_argument("--dax-samples", type=int, default=256)
     parser.add_argument("--dax-epochs", type=int, default=6)
+    parser.add_argument(
+        "--backbone", default="vit", choices=["vit", "target"], help="TVE/FastSHAP backbone"
+    )
     parser.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
     parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
     parser.add_argument("--out", default="bench_learned.json")
@@ -305,7 +314,7 @@ def main(argv=None) -> dict:
                    random_on_this_head=random_q, head_accuracy=acc)  # fmt: skip
     if "fastshap" in methods:
         maps, train_s, explain_s, queries, history, peak = run_fastshap(
-            apply_fn, variables, family, train["images"], test_x, args
+            module, apply_fn, variables, family, train["images"], test_x, args
         )
         record("fastshap", maps, train_s, explain_s, queries, history, peak)
     with open(args.out, "w") as f:

@@ -14,6 +14,11 @@ probability ``∝ 1/(k(d − k))``, then a uniform subset), paired sampling (eve
 ``S`` with its complement) and additive efficiency normalisation
 ``φ̃ = φ + (v(1) − v(∅) − Σ_i φ_i)/d`` so that ``Σ φ̃ = v(1) − v(∅)``.
 
+``backbone="target"`` replaces the ViT by a copy of the target's own trunk
+(its feature map ``feature``'s cells are the players; ``patch_size`` must equal
+the feature stride), which starts with the target's features instead of
+learning them from the value queries alone.
+
 At inference, :func:`explain` needs no target query: the normalisation adds the
 same constant to every player, so the raw ``φ`` ranks players exactly as ``φ̃``;
 :func:`explain_normalised` spends the two queries (``v(1)``, ``v(∅)``) for the
@@ -32,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.explainers import _backbone
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -54,6 +60,9 @@ class FastShapConfig:
       image_size: input side.
       patch_size: player (and explainer ViT patch) side; ``d = (image/patch)²``.
       vit_preset, hidden_size, depth, num_heads, mlp_dim: explainer ViT.
+      backbone: ``"vit"`` (the project's ViT, fresh) or ``"target"`` (a copy of
+        the target's trunk up to ``feature``; pass ``module=`` to :func:`make`).
+      feature: the target's ``aux["features"]`` map used by ``backbone="target"``.
       explainer_family: normalisation of the explainer's input.
       target_family: the normalisation ``apply_fn`` applies; masked = ``fill`` there.
       fill: masked value in the target's normalised space.
@@ -69,6 +78,8 @@ class FastShapConfig:
     depth: int | None = None
     num_heads: int | None = None
     mlp_dim: int | None = None
+    backbone: str = "vit"
+    feature: str = "conv_last"
     explainer_family: str = "imagenet"
     target_family: str = "imagenet"
     fill: float = 0.0
@@ -91,6 +102,10 @@ class FastShapConfig:
                 raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
         if self.num_players < 2:
             raise ValueError("the player grid must hold at least 2 patches")
+        if self.backbone not in _backbone.BACKBONES:
+            raise ValueError(
+                f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
+            )
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -111,24 +126,64 @@ class _PlayerHead(nn.Module):
         return nn.Dense(self.num_classes, name="dense2")(h)
 
 
-def init_params(config: FastShapConfig, key: jax.Array) -> Params:
-    """Fresh ``{"backbone", "head"}`` parameters."""
-    backbone = vit_from_config(config)
+def init_params(
+    config: FastShapConfig,
+    key: jax.Array,
+    *,
+    module: nn.Module | None = None,
+    variables: Params | None = None,
+) -> Params:
+    """Fresh ``{"backbone", "head"}`` parameters.
+
+    With ``backbone="target"`` the backbone is a copy of ``variables`` (the
+    target's, for ``module``) and only the head is fresh.
+    """
+    _backbone.check_backbone(config.backbone, module)
     k1, k2 = jax.random.split(key)
     x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-    tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)
+    if config.backbone == "target":
+        if variables is None:
+            raise ValueError("backbone='target' needs variables= (the target's variables)")
+        backbone_params = _backbone.copy_variables(variables)
+        tokens, _ = jax.eval_shape(
+            lambda v: _backbone.feature_tokens(module, v, x, config.target_family, config.feature),
+            backbone_params,
+        )
+        tokens = jnp.zeros(tokens.shape, tokens.dtype)
+    else:
+        backbone = vit_from_config(config)
+        backbone_params = backbone.init(k1, x)["params"]
+        tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)
     return {
-        "backbone": backbone.init(k1, x)["params"],
+        "backbone": backbone_params,
         "head": _PlayerHead(config.num_classes).init(k2, tokens)["params"],
     }
 
 
-def player_values(config: FastShapConfig, params: Params, x: jax.Array) -> jax.Array:
-    """Raw explainer output ``φ(x)``: ``[B, players, classes]``."""
-    _, aux = vit_from_config(config).apply(
-        {"params": params["backbone"]}, normalise_images(x, config.explainer_family)
-    )
-    return _PlayerHead(config.num_classes).apply({"params": params["head"]}, aux["patch_tokens"])
+def player_values(
+    config: FastShapConfig, params: Params, x: jax.Array, module: nn.Module | None = None
+) -> jax.Array:
+    """Raw explainer output ``φ(x)``: ``[B, players, classes]``.
+
+    ``module``: the target's Flax module, needed for ``backbone="target"``.
+    """
+    if config.backbone == "target":
+        _backbone.check_backbone(config.backbone, module)
+        tokens, hw = _backbone.feature_tokens(
+            module, params["backbone"], x, config.target_family, config.feature
+        )
+        if hw != config.grid:
+            raise ValueError(
+                f"the target's {config.feature!r} map is {hw[0]}x{hw[1]} but the player grid "
+                f"is {config.grid[0]}x{config.grid[1]}: set patch_size to the feature stride "
+                f"({config.image_size // hw[0]})"
+            )
+    else:
+        _, aux = vit_from_config(config).apply(
+            {"params": params["backbone"]}, normalise_images(x, config.explainer_family)
+        )
+        tokens = aux["patch_tokens"]
+    return _PlayerHead(config.num_classes).apply({"params": params["head"]}, tokens)
 
 
 def efficiency_normalise(phi: jax.Array, v_full: jax.Array, v_empty: jax.Array) -> jax.Array:
@@ -167,13 +222,21 @@ def sample_shapley_subsets(key: jax.Array, num_players: int, num_samples: int) -
     return jnp.reshape(paired, (num_samples, num_players))
 
 
-def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> LearnedExplainer:
+def make(
+    config: FastShapConfig,
+    apply_fn: ApplyFn,
+    target_params: Params,
+    *,
+    module: nn.Module | None = None,
+) -> LearnedExplainer:
     """FastSHAP as a ``LearnedExplainer`` for ``train.loop.fit``.
 
     Args:
       config: :class:`FastShapConfig`.
       apply_fn: the target ``apply_fn(target_params, x01) -> logits``.
       target_params: its params (closed over, never trained).
+      module: the target's Flax module, for ``backbone="target"`` (the explainer
+        starts from a copy of ``target_params``).
 
     Returns:
       ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
@@ -181,6 +244,7 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
       queries per image), ``explain(params, x, target=None) -> [B, H, W]``.
     """
     config.validate()
+    _backbone.check_backbone(config.backbone, module)
     gh, gw = config.grid
     num_players = config.num_players
     fill01 = fill_value_01(config.fill, config.target_family)
@@ -191,6 +255,9 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
         total_steps=config.total_steps,
         weight_decay=config.weight_decay,
     )
+    if config.backbone == "target":
+        template = init_params(config, jax.random.key(0), module=module, variables=target_params)
+        optimizer = _backbone.freeze_non_params(optimizer, template)
 
     def init(key: jax.Array, sample_batch: Any) -> TrainState:
         x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
@@ -198,7 +265,8 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
         logits = jax.eval_shape(apply_fn, target_params, x[:1])
         if logits.shape != (1, config.num_classes):
             raise ValueError(f"apply_fn must return [B, {config.num_classes}]; got {logits.shape}")
-        params = init_params(config, key)
+        params = init_params(config, key, module=module, variables=target_params)
+        player_values(config, params, x[:1], module)  # checks the player grid
         return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
 
     def loss_fn(params, x, key):
@@ -218,7 +286,7 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
         values = jax.lax.stop_gradient(
             jnp.reshape(jax.nn.softmax(logits, axis=-1), (batch, count, -1))
         )
-        phi = player_values(config, params, x)
+        phi = player_values(config, params, x, module)
         phi = jax.vmap(efficiency_normalise)(phi, values[:, 0], values[:, 1])
         per_input = jax.vmap(fastshap_objective)(phi, subsets, values[:, 2:], values[:, 1])
         return jnp.mean(per_input)
@@ -236,14 +304,14 @@ def make(config: FastShapConfig, apply_fn: ApplyFn, target_params: Params) -> Le
             check_target(target, x.shape[0], config.num_classes)
         if upsample not in ("bilinear", "nearest", "none"):
             raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'none'; got {upsample!r}")
-        return _explain_jit(config, params, x, target, upsample)
+        return _explain_jit(config, params, x, target, upsample, module)
 
     return LearnedExplainer(init, update, explain)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _explain_jit(config, params, x, target, upsample):
-    phi = player_values(config, params, x)  # [B, d, K]
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _explain_jit(config, params, x, target, upsample, module=None):
+    phi = player_values(config, params, x, module)  # [B, d, K]
     if target is None:
         # Σ_i φ_i,y estimates v_y(1) − v_y(∅): explain the class the image adds most to.
         target = jnp.argmax(jnp.sum(phi, axis=1), axis=-1)
@@ -262,12 +330,17 @@ def explain_normalised(
     apply_fn: ApplyFn,
     target_params: Params,
     x: jax.Array,
+    module: nn.Module | None = None,
 ) -> jax.Array:
-    """Efficiency-normalised Shapley values ``[B, players, K]`` (2 target queries)."""
+    """Efficiency-normalised Shapley values ``[B, players, K]`` (2 target queries).
+
+    ``module``: the target's Flax module, for ``backbone="target"``.
+    """
     check_images(x, "x")
     fill01 = fill_value_01(config.fill, config.target_family)
     v_full = jax.nn.softmax(apply_fn(target_params, x), axis=-1)
     v_empty = jax.nn.softmax(
         apply_fn(target_params, apply_mask(x, jnp.zeros(x.shape[:3]), fill01)), axis=-1
     )
-    return jax.vmap(efficiency_normalise)(player_values(config, params, x), v_full, v_empty)
+    phi = player_values(config, params, x, module)
+    return jax.vmap(efficiency_normalise)(phi, v_full, v_empty)

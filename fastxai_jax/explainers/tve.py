@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.explainers import _backbone
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -60,6 +61,11 @@ class TveConfig:
       radius: ``r``, square half-width in cells.
       patch_size, vit_preset, hidden_size, depth, num_heads, mlp_dim: the
         backbone ViT (``None`` = preset's value).
+      backbone: ``"vit"`` (generic ViT, the paper's setting) or ``"target"``
+        (a copy of the encoder's own trunk up to ``feature``, its cells as
+        tokens; pass ``module=``). Either way pre-training sees no classifier
+        head, so transfer to new heads is unchanged.
+      feature: the encoder module's ``aux["features"]`` map for ``"target"``.
       head_hidden, head_layers: mixing head width and depth.
       explainer_family: normalisation of the explainer's own input.
       encoder_family: normalisation the encoder applies; masked pixels are 0 there.
@@ -82,6 +88,8 @@ class TveConfig:
     depth: int | None = None
     num_heads: int | None = None
     mlp_dim: int | None = None
+    backbone: str = "vit"
+    feature: str = "conv_last"
     head_hidden: int = 128
     head_layers: int = 3
     explainer_family: str = "imagenet"
@@ -115,6 +123,10 @@ class TveConfig:
                 f"cells_per_image must be an int in [1, grid² = {self.grid**2}]; "
                 f"got {self.cells_per_image!r}"
             )
+        if self.backbone not in _backbone.BACKBONES:
+            raise ValueError(
+                f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
+            )
         if self.image_size % self.grid:
             raise ValueError(f"grid {self.grid} must divide image_size {self.image_size}")
         patch_grid((self.image_size,) * 2, self.patch_size, "image_size")
@@ -129,13 +141,36 @@ def _head(config: TveConfig) -> TveHead:
     return TveHead(config.grid**2, config.embed_dim, config.head_hidden, config.head_layers)
 
 
-def init_params(config: TveConfig, key: jax.Array) -> Params:
-    """Fresh ``{"backbone", "pos", "neg"}`` parameters."""
-    backbone = build_backbone(config)
+def init_params(
+    config: TveConfig,
+    key: jax.Array,
+    *,
+    module: nn.Module | None = None,
+    variables: Params | None = None,
+) -> Params:
+    """Fresh ``{"backbone", "pos", "neg"}`` parameters.
+
+    With ``backbone="target"`` the backbone is a copy of ``variables`` (the
+    encoder module's) and only the two heads are fresh.
+    """
+    _backbone.check_backbone(config.backbone, module)
     keys = jax.random.split(key, 3)
     x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-    backbone_params = backbone.init(keys[0], x)["params"]
-    tokens = jnp.zeros((1, backbone.num_patches, backbone.hidden_size), jnp.float32)
+    if config.backbone == "target":
+        if variables is None:
+            raise ValueError("backbone='target' needs variables= (the encoder's variables)")
+        backbone_params = _backbone.copy_variables(variables)
+        shape = jax.eval_shape(
+            lambda v: _backbone.feature_tokens(module, v, x, config.encoder_family, config.feature)[
+                0
+            ],
+            backbone_params,
+        )
+        tokens = jnp.zeros(shape.shape, shape.dtype)
+    else:
+        backbone = build_backbone(config)
+        backbone_params = backbone.init(keys[0], x)["params"]
+        tokens = jnp.zeros((1, backbone.num_patches, backbone.hidden_size), jnp.float32)
     head = _head(config)
     return {
         "backbone": backbone_params,
@@ -145,13 +180,21 @@ def init_params(config: TveConfig, key: jax.Array) -> Params:
 
 
 def predict_embeddings(
-    config: TveConfig, params: Params, x: jax.Array
+    config: TveConfig, params: Params, x: jax.Array, module: nn.Module | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]``."""
-    backbone = build_backbone(config)
-    x_norm = normalise_images(x, config.explainer_family)
-    _, aux = backbone.apply({"params": params["backbone"]}, x_norm)
-    tokens = aux["patch_tokens"]
+    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]``.
+
+    ``module``: the encoder's Flax module, needed for ``backbone="target"``.
+    """
+    if config.backbone == "target":
+        _backbone.check_backbone(config.backbone, module)
+        tokens, _ = _backbone.feature_tokens(
+            module, params["backbone"], x, config.encoder_family, config.feature
+        )
+    else:
+        x_norm = normalise_images(x, config.explainer_family)
+        _, aux = build_backbone(config).apply({"params": params["backbone"]}, x_norm)
+        tokens = aux["patch_tokens"]
     head = _head(config)
     return (
         head.apply({"params": params["pos"]}, tokens),
@@ -180,7 +223,13 @@ def tve_loss(
     return jnp.mean((pred_pos - target_pos) ** 2) + jnp.mean((pred_neg - target_neg) ** 2)
 
 
-def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> LearnedExplainer:
+def make(
+    config: TveConfig,
+    encoder_fn: EncoderFn,
+    encoder_params: Params,
+    *,
+    module: nn.Module | None = None,
+) -> LearnedExplainer:
     """TVE meta-attribution pre-training against a frozen encoder.
 
     Args:
@@ -188,6 +237,8 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
       encoder_fn: ``encoder_fn(encoder_params, x01) -> [B, E]`` (e.g.
         :func:`encoder_from_module`), never trained.
       encoder_params: its parameters (closed over).
+      module: the encoder's Flax module, for ``backbone="target"`` (the
+        explainer's backbone starts from a copy of ``encoder_params``).
 
     Returns:
       ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
@@ -196,6 +247,7 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
       turn them into maps with :func:`explain_with_head`.
     """
     config.validate()
+    _backbone.check_backbone(config.backbone, module)
     fill01 = fill_value_01(0.0, config.encoder_family)
     optimizer = make_optimizer(
         "adamw",
@@ -204,6 +256,9 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
         total_steps=config.total_steps,
         weight_decay=config.weight_decay,
     )
+    if config.backbone == "target":
+        template = init_params(config, jax.random.key(0), module=module, variables=encoder_params)
+        optimizer = _backbone.freeze_non_params(optimizer, template)
 
     def init(key: jax.Array, sample_batch: Any) -> TrainState:
         x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
@@ -211,7 +266,7 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
         emb = jax.eval_shape(encoder_fn, encoder_params, x[:1])
         if emb.shape != (1, config.embed_dim):
             raise ValueError(f"encoder_fn must return [B, {config.embed_dim}]; got {emb.shape}")
-        params = init_params(config, key)
+        params = init_params(config, key, module=module, variables=encoder_params)
         return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
 
     def loss_fn(params, x, cells):
@@ -224,7 +279,7 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
         both = jnp.concatenate([pos_images, neg_images], axis=0)
         targets = jax.lax.stop_gradient(encoder_fn(encoder_params, both))
         target_pos, target_neg = jnp.split(targets, 2, axis=0)
-        pred_pos, pred_neg = predict_embeddings(config, params, x)
+        pred_pos, pred_neg = predict_embeddings(config, params, x, module)
         index = jnp.arange(batch)[:, None]
         return tve_loss(
             pred_pos[index, cells].reshape(batch * k, -1),
@@ -247,7 +302,7 @@ def make(config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params) -> Le
         params = optax.apply_updates(state.params, updates)
         return state._replace(params=params, opt_state=opt_state), {"loss": loss}
 
-    explain_jit = jax.jit(lambda params, x: predict_embeddings(config, params, x))
+    explain_jit = jax.jit(lambda params, x: predict_embeddings(config, params, x, module))
 
     def explain(params: Params, x: Any) -> tuple[jax.Array, jax.Array]:
         check_images(x, "x")
@@ -275,6 +330,7 @@ def explain_with_head(
     target: jax.Array | None = None,
     *,
     return_grid: bool = False,
+    module: nn.Module | None = None,
 ) -> jax.Array:
     """Transfers a pre-trained TVE to a classifier's linear head (no task training).
 
@@ -286,6 +342,7 @@ def explain_with_head(
       target: ``[B]`` classes to explain; ``None`` = the class with the largest
         mean pos-branch cell logit (pass the classifier's prediction when known).
       return_grid: return the ``[B, S, S]`` cell map instead of pixels.
+      module: the encoder's Flax module, for ``backbone="target"``.
 
     Returns:
       ``[B, H, W]`` maps in ``[0, 1]``.
@@ -299,7 +356,8 @@ def explain_with_head(
         )
     if target is not None:
         check_target(target, x.shape[0], kernel.shape[1])
-    return _explain_jit(config, params, x, head, target, return_grid)
+    _backbone.check_backbone(config.backbone, module)
+    return _explain_jit(config, params, x, head, target, return_grid, module)
 
 
 def transfer_map(
@@ -335,9 +393,9 @@ def transfer_map(
     return (grid_map - low) / (high - low + 1e-12)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _explain_jit(config, params, x, head, target, return_grid):
-    pos, neg = predict_embeddings(config, params, x)
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _explain_jit(config, params, x, head, target, return_grid, module=None):
+    pos, neg = predict_embeddings(config, params, x, module)
     grid_map = transfer_map(config, pos, neg, head, target)
     if return_grid:
         return grid_map

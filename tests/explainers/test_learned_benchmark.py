@@ -112,7 +112,13 @@ def test_tve_transfers_to_two_heads(setup):
 def test_fastshap_on_benchmark(setup):
     s = setup
     maps, _, _, _, history, _ = s["bench"].run_fastshap(
-        s["apply_fn"], s["variables"], s["family"], s["train"]["images"], s["x"], s["args"]
+        s["module"],
+        s["apply_fn"],
+        s["variables"],
+        s["family"],
+        s["train"]["images"],
+        s["x"],
+        s["args"],
     )
     assert _loss_decreased(history)
     q = s["bench"].quality(s["apply_fn"], s["variables"], s["x"], maps, s["masks"], s["target"])

@@ -1,0 +1,149 @@
+"""``backbone="target"`` for FastSHAP and TVE, and TVE's ``cells_per_image``."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fastxai_jax.explainers import _backbone, fastshap, tve
+from fastxai_jax.explainers._masks import apply_mask, fill_value_01
+from fastxai_jax.models import make_apply_fn
+
+
+class TinyBnCnn(nn.Module):
+    """Conv → BatchNorm → ReLU → 2×2 pool (4×4 map for 8×8 input) → mean → Dense."""
+
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.Conv(4, (3, 3), name="conv")(x)
+        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn")(h))
+        h = nn.avg_pool(h, (2, 2), (2, 2))
+        pooled = jnp.mean(h, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, name="head")(pooled)
+        return logits, {"features": {"conv_last": h}, "pre_logits": pooled}
+
+
+@pytest.fixture(scope="module")
+def target():
+    module = TinyBnCnn()
+    x = jax.random.uniform(jax.random.key(0), (6, 8, 8, 3))
+    variables = module.init(jax.random.key(1), x)
+    # non-trivial running statistics, to see that they are copied and then frozen
+    variables = {
+        "params": variables["params"],
+        "batch_stats": {"bn": {"mean": jnp.full((4,), 0.1), "var": jnp.full((4,), 2.0)}},
+    }
+    return module, variables, make_apply_fn(module, "half"), x
+
+
+def _fastshap_config(**overrides):
+    options = dict(
+        num_classes=3, image_size=8, patch_size=2, backbone="target", target_family="half",
+        num_samples=4, learning_rate=1e-2, warmup_frac=0.0, total_steps=5,
+    )  # fmt: skip
+    return fastshap.FastShapConfig(**{**options, **overrides})
+
+
+def test_fastshap_target_backbone_copies_and_freezes_statistics(target):
+    module, variables, apply_fn, x = target
+    config = _fastshap_config()
+    learned = fastshap.make(config, apply_fn, variables, module=module)
+    state = learned.init(jax.random.key(2), x)
+    # the backbone starts as an exact copy of the target's variables
+    for a, b in zip(
+        jax.tree.leaves(state.params["backbone"]), jax.tree.leaves(variables), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # players = the 4×4 feature cells; φ is the head on those cells' features
+    tokens, hw = _backbone.feature_tokens(module, variables, x, "half", "conv_last")
+    assert hw == (4, 4) and tokens.shape == (6, 16, 4)
+    phi = fastshap.player_values(config, state.params, x, module)
+    assert phi.shape == (6, 16, 3)
+    maps = learned.explain(state.params, x, jnp.zeros((6,), jnp.int32), upsample="none")
+    np.testing.assert_allclose(np.asarray(maps), np.asarray(phi[:, :, 0]).reshape(6, 4, 4))
+    new, _ = learned.update(state, x, jax.random.key(3))
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)
+    assert moved["backbone"]["params"]["conv"]["kernel"] > 0  # the trunk is fine-tuned
+    assert moved["backbone"]["batch_stats"]["bn"]["mean"] == 0.0  # statistics are not
+    assert moved["backbone"]["batch_stats"]["bn"]["var"] == 0.0
+
+
+def test_target_backbone_errors(target):
+    module, variables, apply_fn, x = target
+    with pytest.raises(ValueError, match="module="):
+        fastshap.make(_fastshap_config(), apply_fn, variables)
+    with pytest.raises(ValueError, match="backbone"):
+        _fastshap_config(backbone="resnet").validate()
+    # a player grid that is not the feature grid names patch_size and the stride
+    learned = fastshap.make(_fastshap_config(patch_size=4), apply_fn, variables, module=module)
+    with pytest.raises(ValueError, match=r"patch_size to the feature stride \(2\)"):
+        learned.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="feature 'nope'"):
+        _backbone.feature_tokens(module, variables, x, "half", "nope")
+    config = tve.TveConfig(embed_dim=4, image_size=8, grid=4, patch_size=2, backbone="target")
+    with pytest.raises(ValueError, match="module="):
+        tve.init_params(config, jax.random.key(0), variables=variables)
+
+
+def _encoder(module):
+    return tve.encoder_from_module(module, "half")
+
+
+def test_tve_all_cells_loss_equals_hand_computed_mean(target):
+    # cells_per_image = S² supervises every cell: the loss is deterministic and equals
+    # the mean over cells of the squared errors of both branches.
+    module, variables, _, x = target
+    config = tve.TveConfig(
+        embed_dim=4, image_size=8, grid=4, radius=1, patch_size=2, backbone="target",
+        encoder_family="half", head_hidden=8, head_layers=2, cells_per_image=16,
+        learning_rate=1e-3, warmup_frac=0.0, total_steps=2,
+    )  # fmt: skip
+    encoder = _encoder(module)
+    learned = tve.make(config, encoder, variables, module=module)
+    state = learned.init(jax.random.key(4), x)
+    _, metrics = learned.update(state, x, jax.random.key(5))
+    pos, neg = tve.predict_embeddings(config, state.params, x, module)
+    fill = fill_value_01(0.0, "half")
+    errors_pos, errors_neg = [], []
+    for cell in range(16):
+        square = tve.square_masks(jnp.full((6,), cell), 4, 1, 8)
+        errors_pos.append((pos[:, cell] - encoder(variables, apply_mask(x, square, fill))) ** 2)
+        errors_neg.append((neg[:, cell] - encoder(variables, apply_mask(x, 1 - square, fill))) ** 2)
+    expected = np.mean(errors_pos) + np.mean(errors_neg)
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
+    # a different key draws the same (complete) set of cells: same loss
+    _, again = learned.update(state, x, jax.random.key(6))
+    np.testing.assert_allclose(float(again["loss"]), expected, rtol=1e-5)
+    # the transfer map runs through the copied trunk
+    head = tve.linear_head(variables)
+    maps = tve.explain_with_head(config, state.params, x, head, jnp.zeros((6,), jnp.int32),
+                                 module=module)  # fmt: skip
+    assert maps.shape == (6, 8, 8) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+
+
+def test_tve_cells_are_distinct_and_validated(target):
+    with pytest.raises(ValueError, match="cells_per_image"):
+        tve.TveConfig(embed_dim=4, image_size=8, grid=4, patch_size=2,
+                      cells_per_image=17).validate()  # fmt: skip
+    with pytest.raises(ValueError, match="cells_per_image"):
+        tve.TveConfig(embed_dim=4, image_size=8, grid=4, patch_size=2,
+                      cells_per_image=0).validate()  # fmt: skip
+
+
+def test_freeze_non_params_labels():
+    params = {
+        "backbone": {"params": {"w": jnp.ones(2)}, "batch_stats": {"m": jnp.ones(2)}},
+        "head": {"w": jnp.ones(2)},
+    }
+    opt = _backbone.freeze_non_params(optax.sgd(1.0), params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_array_equal(updates["backbone"]["batch_stats"]["m"], [0.0, 0.0])
+    np.testing.assert_array_equal(updates["backbone"]["params"]["w"], [-1.0, -1.0])
+    np.testing.assert_array_equal(updates["head"]["w"], [-1.0, -1.0])
