@@ -154,6 +154,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
         depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
         explainer_family="half", encoder_family=family, learning_rate=1e-3,
         total_steps=args.steps, cells_per_image=args.tve_cells, backbone=args.backbone,
+        head_init=args.tve_head_init,
     )  # fmt: skip
     tve_module = module if args.backbone == "target" else None
     learned = tve.make(config, encoder_fn, variables, module=tve_module)
@@ -254,6 +255,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--backbone", default="vit", choices=["vit", "target"], help="TVE/FastSHAP backbone"
     )
+    parser.add_argument("--tve-head-init", default="random", choices=["random", "local"])
     parser.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
     parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
     parser.add_argument("--out", default="bench_learned.json")

@@ -67,6 +67,9 @@ class TveConfig:
         head, so transfer to new heads is unchanged.
       feature: the encoder module's ``aux["features"]`` map for ``"target"``.
       head_hidden, head_layers: mixing head width and depth.
+      head_init: ``"random"`` (default initialisers) or ``"local"`` (token-mixing
+        kernels start at the token→cell area-overlap matrix; see
+        :class:`~fastxai_jax.models.tve_head.TveHead`).
       explainer_family: normalisation of the explainer's own input.
       encoder_family: normalisation the encoder applies; masked pixels are 0 there.
       lam_pos, lam_neg: transfer weights (authors: 1, 0).
@@ -92,6 +95,7 @@ class TveConfig:
     feature: str = "conv_last"
     head_hidden: int = 128
     head_layers: int = 3
+    head_init: str = "random"
     explainer_family: str = "imagenet"
     encoder_family: str = "imagenet"
     lam_pos: float = 1.0
@@ -123,6 +127,8 @@ class TveConfig:
                 f"cells_per_image must be an int in [1, grid² = {self.grid**2}]; "
                 f"got {self.cells_per_image!r}"
             )
+        if self.head_init not in ("random", "local"):
+            raise ValueError(f"head_init must be 'random' or 'local'; got {self.head_init!r}")
         if self.backbone not in _backbone.BACKBONES:
             raise ValueError(
                 f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
@@ -138,7 +144,13 @@ def build_backbone(config: TveConfig) -> nn.Module:
 
 
 def _head(config: TveConfig) -> TveHead:
-    return TveHead(config.grid**2, config.embed_dim, config.head_hidden, config.head_layers)
+    return TveHead(
+        config.grid**2,
+        config.embed_dim,
+        config.head_hidden,
+        config.head_layers,
+        local_init=config.head_init == "local",
+    )
 
 
 def init_params(

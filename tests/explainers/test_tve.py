@@ -111,3 +111,32 @@ def test_validation():
             jnp.zeros((1, 16, 16, 3)),
             {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)},
         )
+
+
+def test_local_head_init_maps_tokens_to_the_cells_under_them(key):
+    from fastxai_jax.models.tve_head import local_mixing_matrix
+
+    np.testing.assert_array_equal(local_mixing_matrix(9, 9), np.eye(9))
+    # a 4×4 token grid onto a 2×2 cell grid: each cell averages its 2×2 tokens
+    m = local_mixing_matrix(16, 4)
+    expected = np.zeros((16, 4))
+    for token in range(16):
+        r, c = divmod(token, 4)
+        expected[token, (r // 2) * 2 + c // 2] = 0.25
+    np.testing.assert_allclose(m, expected)
+    # a 2×2 token grid onto 3×3 cells: area weights, every cell a convex combination
+    m = local_mixing_matrix(4, 9)
+    np.testing.assert_allclose(m.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(m[:, 4], 0.25)  # the centre cell straddles all four tokens
+    with pytest.raises(ValueError, match="square"):
+        local_mixing_matrix(8, 4)
+    # with local_init, a one-layer head's cell c depends only on token c at init
+    head = TveHead(num_cells=9, embed_dim=5, hidden=8, num_layers=1, local_init=True)
+    tokens = jax.random.normal(key, (1, 9, 6))
+    params = head.init(key, tokens)
+    out = head.apply(params, tokens)
+    changed = head.apply(params, tokens.at[0, 3].multiply(-2.0))  # LayerNorm ignores shifts
+    diff = np.abs(np.asarray(changed - out)).sum(-1)[0]
+    assert diff[3] > 1e-3 and np.all(np.delete(diff, 3) == 0.0), diff
+    with pytest.raises(ValueError, match="head_init"):
+        tve.TveConfig(embed_dim=4, image_size=16, grid=4, patch_size=4, head_init="eye").validate()
