@@ -98,6 +98,11 @@ def _load(ckpt: str, name: str, config_cls, template_fn):
     return config, jax.tree.map(jnp.asarray, params)
 
 
+def _trunk(config, module):
+    """The target module when the explainer's ``backbone`` is ``"target"``, else ``None``."""
+    return module if getattr(config, "backbone", "vit") == "target" else None
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dax / ltx / tve / fastshap")
     group.add_argument("--dax-samples", type=int, default=3000, help="DAX perturbations N")
@@ -108,6 +113,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tve-grid", type=int, default=None, help="TVE cells per side")
     group.add_argument("--tve-radius", type=int, default=1)
     group.add_argument("--fastshap-samples", type=int, default=32, help="coalitions per image")
+    group.add_argument(
+        "--explainer-backbone", choices=["vit", "target"], default="vit",
+        help="TVE/FastSHAP backbone: a fresh ViT, or a copy of the target's conv trunk",
+    )  # fmt: skip
+    group.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
+    group.add_argument("--tve-head-init", choices=["random", "local"], default="random")
 
 
 # ------------------------------------------------------------------------ DAX
@@ -182,7 +193,8 @@ def _tve_config(args, family, embed_dim):
         patch_size=args.patch_size or 8, hidden_size=args.hidden_size or 64,
         depth=args.depth or 2, num_heads=4, mlp_dim=4 * (args.hidden_size or 64),
         explainer_family="half", encoder_family=family, learning_rate=args.lr or 1e-3,
-        total_steps=args.steps,
+        total_steps=args.steps, backbone=args.explainer_backbone, cells_per_image=args.tve_cells,
+        head_init=args.tve_head_init,
     )  # fmt: skip
 
 
@@ -194,7 +206,7 @@ def _train_tve(args, target) -> dict[str, Any]:
     images = _data(args)["images"]
     embed_dim = int(jax.eval_shape(encoder_fn, variables, jnp.asarray(images[:1])).shape[-1])
     config = _tve_config(args, family, embed_dim)
-    learned = tve.make(config, encoder_fn, variables)
+    learned = tve.make(config, encoder_fn, variables, module=_trunk(config, module))
     return _fit_and_save(args, "tve", learned, config, images)
 
 
@@ -202,16 +214,21 @@ def _tve_loader(ckpt, *, module, variables, family, apply_fn, options=None, **_)
     from fastxai_jax.explainers import tve
 
     config, params = _load(
-        ckpt, "tve", tve.TveConfig, lambda c: tve.init_params(c, jax.random.key(0))
-    )
+        ckpt, "tve", tve.TveConfig,
+        lambda c: tve.init_params(c, jax.random.key(0), module=_trunk(c, module),
+                                  variables=variables),
+    )  # fmt: skip
     encoder_fn = tve.encoder_from_module(module, family)
     head = tve.linear_head(variables)
 
     def explain(x01):
         x01 = jnp.asarray(x01, jnp.float32)
         # the classifier's prediction from its own head on the encoder (the class to explain)
-        target = jnp.argmax(encoder_fn(variables, x01) @ head["kernel"] + head["bias"], axis=-1)
-        return tve.explain_with_head(config, params, x01, head, target)
+        logits = encoder_fn(variables, x01) @ head["kernel"] + head["bias"][None, :]
+        target = jnp.argmax(logits, axis=-1)
+        return tve.explain_with_head(
+            config, params, x01, head, target, module=_trunk(config, module)
+        )
 
     return explain
 
@@ -222,8 +239,11 @@ def _tve_loader(ckpt, *, module, variables, family, apply_fn, options=None, **_)
 def _fastshap_config(args, family, num_classes):
     from fastxai_jax.explainers import fastshap
 
+    # with the target's trunk the players are its feature cells (stride 8 for small_cnn)
+    default_patch = 8 if args.explainer_backbone == "target" else 16
     return fastshap.FastShapConfig(
-        num_classes=num_classes, image_size=args.image_size, patch_size=args.patch_size or 16,
+        num_classes=num_classes, image_size=args.image_size,
+        patch_size=args.patch_size or default_patch, backbone=args.explainer_backbone,
         hidden_size=args.hidden_size or 64, depth=args.depth or 2, num_heads=4,
         mlp_dim=4 * (args.hidden_size or 64), explainer_family="half", target_family=family,
         num_samples=args.fastshap_samples, learning_rate=args.lr or 1e-3, total_steps=args.steps,
@@ -233,11 +253,11 @@ def _fastshap_config(args, family, num_classes):
 def _train_fastshap(args, target) -> dict[str, Any]:
     from fastxai_jax.explainers import fastshap
 
-    _, variables, family, apply_fn = target
+    module, variables, family, apply_fn = target
     images = _data(args)["images"]
     num_classes = int(jax.eval_shape(apply_fn, variables, jnp.asarray(images[:1])).shape[-1])
     config = _fastshap_config(args, family, num_classes)
-    learned = fastshap.make(config, apply_fn, variables)
+    learned = fastshap.make(config, apply_fn, variables, module=_trunk(config, module))
     return _fit_and_save(args, "fastshap", learned, config, images)
 
 
@@ -246,9 +266,10 @@ def _fastshap_loader(ckpt, *, module, variables, family, apply_fn, options=None,
 
     config, params = _load(
         ckpt, "fastshap", fastshap.FastShapConfig,
-        lambda c: fastshap.init_params(c, jax.random.key(0)),
+        lambda c: fastshap.init_params(c, jax.random.key(0), module=_trunk(c, module),
+                                       variables=variables),
     )  # fmt: skip
-    learned = fastshap.make(config, apply_fn, variables)
+    learned = fastshap.make(config, apply_fn, variables, module=_trunk(config, module))
     return lambda x01: learned.explain(params, jnp.asarray(x01, jnp.float32))
 
 

@@ -118,10 +118,16 @@ class FastShapConfig:
 
 
 class _PlayerHead(nn.Module):
+    """``[B, d, D] -> [B, d, K]``; ``norm`` LayerNorms the tokens first (target
+    trunks emit unnormalised ReLU features, whose scale would set φ's)."""
+
     num_classes: int
+    norm: bool = False
 
     @nn.compact
     def __call__(self, tokens):
+        if self.norm:
+            tokens = nn.LayerNorm(name="norm")(tokens)
         h = nn.gelu(nn.Dense(tokens.shape[-1], name="dense1")(tokens))
         return nn.Dense(self.num_classes, name="dense2")(h)
 
@@ -156,7 +162,9 @@ def init_params(
         tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)
     return {
         "backbone": backbone_params,
-        "head": _PlayerHead(config.num_classes).init(k2, tokens)["params"],
+        "head": _PlayerHead(config.num_classes, config.backbone == "target").init(k2, tokens)[
+            "params"
+        ],
     }
 
 
@@ -183,7 +191,9 @@ def player_values(
             {"params": params["backbone"]}, normalise_images(x, config.explainer_family)
         )
         tokens = aux["patch_tokens"]
-    return _PlayerHead(config.num_classes).apply({"params": params["head"]}, tokens)
+    return _PlayerHead(config.num_classes, config.backbone == "target").apply(
+        {"params": params["head"]}, tokens
+    )
 
 
 def efficiency_normalise(phi: jax.Array, v_full: jax.Array, v_empty: jax.Array) -> jax.Array:
