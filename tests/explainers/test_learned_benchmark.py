@@ -23,9 +23,12 @@ from fastxai_jax.models import make_apply_fn
 
 pytestmark = [
     pytest.mark.slow,
-    # Issue 7's acceptance; at CPU training budgets these explainers do not beat a
-    # random map yet, so the failures are expected until longer runs are wired in.
-    pytest.mark.xfail(reason="under-trained at CPU budgets (issue 7)", strict=False),
+    # Issue 7's acceptance. On the 0.998 demo target LTX and TVE (target head) beat the
+    # random map with the bench recipes; DAX at this budget, FastSHAP's deletion AUC and
+    # TVE's deletion AUC on the unseen head do not yet (figures in the README).
+    pytest.mark.xfail(
+        reason="not every explainer beats random at CPU budgets (issue 7)", strict=False
+    ),
 ]
 
 _BENCH = pathlib.Path(__file__).resolve().parents[2] / "experiments/benchmarks/bench_learned.py"
