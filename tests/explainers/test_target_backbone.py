@@ -190,3 +190,24 @@ def test_cli_trains_target_backbone_and_explain_loads_it(tmp_path, method):
         - np.asarray(variables["params"]["conv0"]["kernel"])
     ).max()
     assert moved > 0
+
+
+def test_demo_recipes_parse_into_the_benchmark_settings():
+    # `fastxai demo --learned tve,fastshap` trains with the recipes measured by
+    # experiments/benchmarks/bench_learned.py: the target trunk, 1000 / 600 steps at 3e-3.
+    from fastxai_jax.cli import build_parser
+    from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config
+    from fastxai_jax.cli.demo import LEARNED_RECIPES
+
+    def parse(method):
+        argv = ["train-explainer", "--method", method, "--workdir", "unused"]
+        return build_parser().parse_args(argv + LEARNED_RECIPES[method])
+
+    tve_config = _tve_config(parse("tve"), "half", embed_dim=64)
+    assert (tve_config.backbone, tve_config.head_init, tve_config.total_steps) == (
+        "target", "local", 1000,
+    )  # fmt: skip
+    assert tve_config.learning_rate == 3e-3 and tve_config.grid == 8
+    fs_config = _fastshap_config(parse("fastshap"), "half", num_classes=8)
+    assert (fs_config.backbone, fs_config.patch_size, fs_config.total_steps) == ("target", 8, 600)
+    assert fs_config.num_samples == 16 and fs_config.learning_rate == 3e-3
