@@ -60,6 +60,23 @@ def copy_variables(variables: Params) -> Params:
     return jax.tree.map(jnp.array, dict(variables))
 
 
+def init_from_target(
+    module: nn.Module, variables: Params | None, image_size: int, family: str, feature: str
+) -> tuple[Params, jax.Array]:
+    """``(copy of variables, zero tokens [1, h·w, D])``: the backbone parameters of a
+    ``backbone="target"`` explainer and a token batch to initialise its head on.
+
+    Raises:
+      ValueError: if ``variables`` is missing.
+    """
+    if variables is None:
+        raise ValueError("backbone='target' needs variables= (the target's variables)")
+    params = copy_variables(variables)
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    shape = jax.eval_shape(lambda v: feature_tokens(module, v, x, family, feature)[0], params)
+    return params, jnp.zeros(shape.shape, shape.dtype)
+
+
 def freeze_non_params(
     optimizer: optax.GradientTransformation, params: Params
 ) -> optax.GradientTransformation:

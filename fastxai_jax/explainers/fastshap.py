@@ -146,17 +146,12 @@ def init_params(
     """
     _backbone.check_backbone(config.backbone, module)
     k1, k2 = jax.random.split(key)
-    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
     if config.backbone == "target":
-        if variables is None:
-            raise ValueError("backbone='target' needs variables= (the target's variables)")
-        backbone_params = _backbone.copy_variables(variables)
-        tokens, _ = jax.eval_shape(
-            lambda v: _backbone.feature_tokens(module, v, x, config.target_family, config.feature),
-            backbone_params,
+        backbone_params, tokens = _backbone.init_from_target(
+            module, variables, config.image_size, config.target_family, config.feature
         )
-        tokens = jnp.zeros(tokens.shape, tokens.dtype)
     else:
+        x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
         backbone = vit_from_config(config)
         backbone_params = backbone.init(k1, x)["params"]
         tokens = jnp.zeros((1, config.num_players, backbone.hidden_size), jnp.float32)

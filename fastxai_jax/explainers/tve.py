@@ -167,19 +167,12 @@ def init_params(
     """
     _backbone.check_backbone(config.backbone, module)
     keys = jax.random.split(key, 3)
-    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
     if config.backbone == "target":
-        if variables is None:
-            raise ValueError("backbone='target' needs variables= (the encoder's variables)")
-        backbone_params = _backbone.copy_variables(variables)
-        shape = jax.eval_shape(
-            lambda v: _backbone.feature_tokens(module, v, x, config.encoder_family, config.feature)[
-                0
-            ],
-            backbone_params,
+        backbone_params, tokens = _backbone.init_from_target(
+            module, variables, config.image_size, config.encoder_family, config.feature
         )
-        tokens = jnp.zeros(shape.shape, shape.dtype)
     else:
+        x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
         backbone = build_backbone(config)
         backbone_params = backbone.init(keys[0], x)["params"]
         tokens = jnp.zeros((1, backbone.num_patches, backbone.hidden_size), jnp.float32)
