@@ -145,14 +145,20 @@ def iou(attribution: Any, ground_truth: Any, *, threshold: Any = "mean") -> jax.
     return jnp.where(union > 0, inter / jnp.maximum(union, 1), 1.0)
 
 
-def pointing_game(attribution: Any, ground_truth: Any, *, tolerance: float = 0.0) -> jax.Array:
-    """1.0 where the map's maximum lies in the ground truth (first maximum on ties).
+def pointing_game(
+    attribution: Any, ground_truth: Any, *, tolerance: float = 0.0, ties: str = "first"
+) -> jax.Array:
+    """1.0 where the map's maximum lies in the ground truth.
 
     Args:
       attribution: ``[B, H, W]`` maps.
       ground_truth: ``[B, H, W]`` masks or ``[B, 4]`` boxes.
       tolerance: a hit also counts when a ground-truth pixel lies within this
         Euclidean distance (pixels) of the maximum (Zhang et al.: 15).
+      ties: which point of a tied maximum is tested: ``"first"`` (row-major
+        first, the usual ``argmax``) or ``"centre"`` (the centroid of all maximal
+        pixels, rounded) — fairer to blocky maps (upsampled cells), whose first
+        maximum is the top-left corner of the best cell.
 
     Returns:
       ``[B]`` hits in ``{0, 1}``.
@@ -161,12 +167,20 @@ def pointing_game(attribution: Any, ground_truth: Any, *, tolerance: float = 0.0
     ground_truth = _check_ground_truth(ground_truth, attribution)
     if float(tolerance) < 0:
         raise ValueError(f"tolerance must be ≥ 0 pixels; got {tolerance}")
+    if ties not in ("first", "centre"):
+        raise ValueError(f"ties must be 'first' or 'centre'; got {ties!r}")
     batch, height, width = attribution.shape
-    flat_index = jnp.argmax(attribution.reshape(batch, -1), axis=-1)
-    row = (flat_index // width).reshape(batch, 1, 1)
-    col = (flat_index % width).reshape(batch, 1, 1)
     rows = jnp.arange(height).reshape(1, -1, 1)
     cols = jnp.arange(width).reshape(1, 1, -1)
+    if ties == "first":
+        flat_index = jnp.argmax(attribution.reshape(batch, -1), axis=-1)
+        row = (flat_index // width).reshape(batch, 1, 1)
+        col = (flat_index % width).reshape(batch, 1, 1)
+    else:
+        top = attribution == jnp.max(attribution, axis=(1, 2), keepdims=True)
+        count = jnp.sum(top, axis=(1, 2), keepdims=True)
+        row = jnp.round(jnp.sum(top * rows, axis=(1, 2), keepdims=True) / count)
+        col = jnp.round(jnp.sum(top * cols, axis=(1, 2), keepdims=True) / count)
     near = (rows - row) ** 2 + (cols - col) ** 2 <= float(tolerance) ** 2
     return jnp.any(near & ground_truth, axis=(1, 2)).astype(jnp.float32)
 

@@ -160,3 +160,21 @@ def test_jit_agrees_with_eager(maps):
         metrics.segmentation_scores(attribution, mask).average_precision,
         atol=TOL,
     )
+
+
+def test_pointing_game_tie_rule_on_a_blocky_map():
+    # An 8×8 map whose best cell (rows/cols 8..15 of a 16×16 image after ×8 nearest
+    # upsampling) holds a small object at pixels 11..12: the first maximum (8, 8) misses
+    # it, the centroid of the maximal block (11.5 → 12, 12) hits it.
+    grid = jnp.zeros((1, 2, 2)).at[0, 1, 1].set(1.0)
+    blocky = jnp.repeat(jnp.repeat(grid, 8, axis=1), 8, axis=2)
+    mask = jnp.zeros((1, 16, 16), bool).at[0, 11:13, 11:13].set(True)
+    np.testing.assert_array_equal(metrics.pointing_game(blocky, mask), [0.0])
+    np.testing.assert_array_equal(metrics.pointing_game(blocky, mask, ties="centre"), [1.0])
+    # a unique maximum: both rules test the same pixel
+    sharp = jnp.zeros((2, 16, 16)).at[0, 3, 4].set(1.0).at[1, 12, 12].set(1.0)
+    two = jnp.stack([mask[0], mask[0]])
+    np.testing.assert_array_equal(metrics.pointing_game(sharp, two), [0.0, 1.0])
+    np.testing.assert_array_equal(metrics.pointing_game(sharp, two, ties="centre"), [0.0, 1.0])
+    with pytest.raises(ValueError, match="ties"):
+        metrics.pointing_game(blocky, mask, ties="last")
