@@ -90,10 +90,12 @@ def quality(apply_fn, params, x, maps, masks, target) -> dict[str, float]:
         substrate="blur",
     )  # fmt: skip
     hits = metrics.pointing_game(maps, masks)
+    centre_hits = metrics.pointing_game(maps, masks, ties="centre")
     return {
         "deletion_auc": float(jnp.mean(pixel.auc)),
         "deletion_auc_blur_patch4": float(jnp.mean(patch.auc)),
         "pointing_game": float(jnp.mean(hits)),
+        "pointing_game_centre_ties": float(jnp.mean(centre_hits)),
     }
 
 
