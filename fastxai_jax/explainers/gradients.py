@@ -177,9 +177,7 @@ def _ig_chunk(apply_fn, params, x, baseline, target, alphas, weights, score):
     def grad_at(alpha):
         return _common.score_grad(apply_fn, params, baseline + alpha * delta, target, score)
 
-    grads = jax.vmap(grad_at)(alphas)
-    w = weights.reshape((-1,) + (1,) * (grads.ndim - 1)).astype(grads.dtype)
-    return jnp.sum(w * grads, axis=0)
+    return _common.weighted_vmap_sum(grad_at, alphas, weights)
 
 
 @functools.partial(jax.jit, static_argnames=("per_channel",))

@@ -51,7 +51,6 @@ from fastxai_jax.explainers.registry import register
 
 VARIANTS = ("sharp", "smooth", "norm", "cos")
 STEPS = ("sharp", "smooth", "authors_sign")
-LOOPS = ("auto", "while", "host")
 
 
 class _Config(NamedTuple):
@@ -327,12 +326,7 @@ def mfaba(
         float(data_range[0]),
         float(data_range[1]),
     )
-    _common.check_choice("loop", loop, LOOPS)
-    traced = _common.is_traced(params, x, target)
-    if loop == "auto":
-        loop = "host" if jax.default_backend() == "cpu" and not traced else "while"
-    if loop == "host" and traced:
-        raise ValueError("loop='host' cannot run under jit/vmap (use loop='while' or 'auto')")
+    loop = _common.resolve_loop(loop, params, x, target, compiled="while")
     run = _mfaba_host if loop == "host" else _mfaba
     return run(apply_fn, params, x, target, cfg, bool(per_channel), bool(return_steps))
 
