@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.models.pooling import max_pool
+
 LEAKY_SLOPE = 0.01
 
 
@@ -45,7 +47,7 @@ class DaxMaskGenerator(nn.Module):
         h = nn.leaky_relu(nn.Conv(self.features, k, padding="SAME")(x), LEAKY_SLOPE)
         h = nn.leaky_relu(nn.Conv(1, k, padding="SAME")(h), LEAKY_SLOPE)
         window = (self.pool, self.pool)
-        h = nn.max_pool(h, window, strides=window)
+        h = max_pool(h, window, strides=window)
         h = jnp.repeat(jnp.repeat(h, self.pool, axis=1), self.pool, axis=2)
         h = nn.leaky_relu(h, LEAKY_SLOPE)[..., 0]
         return minmax_normalise(h, axes=(1, 2))

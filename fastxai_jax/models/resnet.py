@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fastxai_jax.models.pooling import max_pool
+
 # torchvision: BatchNorm2d(eps=1e-5, momentum=0.1) == flax momentum 0.9.
 BN_EPS = 1e-5
 
@@ -114,7 +116,7 @@ class ResNet(nn.Module):
         block_cls = Bottleneck if self.block == "bottleneck" else BasicBlock
         x = conv(64, 7, 2, "conv1")(x)
         x = nn.relu(batch_norm(train, "bn1")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         features = {}
         in_planes = 64
         for stage, num_blocks in enumerate(self.stage_sizes):

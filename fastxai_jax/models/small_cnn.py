@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fastxai_jax.models.pooling import max_pool
 from fastxai_jax.models.resnet import tap
 
 
@@ -32,7 +33,7 @@ class SmallCNN(nn.Module):
         for i, width in enumerate(self.widths):
             x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", name=f"conv{i}")(x))
             if i < len(self.widths) - 1:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2), strides=(2, 2))
         x = tap(self, "conv_last", x)
         pooled = jnp.mean(x, axis=(1, 2))
         logits = nn.Dense(self.num_classes, name="head")(pooled)

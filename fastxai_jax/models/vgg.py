@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.models.pooling import max_pool
 from fastxai_jax.models.resnet import tap
 
 # torchvision cfg "D": channels, "M" = 2x2 max pool.
@@ -60,7 +61,7 @@ class VGG16(nn.Module):
         features = {}
         for item in VGG16_CFG:
             if item == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2), strides=(2, 2))
                 index += 1
             else:
                 x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)), name=f"features_{index}")(x)
