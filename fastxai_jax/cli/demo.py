@@ -217,7 +217,46 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _report(out, target_metrics, train_seconds, summary, photos, args) -> str:
+# Paired comparisons in the report: (metric, label, +1 if higher is better).
+PAIRED_METRICS = (
+    ("deletion_auc", "deletion AUC", -1),
+    ("patch_deletion_auc", "patch del.", -1),
+    ("insertion_auc", "insertion AUC", +1),
+    ("pointing_game", "pointing game", +1),
+)
+
+
+def _paired_lines(summary, learned) -> list[str]:
+    """Each learned explainer minus RISE and minus random, per image, with a 95%
+    bootstrap interval: whether a difference of means is more than noise."""
+    from fastxai_jax.metrics import paired_difference
+
+    rows = []
+    for name in learned:
+        for peer in ("rise", "random"):
+            if name not in summary or peer not in summary:
+                continue
+            cells = []
+            for metric, _, _ in PAIRED_METRICS:
+                a = summary[name].get("per_input", {}).get(metric)
+                b = summary[peer].get("per_input", {}).get(metric)
+                cells.append("–" if a is None or b is None else paired_difference(a, b).format())
+            rows.append(f"| {name} − {peer} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    header = " | ".join(f"{label} {'↑' if sign > 0 else '↓'}" for _, label, sign in PAIRED_METRICS)
+    return [
+        "",
+        "Paired differences over the same images (mean [95% bootstrap interval]); an "
+        "interval that contains 0 means the two methods are not distinguishable here.",
+        "",
+        f"| comparison | {header} |",
+        "|---|" + "---|" * len(PAIRED_METRICS),
+        *rows,
+    ]
+
+
+def _report(out, target_metrics, train_seconds, summary, photos, args, learned=()) -> str:
     accuracy = target_metrics.get("test_accuracy", float("nan"))
     lines = [
         "# fastxai_jax demo report",
@@ -249,6 +288,7 @@ def _report(out, target_metrics, train_seconds, summary, photos, args) -> str:
     if "fex" in summary and "rise" in summary:
         ratio = summary["rise"]["time_per_input_s"] / max(summary["fex"]["time_per_input_s"], 1e-12)
         lines += ["", f"FEX explains {ratio:.0f}× faster per image than RISE."]
+    lines += _paired_lines(summary, learned)
     lines += [
         "",
         "Insertion restores pixels by rank onto a blurred copy; deletion replaces them "
@@ -336,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
         _stage("4/4 real photos with ImageNet EfficientNet-Lite0")
         photos = _photos(out, photo_methods, jax.random.fold_in(key, 99))
         print(f"top-1 classes: {photos['top1']} ({', '.join(photos['labels'])})")
-    report = _report(out, target_metrics, train_seconds, summary, photos, args)
+    report = _report(out, target_metrics, train_seconds, summary, photos, args, learned_names)
     (out / "report.md").write_text(report)
     (out / "summary.json").write_text(
         json.dumps({"target": target_metrics, "methods": summary, "photos": photos}, indent=1)

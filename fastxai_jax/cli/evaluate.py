@@ -171,7 +171,9 @@ def evaluate_methods(
 
     Returns:
       ``(summary, curves)``: ``summary[method]`` maps metric → dataset mean
-      (plus cost figures); ``curves[method][name]`` is ``{"fractions", "mean"}``;
+      (plus cost figures, and ``"per_input"``: metric → per-image scores in image
+      order, for :func:`fastxai_jax.metrics.paired_difference`);
+      ``curves[method][name]`` is ``{"fractions", "mean"}``;
       with ``return_maps``, ``(summary, curves, maps)``.
     """
     from tqdm import tqdm
@@ -244,6 +246,9 @@ def evaluate_methods(
                 fractions[name] = batch["curves"][name].fractions
             bar.update(1)
         row = {name: float(np.mean(np.concatenate(v))) for name, v in per_input.items()}
+        # Per-image scores, in image order, for paired comparisons between methods
+        # (fastxai_jax.metrics.paired_difference).
+        row["per_input"] = {name: np.concatenate(v).tolist() for name, v in per_input.items()}
         row.update(
             time_per_input_s=elapsed / images.shape[0],
             peak_memory_bytes=record.peak_memory_bytes,
@@ -293,11 +298,15 @@ def write_results(out: str | pathlib.Path, summary, curves, config: dict[str, An
     (out / "results.json").write_text(
         json.dumps({"config": config, "methods": summary, "curves": curves}, indent=1)
     )
-    columns = ["method"] + sorted({key for row in summary.values() for key in row})
+    scalar = {
+        method: {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
+        for method, row in summary.items()
+    }
+    columns = ["method"] + sorted({key for row in scalar.values() for key in row})
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        for method, row in summary.items():
+        for method, row in scalar.items():
             writer.writerow({"method": method, **row})
     score = config.get("protocol", {}).get("score", "prob")
     curve_score = "probability of ŷ" if score == "prob" else "top-1 agreement with ŷ"

@@ -24,11 +24,13 @@ from fastxai_jax.metrics.perturbation import (
     normalised_auc,
     pos_neg_perturbation,
 )
+from fastxai_jax.metrics.stats import PairedDifference, paired_difference
 
 __all__ = [
     "AdpPicResult",
     "CostRecord",
     "CurveResult",
+    "PairedDifference",
     "SegmentationResult",
     "adp_pic",
     "average_precision",
@@ -42,6 +44,7 @@ __all__ = [
     "iou",
     "measure_cost",
     "normalised_auc",
+    "paired_difference",
     "peak_memory",
     "pointing_game",
     "pooled_segmentation",

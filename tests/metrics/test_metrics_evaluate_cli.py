@@ -55,6 +55,15 @@ def test_evaluate_methods_writes_table_and_plots(tiny, tmp_path):
         atol=1e-6,
     )
     assert summary["random"]["forward_passes"] == 0 and summary["saliency"]["forward_passes"] == 1
+    # Per-image scores, in image order, behind each mean (for paired comparisons).
+    np.testing.assert_allclose(
+        summary["saliency"]["per_input"]["insertion_auc"], expected["insertion"].auc, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.mean(summary["random"]["per_input"]["deletion_auc"]),
+        summary["random"]["deletion_auc"],
+        rtol=1e-12,
+    )
     assert len(curves["saliency"]["insertion"]["mean"]) == 5  # ceil(64 / 16) + 1 points
     config = {"model": "tiny", "num": 2, "protocol": protocol}
     evaluate.write_results(tmp_path, summary, curves, config)
@@ -62,6 +71,7 @@ def test_evaluate_methods_writes_table_and_plots(tiny, tmp_path):
     assert saved["methods"]["random"]["pos_auc"] == summary["random"]["pos_auc"]
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [row["method"] for row in rows] == ["saliency", "random"]
+    assert "per_input" not in rows[0] and "deletion_auc" in rows[0]
     for name in evaluate.CURVES:
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
