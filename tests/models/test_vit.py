@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastxai_jax.models import build, random_variables
-from fastxai_jax.models.vit import ViT
+from fastxai_jax.models.vit import ViT, attention
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,31 @@ def test_preset_parameter_counts():
         module, _ = build(name, num_classes=1000)
         shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
         assert sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes)) == count
+
+
+def _reference_attention(q, k, v, key_bias):
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, :]
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_equals_softmax_attention_and_its_gradient(with_bias):
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 7, 3, 4)) * 3, jnp.float32) for _ in range(3))
+    # Large logits (scale 3 × 3 × 2) and keys removed with -inf.
+    bias = None
+    if with_bias:
+        bias = jnp.asarray(np.log(rng.uniform(0.1, 1.0, (2, 7))), jnp.float32)
+        bias = bias.at[:, 2].set(-jnp.inf).at[1, 5].set(-jnp.inf)
+    np.testing.assert_allclose(
+        attention(q, k, v, bias), _reference_attention(q, k, v, bias), rtol=1e-5, atol=1e-6
+    )
+    weights = jnp.asarray(rng.normal(size=(2, 7, 3, 4)), jnp.float32)
+    grads = [
+        jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v, bias) * weights), argnums=(0, 1, 2))(q, k, v)
+        for fn in (attention, _reference_attention)
+    ]
+    for ours, ref in zip(*grads):
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
