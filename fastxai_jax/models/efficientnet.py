@@ -16,6 +16,7 @@ import pathlib
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fastxai_jax.models.depthwise import DepthwiseConv
 from fastxai_jax.models.resnet import batch_norm, conv, tap
 
 # timm's BatchNormAct2d default; checked against the fixture logits.
@@ -55,7 +56,13 @@ class MBConv(nn.Module):
         if self.expand_ratio != 1:
             y = conv(hidden, 1, 1, "expand_conv")(y)
             y = nn.relu6(batch_norm(train, "bn0", BN_EPS)(y))
-        y = conv(hidden, self.kernel, self.stride, "depthwise_conv", feature_group_count=hidden)(y)
+        pad = self.kernel // 2  # torch's symmetric padding, as conv() uses
+        y = DepthwiseConv(
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=((pad, pad), (pad, pad)),
+            name="depthwise_conv",
+        )(y)
         y = nn.relu6(batch_norm(train, "bn1", BN_EPS)(y))
         y = conv(self.out_channels, 1, 1, "project_conv")(y)
         y = batch_norm(train, "bn2", BN_EPS)(y)
