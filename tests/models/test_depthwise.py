@@ -46,12 +46,12 @@ def test_values_and_gradients_equal_grouped_conv(size, channels, k, stride, padd
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     cotangent = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
     grads = [
-        jax.grad(lambda x, w: jnp.sum(fn(x, w, strides, padding) * cotangent), argnums=(0, 1))(
-            x, kernel
-        )
+        jax.grad(
+            lambda x, w, fn=fn: jnp.sum(fn(x, w, strides, padding) * cotangent), argnums=(0, 1)
+        )(x, kernel)
         for fn in (depthwise_conv, _grouped)
     ]
-    for ours_g, ref_g in zip(*grads):
+    for ours_g, ref_g in zip(*grads, strict=True):
         np.testing.assert_allclose(ours_g, ref_g, rtol=1e-4, atol=1e-4)
 
 

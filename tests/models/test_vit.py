@@ -119,8 +119,10 @@ def test_attention_equals_softmax_attention_and_its_gradient(with_bias):
     )
     weights = jnp.asarray(rng.normal(size=(2, 7, 3, 4)), jnp.float32)
     grads = [
-        jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v, bias) * weights), argnums=(0, 1, 2))(q, k, v)
+        jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v, bias) * weights), argnums=(0, 1, 2))(
+            q, k, v
+        )
         for fn in (attention, _reference_attention)
     ]
-    for ours, ref in zip(*grads):
+    for ours, ref in zip(*grads, strict=True):
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
