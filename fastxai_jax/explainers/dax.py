@@ -53,7 +53,12 @@ class DaxConfig(NamedTuple):
       hidden: student hidden width.
       features: mask-generator conv channels.
       pool: mask-generator pool factor.
+      mask_normalise: the generator's min-max per image (``"image"``) or over
+        the minibatch (``"batch"``, the authors' code).
       net_size: side the networks see (``None``: the input size).
+      input_scale: the networks see pixels times this (authors: 255, i.e. 0..255).
+      border: fraction of the side zeroed at each border of the explanation
+        (authors: 7/128, "suppress border noise" of the zero-padded convolutions).
       chunk: target queries per compiled batch.
     """
 
@@ -70,7 +75,10 @@ class DaxConfig(NamedTuple):
     hidden: int = 512
     features: int = 32
     pool: int = 8
+    mask_normalise: str = "image"
     net_size: int | None = None
+    input_scale: float = 1.0
+    border: float = 0.0
     chunk: int = 256
 
 
@@ -127,7 +135,9 @@ def dax_objective(
 
 def _nets(config: DaxConfig) -> tuple[DaxMaskGenerator, DaxStudent]:
     return (
-        DaxMaskGenerator(features=config.features, pool=config.pool),
+        DaxMaskGenerator(
+            features=config.features, pool=config.pool, normalise=config.mask_normalise
+        ),
         DaxStudent(hidden=config.hidden),
     )
 
@@ -173,6 +183,15 @@ def dax_loss(
     loss = dax_objective(s_keep, s_removed, p, w, config.lam)
     loss = loss + config.l1 * jnp.mean(mask)
     return loss, {**student_vars, **upd}
+
+
+def _suppress_border(mask: jax.Array, fraction: float) -> jax.Array:
+    """Zeroes a border of ``round(fraction · side)`` pixels (at least one) of ``[h, w]``."""
+    h, w = mask.shape
+    bh, bw = max(1, round(fraction * h)), max(1, round(fraction * w))
+    rows = (jnp.arange(h) >= bh) & (jnp.arange(h) < h - bh)
+    cols = (jnp.arange(w) >= bw) & (jnp.arange(w) < w - bw)
+    return mask * (rows[:, None] & cols[None, :]).astype(mask.dtype)
 
 
 def _resize(images: jax.Array, size: int | None, method: str) -> jax.Array:
@@ -246,8 +265,8 @@ def dax_fit(
 
     # The networks see everything at ``net_size``: resize the image, the fill
     # and (nearest) the labels once, then rebuild each minibatch from z.
-    x_net = _resize(x, config.net_size, "bilinear")
-    fill_net = _resize(fill, config.net_size, "bilinear")
+    x_net = _resize(x, config.net_size, "bilinear") * config.input_scale
+    fill_net = _resize(fill, config.net_size, "bilinear") * config.input_scale
     labels_net = _resize(labels[..., None], config.net_size, "nearest")[..., 0]
 
     generator, student = _nets(config)
@@ -321,6 +340,8 @@ def dax_fit(
         val_loss = jnp.zeros((), x.dtype)
 
     mask = minmax_normalise(mask_sum, axes=(0, 1))
+    if config.border > 0:
+        mask = _suppress_border(mask, config.border)
     if mask.shape != x.shape[:2]:
         mask = jax.image.resize(mask, x.shape[:2], method="bilinear")
     info = {"epoch_loss": epoch_loss, "val_loss": val_loss, "probs": p}
@@ -387,6 +408,14 @@ def dax(
             "num_samples must be >= 2 and epochs, batch_size >= 1; got "
             f"{config.num_samples}, {config.epochs}, {config.batch_size}"
         )
+    if config.mask_normalise not in ("batch", "image"):
+        raise ValueError(
+            f"mask_normalise must be 'batch' or 'image'; got {config.mask_normalise!r}"
+        )
+    if not config.input_scale > 0:
+        raise ValueError(f"input_scale must be positive; got {config.input_scale!r}")
+    if not 0.0 <= config.border < 0.5:
+        raise ValueError(f"border must be in [0, 0.5); got {config.border!r}")
     size = (height, width) if config.net_size is None else (config.net_size,) * 2
     if size[0] % config.pool or size[1] % config.pool:
         raise ValueError(

@@ -69,9 +69,34 @@ def test_dax_loss_composes_generator_and_student(key):
     assert "batch_stats" in new_vars
 
 
+def test_mask_generator_batch_normalisation_is_one_minmax_over_the_batch(key):
+    x = jax.random.uniform(key, (3, 16, 16, 3))
+    per_image, params = DaxMaskGenerator(features=4, normalise="image").init_with_output(key, x)
+    batch = DaxMaskGenerator(features=4, normalise="batch").apply(params, x)
+    np.testing.assert_allclose(batch.min(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(batch.max(), 1.0, atol=1e-3)
+    # the same pre-normalisation map, rescaled once: per image, the batch mask is an
+    # increasing affine map of the per-image mask with a slope <= 1
+    for b in range(3):
+        lo, hi = float(batch[b].min()), float(batch[b].max())
+        assert 0.0 <= lo <= hi <= 1.0 + 1e-6
+        np.testing.assert_allclose(batch[b], lo + (hi - lo) * per_image[b], atol=1e-5)
+    assert float(jnp.min(batch.max(axis=(1, 2)))) < 1.0 - 1e-3  # not every mask spans [0, 1]
+    with pytest.raises(ValueError, match="normalise"):
+        DaxMaskGenerator(features=4, normalise="bogus").apply(params, x)
+
+
+def test_border_suppression_zeroes_the_frame():
+    mask = jnp.ones((16, 20))
+    out = dax_lib._suppress_border(mask, 0.125)  # 2 rows, 2 (round(2.5)) columns
+    expected = np.zeros((16, 20))
+    expected[2:14, 2:18] = 1.0
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_mask_generator_shape_and_range(key):
     x = jax.random.uniform(key, (2, 16, 16, 3))
-    mask = DaxMaskGenerator(features=4).init_with_output(key, x)[0]
+    mask = DaxMaskGenerator(features=4, normalise="image").init_with_output(key, x)[0]
     assert mask.shape == (2, 16, 16)
     np.testing.assert_allclose(mask.min(axis=(1, 2)), 0.0, atol=1e-6)
     np.testing.assert_allclose(mask.max(axis=(1, 2)), 1.0, atol=1e-3)  # eps 1e-8 in range
@@ -163,6 +188,10 @@ def test_superpixels_and_validation(key):
     with pytest.raises(ValueError, match="target"):
         dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.full((2,), 5, jnp.int32), key=key)
     assert dax_lib.dax_cost(num_samples=100) == Cost(100, 0)
+    zeros = jnp.zeros((2,), jnp.int32)
+    for option, value in [("mask_normalise", "global"), ("input_scale", 0.0), ("border", 0.5)]:
+        with pytest.raises(ValueError, match=option):
+            dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), zeros, key=key, **{option: value})
     with pytest.raises(ValueError, match="batching"):
         dax_lib.dax(
             _corner_target,
