@@ -33,7 +33,12 @@ import optax
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.explainers.registry import register
-from fastxai_jax.models.dax_nets import DaxMaskGenerator, DaxStudent, minmax_normalise
+from fastxai_jax.models.dax_nets import (
+    MASK_NORMALISATIONS,
+    DaxMaskGenerator,
+    DaxStudent,
+    minmax_normalise,
+)
 
 
 class DaxConfig(NamedTuple):
@@ -408,9 +413,9 @@ def dax(
             "num_samples must be >= 2 and epochs, batch_size >= 1; got "
             f"{config.num_samples}, {config.epochs}, {config.batch_size}"
         )
-    if config.mask_normalise not in ("batch", "image"):
+    if config.mask_normalise not in MASK_NORMALISATIONS:
         raise ValueError(
-            f"mask_normalise must be 'batch' or 'image'; got {config.mask_normalise!r}"
+            f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
         )
     if not config.input_scale > 0:
         raise ValueError(f"input_scale must be positive; got {config.input_scale!r}")

@@ -27,6 +27,10 @@ def minmax_normalise(values: jax.Array, axes: tuple[int, ...], eps: float = 1e-8
     return (values - low) / (high - low + eps)
 
 
+# How the generator min-max normalises its masks (see DaxMaskGenerator.normalise).
+MASK_NORMALISATIONS = ("image", "batch")
+
+
 class DaxMaskGenerator(nn.Module):
     """DAX mask generator ``g``.
 
@@ -55,8 +59,10 @@ class DaxMaskGenerator(nn.Module):
         h = max_pool(h, window, strides=window)
         h = jnp.repeat(jnp.repeat(h, self.pool, axis=1), self.pool, axis=2)
         h = nn.leaky_relu(h, LEAKY_SLOPE)[..., 0]
-        if self.normalise not in ("batch", "image"):
-            raise ValueError(f"normalise must be 'batch' or 'image'; got {self.normalise!r}")
+        if self.normalise not in MASK_NORMALISATIONS:
+            raise ValueError(
+                f"normalise must be one of {MASK_NORMALISATIONS}; got {self.normalise!r}"
+            )
         return minmax_normalise(h, axes=(0, 1, 2) if self.normalise == "batch" else (1, 2))
 
 
