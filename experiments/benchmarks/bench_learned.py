@@ -10,6 +10,10 @@ is pre-trained once against the target's frozen encoder (its pooled features)
 and explains two linear heads it never saw: the target's own head and a head
 trained on shape-only labels.
 
+DAX holds its student fixed in the complement term (``--dax-complement
+frozen``; ``train`` is the authors' shared update), zeroes the authors' 7/128
+border of the explanation and averages the masks of all epochs.
+
 TVE and FastSHAP start from a copy of the target's conv trunk (``--backbone
 target``; ``vit`` = a fresh ViT, which at these budgets learns nothing per
 cell), TVE's token mixing starts local (``--tve-head-init local``) and both run
@@ -224,7 +228,8 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
 def run_dax(apply_fn, variables, test_x, target, args):
     options = dict(
         num_samples=args.dax_samples, epochs=args.dax_epochs, hidden=64, features=8,
-        patch_size=8, chunk=256,
+        patch_size=8, chunk=256, complement_trains_student=args.dax_complement == "train",
+        border=7 / 128, snapshot_epochs=args.dax_epochs,
     )  # fmt: skip
     key = jax.random.key(0)
     maps, batched_s = _timed(
@@ -260,6 +265,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--ltx-lam", type=float, default=2.0)
     parser.add_argument("--dax-samples", type=int, default=256)
     parser.add_argument("--dax-epochs", type=int, default=6)
+    parser.add_argument("--dax-complement", choices=["train", "frozen"], default="frozen")
     parser.add_argument(
         "--backbone", default="target", choices=["vit", "target"], help="TVE/FastSHAP backbone"
     )

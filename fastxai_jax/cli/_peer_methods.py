@@ -108,6 +108,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dax-samples", type=int, default=3000, help="DAX perturbations N")
     group.add_argument("--dax-epochs", type=int, default=9)
     group.add_argument("--dax-net-size", type=int, default=None, help="DAX network input side")
+    group.add_argument(
+        "--dax-complement",
+        choices=["train", "frozen"],
+        default="train",
+        help="whether DAX's complement term trains the student (authors) or only the generator",
+    )
+    group.add_argument("--dax-border", type=float, default=0.0, help="DAX border fraction zeroed")
     group.add_argument("--ltx-lam", type=float, default=None, help="LTX penalty λ (30)")
     group.add_argument("--ltx-penalty", choices=["softplus", "mean"], default="softplus")
     group.add_argument("--tve-grid", type=int, default=None, help="TVE cells per side")
@@ -133,6 +140,8 @@ def _train_dax(args, target) -> dict[str, Any]:
     options = {"num_samples": args.dax_samples, "epochs": args.dax_epochs}
     if args.dax_net_size:
         options["net_size"] = args.dax_net_size
+    options["complement_trains_student"] = args.dax_complement == "train"
+    options["border"] = args.dax_border
     maps = [
         dax.dax(apply_fn, variables, x[i : i + args.batch_size], classes[i : i + args.batch_size],
                 key=jax.random.fold_in(jax.random.key(args.seed), i), **options)

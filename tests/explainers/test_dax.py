@@ -69,6 +69,46 @@ def test_dax_loss_composes_generator_and_student(key):
     assert "batch_stats" in new_vars
 
 
+def test_frozen_complement_trains_the_student_on_the_keep_term_only(key):
+    images = jax.random.uniform(key, (4, 8, 8, 3))
+    g_params = DaxMaskGenerator(features=4).init(jax.random.key(1), images)
+    s_vars = DaxStudent(hidden=8).init(jax.random.key(2), images)
+    p = jnp.array([0.1, 0.9, 0.5, 0.3])
+    w = jnp.array([1.0, 0.2, 0.7, 0.4])
+
+    def grads(**options):
+        config = dax_lib.DaxConfig(hidden=8, features=4, **options)
+
+        def loss(g, s):
+            return dax_lib.dax_loss(
+                g, {**s_vars, "params": s}, images, p, w, jax.random.key(3), config
+            )
+
+        (value, new_vars), (g_grad, s_grad) = jax.value_and_grad(
+            loss, argnums=(0, 1), has_aux=True
+        )(g_params, s_vars["params"])
+        return value, new_vars, g_grad, s_grad
+
+    shared = grads()
+    frozen = grads(complement_trains_student=False)
+    keep_only = grads(lam=0.0)
+    # same forward value; the generator sees both terms in both modes
+    np.testing.assert_allclose(frozen[0], shared[0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 frozen[2], shared[2])  # fmt: skip
+    # the student gets the keep term's gradient only (and its batch statistics)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 frozen[3], keep_only[3])  # fmt: skip
+    mask = DaxMaskGenerator(features=4).apply(g_params, images)[..., None]
+    _, keep_stats = DaxStudent(hidden=8).apply(
+        s_vars, images * mask, train=True, rngs={"dropout": jax.random.split(jax.random.key(3))[0]},
+        mutable=["batch_stats"],
+    )  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, frozen[1]["batch_stats"], keep_stats["batch_stats"])
+    differs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), shared[3], keep_only[3])
+    assert max(jax.tree.leaves(differs)) > 1e-4  # the shared student does get the complement
+
+
 def test_mask_generator_batch_normalisation_is_one_minmax_over_the_batch(key):
     x = jax.random.uniform(key, (3, 16, 16, 3))
     per_image, params = DaxMaskGenerator(features=4, normalise="image").init_with_output(key, x)

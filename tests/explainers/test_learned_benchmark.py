@@ -54,7 +54,8 @@ def setup(tmp_path_factory):
     masks = jnp.asarray(test["masks"])
     target = jnp.argmax(apply_fn(variables, x), axis=-1).astype(jnp.int32)
     args = argparse.Namespace(
-        steps=200, ltx_lam=2.0, dax_samples=256, dax_epochs=6, test_labels=test["labels"],
+        steps=200, ltx_lam=2.0, dax_samples=256, dax_epochs=6, dax_complement="frozen",
+        test_labels=test["labels"],
         backbone="target", tve_head_init="local", tve_cells=1, tve_steps=1000, tve_lr=3e-3,
         fastshap_steps=600, fastshap_lr=3e-3,
     )  # fmt: skip
