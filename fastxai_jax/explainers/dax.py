@@ -193,24 +193,16 @@ def dax_loss(
         student_vars, images * mask, train=True, rngs={"dropout": key_keep}, mutable=["batch_stats"]
     )
     vars_keep = {**student_vars, **upd}
-    if config.complement_trains_student:
-        s_removed, upd = student.apply(
-            vars_keep,
-            images * (1.0 - mask),
-            train=True,
-            rngs={"dropout": key_removed},
-            mutable=["batch_stats"],
-        )
-        vars_out = {**student_vars, **upd}
-    else:
-        s_removed, _ = student.apply(
-            jax.lax.stop_gradient(vars_keep),
-            images * (1.0 - mask),
-            train=True,
-            rngs={"dropout": key_removed},
-            mutable=["batch_stats"],
-        )
-        vars_out = vars_keep
+    trains = config.complement_trains_student
+    s_removed, upd = student.apply(
+        vars_keep if trains else jax.lax.stop_gradient(vars_keep),
+        images * (1.0 - mask),
+        train=True,
+        rngs={"dropout": key_removed},
+        mutable=["batch_stats"],
+    )
+    # a student held fixed in the complement term keeps the keep pass's statistics
+    vars_out = {**student_vars, **upd} if trains else vars_keep
     loss = dax_objective(s_keep, s_removed, p, w, config.lam)
     loss = loss + config.l1 * jnp.mean(mask)
     return loss, vars_out
