@@ -137,11 +137,14 @@ def _train_dax(args, target) -> dict[str, Any]:
     _, variables, _, apply_fn = target
     x = jnp.asarray(_data(args)["images"])
     classes = jnp.argmax(apply_fn(variables, x), axis=-1).astype(jnp.int32)
-    options = {"num_samples": args.dax_samples, "epochs": args.dax_epochs}
+    options = {
+        "num_samples": args.dax_samples,
+        "epochs": args.dax_epochs,
+        "complement_trains_student": args.dax_complement == "train",
+        "border": args.dax_border,
+    }
     if args.dax_net_size:
         options["net_size"] = args.dax_net_size
-    options["complement_trains_student"] = args.dax_complement == "train"
-    options["border"] = args.dax_border
     maps = [
         dax.dax(apply_fn, variables, x[i : i + args.batch_size], classes[i : i + args.batch_size],
                 key=jax.random.fold_in(jax.random.key(args.seed), i), **options)
