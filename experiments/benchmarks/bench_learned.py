@@ -230,6 +230,7 @@ def run_dax(apply_fn, variables, test_x, target, args):
         num_samples=args.dax_samples, epochs=args.dax_epochs, hidden=64, features=8,
         patch_size=8, chunk=256, complement_trains_student=args.dax_complement == "train",
         border=7 / 128, snapshot_epochs=args.dax_epochs,
+        fill=args.dax_fill,
     )  # fmt: skip
     key = jax.random.key(0)
     maps, batched_s = _timed(
@@ -266,6 +267,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--dax-samples", type=int, default=256)
     parser.add_argument("--dax-epochs", type=int, default=6)
     parser.add_argument("--dax-complement", choices=["train", "frozen"], default="frozen")
+    parser.add_argument(
+        "--dax-fill",
+        default="0",
+        type=dax.parse_fill,
+        help="'mean' (authors) or a number in [0, 1]",
+    )
     parser.add_argument(
         "--backbone", default="target", choices=["vit", "target"], help="TVE/FastSHAP backbone"
     )

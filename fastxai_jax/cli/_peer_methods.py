@@ -103,6 +103,15 @@ def _trunk(config, module):
     return module if getattr(config, "backbone", "vit") == "target" else None
 
 
+def _dax_fill(text: str) -> str | float:
+    from fastxai_jax.explainers.dax import parse_fill
+
+    try:
+        return parse_fill(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dax / ltx / tve / fastshap")
     group.add_argument("--dax-samples", type=int, default=3000, help="DAX perturbations N")
@@ -115,6 +124,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="whether DAX's complement term trains the student (authors) or only the generator",
     )
     group.add_argument("--dax-border", type=float, default=0.0, help="DAX border fraction zeroed")
+    group.add_argument(
+        "--dax-fill", default="mean", type=_dax_fill,
+        help="DAX off-segment fill: 'mean' (own mean colour, authors) or a number in [0, 1]",
+    )  # fmt: skip
     group.add_argument("--ltx-lam", type=float, default=None, help="LTX penalty λ (30)")
     group.add_argument("--ltx-penalty", choices=["softplus", "mean"], default="softplus")
     group.add_argument("--tve-grid", type=int, default=None, help="TVE cells per side")
@@ -142,6 +155,7 @@ def _train_dax(args, target) -> dict[str, Any]:
         "epochs": args.dax_epochs,
         "complement_trains_student": args.dax_complement == "train",
         "border": args.dax_border,
+        "fill": args.dax_fill,
     }
     if args.dax_net_size:
         options["net_size"] = args.dax_net_size

@@ -78,6 +78,11 @@ class DaxConfig(NamedTuple):
         fixed in that term, so only the generator is pushed to leave no evidence
         outside the mask (a shared student otherwise learns to *anti*-predict
         ``p`` from the complement, which rewards masks that leave evidence there).
+      fill: what an "off" segment becomes: ``"mean"`` (its own mean colour, the
+        LIME default the authors use) or a number in ``[0, 1]`` painted over it
+        (LIME's ``hide_color``; ``0.0`` = black, the substrate RISE and the
+        deletion metric use). A segment's mean colour keeps colour evidence that
+        a class may rest on; a constant removes it.
       chunk: target queries per compiled batch.
     """
 
@@ -99,7 +104,21 @@ class DaxConfig(NamedTuple):
     input_scale: float = 1.0
     border: float = 0.0
     complement_trains_student: bool = True
+    fill: str | float = "mean"
     chunk: int = 256
+
+
+def parse_fill(text: str) -> str | float:
+    """A ``fill`` option from text (command lines): ``"mean"`` or a number in ``[0, 1]``."""
+    if text == "mean":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {text!r}")
+    return value
 
 
 def lime_kernel_weights(z: jax.Array, kernel_width: float = 0.25) -> jax.Array:
@@ -282,7 +301,10 @@ def dax_fit(
     num_segments = valid.shape[0]
     key_z, key_init, key_split, key_train = jax.random.split(key, 4)
     z = sample_perturbations(key_z, config.num_samples, valid)
-    fill = segment_means(x, labels, num_segments)[labels]
+    if config.fill == "mean":
+        fill = segment_means(x, labels, num_segments)[labels]
+    else:
+        fill = jnp.full_like(x, config.fill)
     p = query_probabilities(apply_fn, params, x, labels, fill, z, target, config.chunk)
     w = lime_kernel_weights(z, config.kernel_width)
 
@@ -435,6 +457,10 @@ def dax(
         raise ValueError(
             f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
         )
+    if config.fill != "mean" and not (
+        isinstance(config.fill, int | float) and 0.0 <= config.fill <= 1.0
+    ):
+        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {config.fill!r}")
     if not config.input_scale > 0:
         raise ValueError(f"input_scale must be positive; got {config.input_scale!r}")
     if not 0.0 <= config.border < 0.5:

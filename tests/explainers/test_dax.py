@@ -157,6 +157,37 @@ def test_perturbation_first_all_ones_and_mean_fill(key):
     np.testing.assert_array_equal(off[4:], x[4:])
 
 
+@pytest.mark.parametrize("fill", ["mean", 0.0, 0.5])
+def test_queried_probabilities_use_the_fill(key, fill):
+    """``info["probs"]`` is the black box on images whose off segments hold ``fill``:
+    their own mean colour, or the constant (LIME's hide_color)."""
+    x = jax.random.uniform(key, (1, 16, 16, 3))
+    options = dict(TINY, num_samples=32, epochs=1, fill=fill)
+    _, info = dax_lib.dax(_corner_target, 60.0, x, jnp.zeros((1,), jnp.int32), key=key,
+                          return_info=True, **options)  # fmt: skip
+    labels, num = grid_segments((16, 16), 4)
+    # dax() gives input 0 split(key, 1)[0]; dax_fit draws z from the first of 4 splits.
+    key_z = jax.random.split(jax.random.split(key, 1)[0], 4)[0]
+    z = np.asarray(dax_lib.sample_perturbations(key_z, 32, jnp.ones((num,))))
+    image = np.asarray(x[0])
+    lab = np.asarray(labels)
+    expected = []
+    for row in z:
+        img = image.copy()
+        for k in np.flatnonzero(row == 0):
+            sel = lab == k
+            img[sel] = image[sel].mean(axis=0) if fill == "mean" else fill
+        expected.append(img)
+    logits = _corner_target(60.0, jnp.asarray(np.stack(expected)))
+    np.testing.assert_allclose(info["probs"][0], jax.nn.softmax(logits)[:, 0], rtol=1e-5, atol=1e-6)
+    # a constant fill removes the corner's contrast entirely when its segments are off
+    if fill == 0.5:
+        corner_off = (z[:, 0] == 0) & (z[:, 1] == 0) & (z[:, 4] == 0) & (z[:, 5] == 0)
+        assert corner_off.any()
+        np.testing.assert_allclose(info["probs"][0][corner_off], jax.nn.sigmoid(60.0 * -0.04),
+                                   rtol=1e-5)  # fmt: skip
+
+
 def _numpy_corner_target(x):
     score = np.mean((np.asarray(x)[..., :8, :8, :] - 0.5) ** 2, axis=(-3, -2, -1)) - 0.04
     return np.stack([60.0 * score, np.zeros_like(score)], axis=-1).astype(np.float32)
@@ -229,7 +260,13 @@ def test_superpixels_and_validation(key):
         dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), jnp.full((2,), 5, jnp.int32), key=key)
     assert dax_lib.dax_cost(num_samples=100) == Cost(100, 0)
     zeros = jnp.zeros((2,), jnp.int32)
-    for option, value in [("mask_normalise", "global"), ("input_scale", 0.0), ("border", 0.5)]:
+    for option, value in [
+        ("mask_normalise", "global"),
+        ("input_scale", 0.0),
+        ("border", 0.5),
+        ("fill", 1.5),
+        ("fill", "black"),
+    ]:
         with pytest.raises(ValueError, match=option):
             dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), zeros, key=key, **{option: value})
     with pytest.raises(ValueError, match="batching"):
@@ -249,3 +286,16 @@ def test_registered_gradient_free():
     spec = registry.get_method("dax")
     assert spec.needs_key and not spec.needs_grad
     assert registry.method_cost("dax", num_samples=500) == Cost(500, 0)
+
+
+def test_fill_from_text_and_command_line(capsys):
+    from fastxai_jax.cli import main
+
+    assert dax_lib.parse_fill("mean") == "mean"
+    assert dax_lib.parse_fill("0") == 0.0 and dax_lib.parse_fill("0.5") == 0.5
+    for bad in ("black", "1.5", "-0.1", "nan"):
+        with pytest.raises(ValueError, match="fill"):
+            dax_lib.parse_fill(bad)
+    with pytest.raises(SystemExit):
+        main(["train-explainer", "--method", "dax", "--workdir", "unused", "--dax-fill", "black"])
+    assert "--dax-fill" in capsys.readouterr().err
