@@ -221,6 +221,50 @@ def square_masks(cells: jax.Array, grid: int, radius: int, image_size: int) -> j
     return upsample_nearest(square, (image_size, image_size))
 
 
+def cell_embeddings(
+    config: TveConfig,
+    encoder_fn: EncoderFn,
+    encoder_params: Params,
+    x: jax.Array,
+    cells: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """What TVE learns to predict: the frozen encoder's embeddings ``(pos, neg)``
+    ``[B, K, E]`` of each image with only / all but the square around each cell.
+
+    Args:
+      x: ``[B, H, W, C]`` images in ``[0, 1]``.
+      cells: ``[B, K]`` int cell indices in ``[0, S²)`` (row-major).
+    """
+    batch, k = cells.shape
+    fill01 = fill_value_01(0.0, config.encoder_family)
+    squares = square_masks(cells.reshape(-1), config.grid, config.radius, config.image_size)
+    x_rep = jnp.repeat(x, k, axis=0)  # [B·K, H, W, C], image-major like cells.reshape(-1)
+    both = jnp.concatenate(
+        [apply_mask(x_rep, squares, fill01), apply_mask(x_rep, 1.0 - squares, fill01)], axis=0
+    )
+    emb = jax.lax.stop_gradient(encoder_fn(encoder_params, both))
+    pos, neg = jnp.split(emb, 2, axis=0)
+    return jnp.reshape(pos, (batch, k, -1)), jnp.reshape(neg, (batch, k, -1))
+
+
+def oracle_embeddings(
+    config: TveConfig, encoder_fn: EncoderFn, encoder_params: Params, x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`cell_embeddings` at every cell, ``[B, S², E]`` each: a perfectly
+    pre-trained TVE's output. :func:`transfer_map` on these separates what the
+    pre-training missed from what the transfer rule itself cannot do. Costs
+    ``2·S²`` encoder calls per image (one image at a time).
+    """
+    check_images(x, "x")
+    cells = jnp.arange(config.grid**2)[None]
+
+    def one(image):
+        pos, neg = cell_embeddings(config, encoder_fn, encoder_params, image[None], cells)
+        return pos[0], neg[0]
+
+    return jax.lax.map(one, x)
+
+
 def tve_loss(
     pred_pos: jax.Array, pred_neg: jax.Array, target_pos: jax.Array, target_neg: jax.Array
 ) -> jax.Array:
@@ -253,7 +297,6 @@ def make(
     """
     config.validate()
     _backbone.check_backbone(config.backbone, module)
-    fill01 = fill_value_01(0.0, config.encoder_family)
     optimizer = make_optimizer(
         "adamw",
         config.learning_rate,
@@ -276,22 +319,10 @@ def make(
 
     def loss_fn(params, x, cells):
         # cells: [B, K] distinct cell indices per image.
-        batch, k = cells.shape
-        squares = square_masks(cells.reshape(-1), config.grid, config.radius, config.image_size)
-        x_rep = jnp.repeat(x, k, axis=0)  # [B·K, H, W, C], image-major like cells.reshape(-1)
-        pos_images = apply_mask(x_rep, squares, fill01)
-        neg_images = apply_mask(x_rep, 1.0 - squares, fill01)
-        both = jnp.concatenate([pos_images, neg_images], axis=0)
-        targets = jax.lax.stop_gradient(encoder_fn(encoder_params, both))
-        target_pos, target_neg = jnp.split(targets, 2, axis=0)
+        target_pos, target_neg = cell_embeddings(config, encoder_fn, encoder_params, x, cells)
         pred_pos, pred_neg = predict_embeddings(config, params, x, module)
-        index = jnp.arange(batch)[:, None]
-        return tve_loss(
-            pred_pos[index, cells].reshape(batch * k, -1),
-            pred_neg[index, cells].reshape(batch * k, -1),
-            target_pos,
-            target_neg,
-        )
+        index = jnp.arange(x.shape[0])[:, None]
+        return tve_loss(pred_pos[index, cells], pred_neg[index, cells], target_pos, target_neg)
 
     def sample_cells(key: jax.Array, batch: int) -> jax.Array:
         if config.cells_per_image == 1:
@@ -398,16 +429,28 @@ def transfer_map(
     return (grid_map - low) / (high - low + 1e-12)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6))
-def _explain_jit(config, params, x, head, target, return_grid, module=None):
-    pos, neg = predict_embeddings(config, params, x, module)
+def embeddings_to_map(
+    config: TveConfig,
+    pos: jax.Array,
+    neg: jax.Array,
+    head: Params,
+    target: jax.Array | None,
+    size: tuple[int, int],
+) -> jax.Array:
+    """:func:`transfer_map` upsampled (``config.upsample``) to pixels ``[B, *size]``:
+    the map of any per-cell embeddings, predicted or :func:`oracle_embeddings`."""
     grid_map = transfer_map(config, pos, neg, head, target)
-    if return_grid:
-        return grid_map
-    size = x.shape[1:3]
     if config.upsample == "nearest":
         return upsample_nearest(grid_map, size)
     return upsample_bilinear(grid_map, size)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _explain_jit(config, params, x, head, target, return_grid, module=None):
+    pos, neg = predict_embeddings(config, params, x, module)
+    if return_grid:
+        return transfer_map(config, pos, neg, head, target)
+    return embeddings_to_map(config, pos, neg, head, target, x.shape[1:3])
 
 
 def encoder_from_module(module: nn.Module, family: str, output: str = "pre_logits") -> EncoderFn:

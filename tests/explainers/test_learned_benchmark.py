@@ -100,14 +100,16 @@ def test_ltx_on_benchmark(setup):
         assert _beats_random(q, s["random"]), (q, s["random"])
 
 
-def test_tve_transfers_to_two_heads(setup):
+def test_tve_transfers_to_unseen_heads(setup):
     s = setup
     out = s["bench"].run_tve(
         s["module"], s["variables"], s["family"], s["train"]["images"], s["train"]["labels"],
         s["x"], s["args"],
     )  # fmt: skip
-    for name in ("target_head", "shape_only_head"):
-        maps, _, _, _, history, head_apply, head_target, _ = out[name]
+    # the shape-only head is reported, not asserted: on it even the oracle map (the
+    # encoder's own cell embeddings) only ties the pixel-level random map on deletion.
+    for name in ("target_head", "colour_only_head"):
+        maps, _, _, _, history, head_apply, head_target, _, _ = out[name]
         assert _loss_decreased(history)
         q = s["bench"].quality(head_apply, s["variables"], s["x"], maps, s["masks"], head_target)
         rq = s["bench"].quality(

@@ -100,6 +100,33 @@ def test_pretrain_once_then_explain_two_unseen_heads():
         assert inside > outside + 0.2, (quadrant, inside, outside)
 
 
+def test_oracle_embeddings_closed_form():
+    """With a linear encoder (quadrant means, fill 0) the pos embedding of cell c is
+    its 4×4 pixels' sum over 64 in c's quadrant, and pos + neg = the full image's."""
+    config = tve.TveConfig(
+        embed_dim=12, image_size=16, grid=4, radius=0, patch_size=4, encoder_family="identity"
+    )
+    x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
+    pos, neg = tve.oracle_embeddings(config, quadrant_encoder, None, x)
+    assert pos.shape == neg.shape == (2, 16, 12)
+    xn = np.asarray(x)
+    for c in (0, 5, 10, 15):
+        r, q = divmod(c, 4)
+        expected = np.zeros((2, 2, 2, 3), np.float32)
+        expected[:, r // 2, q // 2] = (
+            10.0 * xn[:, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4].sum((1, 2)) / 64
+        )
+        np.testing.assert_allclose(pos[:, c], expected.reshape(2, 12), rtol=1e-5, atol=1e-6)
+    full = np.broadcast_to(quadrant_encoder(None, x)[:, None], pos.shape)
+    np.testing.assert_allclose(pos + neg, full, rtol=1e-5, atol=1e-5)
+    # the same embeddings the pre-training regresses onto, for sampled cells
+    cells = jnp.array([[3, 9], [0, 15]])
+    pos_s, neg_s = tve.cell_embeddings(config, quadrant_encoder, None, x, cells)
+    index = jnp.arange(2)[:, None]
+    np.testing.assert_allclose(pos_s, pos[index, cells], rtol=1e-6)
+    np.testing.assert_allclose(neg_s, neg[index, cells], rtol=1e-6)
+
+
 def test_validation():
     with pytest.raises(ValueError, match="grid"):
         tve.TveConfig(embed_dim=4, image_size=16, grid=5, patch_size=4).validate()
