@@ -22,7 +22,9 @@ TVE and FastSHAP start from a copy of the target's conv trunk (``--backbone
 target``; ``vit`` = a fresh ViT, which at these budgets learns nothing per
 cell), TVE's token mixing starts local (``--tve-head-init local``) and both run
 longer at a higher rate than LTX (``--tve-steps 1000 --tve-lr 3e-3``,
-``--fastshap-steps 600 --fastshap-lr 3e-3``). Besides the pixel-level random
+``--fastshap-steps 900 --fastshap-lr 3e-3``); FastSHAP masks players with black
+(``--fastshap-fill -1``, the substrate the deletion metric uses; the authors'
+0 is the mean pixel). Besides the pixel-level random
 map, ``random_8x8_cells`` is a random map on the 8×8 grid these explainers
 work on.
 
@@ -216,7 +218,7 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
         num_classes=NUM_CLASSES, image_size=64, patch_size=8 if target_backbone else 16,
         hidden_size=64, depth=2, num_heads=4, mlp_dim=128, explainer_family="half",
         target_family=family, num_samples=16, learning_rate=args.fastshap_lr,
-        total_steps=args.fastshap_steps,
+        total_steps=args.fastshap_steps, fill=args.fastshap_fill,
         backbone=args.backbone,
     )  # fmt: skip
     fs_module = module if target_backbone else None
@@ -290,8 +292,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--tve-head-init", default="local", choices=["random", "local"])
     parser.add_argument("--tve-steps", type=int, default=1000)
     parser.add_argument("--tve-lr", type=float, default=3e-3)
-    parser.add_argument("--fastshap-steps", type=int, default=600)
+    parser.add_argument("--fastshap-steps", type=int, default=900)
     parser.add_argument("--fastshap-lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--fastshap-fill", type=float, default=-1.0,
+        help="masked value in the target's normalised space (-1: black for the small CNN)",
+    )  # fmt: skip
     parser.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
     parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
     parser.add_argument("--out", default="bench_learned.json")

@@ -134,6 +134,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tve-radius", type=int, default=1)
     group.add_argument("--fastshap-samples", type=int, default=32, help="coalitions per image")
     group.add_argument(
+        "--fastshap-fill", type=float, default=0.0,
+        help="FastSHAP masked value in the target's normalised space (0: the mean pixel; "
+        "-1 is black for 'half'-normalised targets such as small_cnn)",
+    )  # fmt: skip
+    group.add_argument(
         "--explainer-backbone", choices=["vit", "target"], default="vit",
         help="TVE/FastSHAP backbone: a fresh ViT, or a copy of the target's conv trunk",
     )  # fmt: skip
@@ -273,6 +278,7 @@ def _fastshap_config(args, family, num_classes):
         hidden_size=args.hidden_size or 64, depth=args.depth or 2, num_heads=4,
         mlp_dim=4 * (args.hidden_size or 64), explainer_family="half", target_family=family,
         num_samples=args.fastshap_samples, learning_rate=args.lr or 1e-3, total_steps=args.steps,
+        fill=args.fastshap_fill,
     )  # fmt: skip
 
 
