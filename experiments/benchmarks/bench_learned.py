@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import pathlib
+import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -53,7 +54,7 @@ from fastxai_jax import metrics  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
 from fastxai_jax.explainers import dax, fastshap, ltx, tve  # noqa: E402
 from fastxai_jax.models import make_apply_fn  # noqa: E402
-from fastxai_jax.train.checkpoint import load_params  # noqa: E402
+from fastxai_jax.train.checkpoint import Checkpointer, load_params  # noqa: E402
 from fastxai_jax.train.loop import fit  # noqa: E402
 from fastxai_jax.train.target import DEFAULTS, load_or_train_target  # noqa: E402
 
@@ -109,6 +110,43 @@ def quality(apply_fn, params, x, maps, masks, target) -> dict[str, float]:
     }
 
 
+def _fit_snapshots(state, update, batch_fn, num_steps, explain, every):
+    """``fit`` with a checkpoint every ``every`` steps, then the maps of each one.
+
+    Returns ``(state, history, train_seconds, snapshots)``, ``snapshots`` a list of
+    ``(step, seconds into training, explain(params))`` read back from the
+    checkpoints, so that evaluating them takes no training time.
+    """
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        start = time.perf_counter()
+        state, history = fit(
+            state, update, batch_fn, num_steps=num_steps, key=jax.random.key(1),
+            progress=False, checkpoint_dir=ckpt_dir, checkpoint_every=every,
+            max_to_keep=num_steps // every + 1,
+        )  # fmt: skip
+        train_s = time.perf_counter() - start
+        snapshots = []
+        with Checkpointer(ckpt_dir) as ckpt:
+            for step in ckpt.all_steps():
+                params = ckpt.restore(state, step)[0].params
+                snapshots.append((step, history[step - 1]["time"], explain(params)))
+    return state, history, train_s, snapshots
+
+
+def time_to_quality(snapshots, quality_fn, reference) -> dict:
+    """Quality of each snapshot and the first one that beats ``reference`` (a random
+    map's quality) on both deletion AUC and the pointing game."""
+    trajectory, first = [], None
+    for step, seconds, maps in snapshots:
+        q = quality_fn(maps)
+        trajectory.append({"step": step, "train_seconds": seconds, **q})
+        beats = (q["deletion_auc"] < reference["deletion_auc"]
+                 and q["pointing_game"] > reference["pointing_game"])  # fmt: skip
+        if beats and first is None:
+            first = {"step": step, "train_seconds": seconds}
+    return {"quality_trajectory": trajectory, "first_beats_random": first}
+
+
 def _batches(images, batch_size, seed):
     order = np.random.default_rng(seed).permutation(len(images))
 
@@ -125,12 +163,10 @@ def run_ltx(module, variables, apply_fn, train, test_x, args):
     )
     learned = ltx.make(config, apply_fn, variables, module, variables)
     state = learned.init(jax.random.key(0), train[:2])
-    start = time.perf_counter()
-    state, history = fit(
-        state, learned.update, _batches(train, 32, 1), num_steps=args.steps,
-        key=jax.random.key(1), progress=False,
+    state, history, train_s, snapshots = _fit_snapshots(
+        state, learned.update, _batches(train, 32, 1), args.steps,
+        lambda p: learned.explain(p, test_x), args.snapshot_every,
     )  # fmt: skip
-    train_s = time.perf_counter() - start
     maps_a, explain_s = _timed(learned.explain, state.params, test_x)
     finetune = ltx.make_finetune(config, apply_fn, variables, module, variables)
     (maps_b, _), finetune_s = _timed(finetune, state, test_x)
@@ -140,6 +176,7 @@ def run_ltx(module, variables, apply_fn, train, test_x, args):
         # stage B per input: steps × (1 fwd + 1 bwd through the target) + (steps + 1) × 10 POS
         "stage_b": (maps_b, train_s, finetune_s, steps + 10 * (steps + 1), history),
         "peak_bytes": _peak_bytes(learned.explain, state.params, test_x),
+        "snapshots": snapshots,
     }
 
 
@@ -176,12 +213,15 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     tve_module = module if args.backbone == "target" else None
     learned = tve.make(config, encoder_fn, variables, module=tve_module)
     state = learned.init(jax.random.key(0), train[:2])
-    start = time.perf_counter()
-    state, history = fit(
-        state, learned.update, _batches(train, 32, 2), num_steps=args.tve_steps,
-        key=jax.random.key(1), progress=False,
+    own_head = tve.linear_head(variables)
+    own_logits = encoder_fn(variables, test_x) @ own_head["kernel"] + own_head["bias"]
+    own_target = jnp.argmax(own_logits, axis=-1)
+    state, history, train_s, snapshots = _fit_snapshots(
+        state, learned.update, _batches(train, 32, 2), args.tve_steps,
+        lambda p: tve.explain_with_head(config, p, test_x, own_head, own_target,
+                                        module=tve_module),
+        args.snapshot_every,
     )  # fmt: skip
-    train_s = time.perf_counter() - start
     feats = jax.jit(encoder_fn)(variables, jnp.asarray(train))
     labels = jnp.asarray(train_labels)
     # class = colour_index·4 + shape_index; heads trained on the frozen encoder's features
@@ -209,6 +249,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     out["peak_bytes"] = _peak_bytes(
         lambda p, x: tve.predict_embeddings(config, p, x, tve_module), state.params, test_x
     )
+    out["snapshots"] = snapshots  # of the target head's maps
     return out
 
 
@@ -224,18 +265,16 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
     fs_module = module if target_backbone else None
     learned = fastshap.make(config, apply_fn, variables, module=fs_module)
     state = learned.init(jax.random.key(0), train[:2])
-    start = time.perf_counter()
-    state, history = fit(
-        state, learned.update, _batches(train, 32, 3), num_steps=args.fastshap_steps,
-        key=jax.random.key(1), progress=False,
-    )  # fmt: skip
-    train_s = time.perf_counter() - start
     target = jnp.argmax(apply_fn(variables, test_x), axis=-1)
+    state, history, train_s, snapshots = _fit_snapshots(
+        state, learned.update, _batches(train, 32, 3), args.fastshap_steps,
+        lambda p: learned.explain(p, test_x, target), args.snapshot_every,
+    )  # fmt: skip
     maps, explain_s = _timed(lambda p, x: learned.explain(p, x, target), state.params, test_x)
     peak = _peak_bytes(
         lambda p, x: fastshap.player_values(config, p, x, fs_module), state.params, test_x
     )
-    return maps, train_s, explain_s, 0, history, peak
+    return maps, train_s, explain_s, 0, history, peak, snapshots
 
 
 def run_dax(apply_fn, variables, test_x, target, args):
@@ -300,6 +339,10 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     parser.add_argument("--tve-cells", type=int, default=1, help="TVE cells supervised per image")
     parser.add_argument("--methods", default="dax,ltx,tve,fastshap")
+    parser.add_argument(
+        "--snapshot-every", type=int, default=100,
+        help="steps between the checkpoints scored for time to quality",
+    )  # fmt: skip
     parser.add_argument("--out", default="bench_learned.json")
     args = parser.parse_args(argv)
     module, variables, family = load_target(args.target_dir, args.target_steps)
@@ -325,6 +368,9 @@ def main(argv=None) -> dict:
     random_cells = jnp.repeat(jnp.repeat(random_cells, 8, axis=1), 8, axis=2)
     results["random_8x8_cells"] = quality(apply_fn, variables, test_x, random_cells, masks, target)
 
+    def on_target(maps):
+        return quality(apply_fn, variables, test_x, maps, masks, target)
+
     def record(name, maps, train_s, explain_s, queries, history=None, peak=None, **extra):
         entry = quality(extra.pop("q_apply", apply_fn), variables, test_x, maps, masks,
                         extra.pop("q_target", target))  # fmt: skip
@@ -349,9 +395,12 @@ def main(argv=None) -> dict:
                batched_speedup=single_s / per_image, options=options)  # fmt: skip
     if "ltx" in methods:
         out = run_ltx(module, variables, apply_fn, train["images"], test_x, args)
+        to_quality = time_to_quality(out["snapshots"], on_target, results["random"])
         for stage in ("stage_a", "stage_b"):
             maps, train_s, explain_s, queries, history = out[stage]
-            record(f"ltx_{stage}", maps, train_s, explain_s, queries, history, out["peak_bytes"])
+            extra = to_quality if stage == "stage_a" else {}
+            record(f"ltx_{stage}", maps, train_s, explain_s, queries, history, out["peak_bytes"],
+                   **extra)  # fmt: skip
     if "tve" in methods:
         out = run_tve(module, variables, family, train["images"], train["labels"], test_x, args)
         for head_name in ("target_head", "shape_only_head", "colour_only_head"):
@@ -359,16 +408,20 @@ def main(argv=None) -> dict:
                 head_name
             ]
             on_head = lambda m: quality(head_apply, variables, test_x, m, masks, head_target)  # noqa: B023
+            extra = {}
+            if head_name == "target_head":
+                extra = time_to_quality(out["snapshots"], on_head, on_head(random_map))
             record(f"tve_{head_name}", maps, train_s, explain_s, queries, history,
-                   out["peak_bytes"], q_apply=head_apply, q_target=head_target,
+                   out["peak_bytes"], q_apply=head_apply, q_target=head_target, **extra,
                    random_on_this_head=on_head(random_map),
                    random_8x8_cells_on_this_head=on_head(random_cells),
                    oracle_embeddings_on_this_head=on_head(oracle), head_accuracy=acc)  # fmt: skip
     if "fastshap" in methods:
-        maps, train_s, explain_s, queries, history, peak = run_fastshap(
+        maps, train_s, explain_s, queries, history, peak, snapshots = run_fastshap(
             module, apply_fn, variables, family, train["images"], test_x, args
         )
-        record("fastshap", maps, train_s, explain_s, queries, history, peak)
+        record("fastshap", maps, train_s, explain_s, queries, history, peak,
+               **time_to_quality(snapshots, on_target, results["random"]))  # fmt: skip
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     return results

@@ -58,7 +58,7 @@ def setup(tmp_path_factory):
         dax_fill=0.0,
         test_labels=test["labels"],
         backbone="target", tve_head_init="local", tve_cells=1, tve_steps=1000, tve_lr=3e-3,
-        fastshap_steps=900, fastshap_lr=3e-3, fastshap_fill=-1.0,
+        fastshap_steps=900, fastshap_lr=3e-3, fastshap_fill=-1.0, snapshot_every=300,
     )  # fmt: skip
     random_map = jax.random.uniform(jax.random.key(123), masks.shape)
     random_q = bench.quality(apply_fn, variables, x, random_map, masks, target)
@@ -120,7 +120,7 @@ def test_tve_transfers_to_unseen_heads(setup):
 
 def test_fastshap_on_benchmark(setup):
     s = setup
-    maps, _, _, _, history, _ = s["bench"].run_fastshap(
+    maps, _, _, _, history, _, _ = s["bench"].run_fastshap(
         s["module"],
         s["apply_fn"],
         s["variables"],

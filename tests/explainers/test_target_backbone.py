@@ -194,7 +194,8 @@ def test_cli_trains_target_backbone_and_explain_loads_it(tmp_path, method):
 
 def test_demo_recipes_parse_into_the_benchmark_settings():
     # `fastxai demo --learned tve,fastshap` trains with the recipes measured by
-    # experiments/benchmarks/bench_learned.py: the target trunk, 1000 / 600 steps at 3e-3.
+    # experiments/benchmarks/bench_learned.py: the target trunk, 1000 / 900 steps at 3e-3,
+    # FastSHAP's players masked black (-1 under "half").
     from fastxai_jax.cli import build_parser
     from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config
     from fastxai_jax.cli.demo import LEARNED_RECIPES
@@ -209,5 +210,35 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
     )  # fmt: skip
     assert tve_config.learning_rate == 3e-3 and tve_config.grid == 8
     fs_config = _fastshap_config(parse("fastshap"), "half", num_classes=8)
-    assert (fs_config.backbone, fs_config.patch_size, fs_config.total_steps) == ("target", 8, 600)
+    assert (fs_config.backbone, fs_config.patch_size, fs_config.total_steps) == ("target", 8, 900)
     assert fs_config.num_samples == 16 and fs_config.learning_rate == 3e-3
+    assert fs_config.fill == -1.0
+
+
+def test_benchmark_time_to_quality_picks_the_first_snapshot_beating_random():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "experiments/benchmarks/bench_learned.py"
+    spec = importlib.util.spec_from_file_location("bench_learned", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    reference = {"deletion_auc": 0.2, "pointing_game": 0.1}
+    scores = {  # maps stand in as keys: (deletion, pointing) per snapshot
+        "a": (0.3, 0.5),  # pointing beats random, deletion does not
+        "b": (0.15, 0.1),  # deletion beats random, pointing only ties
+        "c": (0.19, 0.2),  # both: the first to count
+        "d": (0.1, 0.9),
+    }
+    snapshots = [(100 * (i + 1), 10.0 * (i + 1), name) for i, name in enumerate(scores)]
+    out = bench.time_to_quality(
+        snapshots,
+        lambda m: {"deletion_auc": scores[m][0], "pointing_game": scores[m][1]},
+        reference,
+    )
+    assert out["first_beats_random"] == {"step": 300, "train_seconds": 30.0}
+    assert [t["step"] for t in out["quality_trajectory"]] == [100, 200, 300, 400]
+    assert out["quality_trajectory"][1]["deletion_auc"] == 0.15
+    never = bench.time_to_quality(snapshots[:2], lambda m: dict(
+        deletion_auc=scores[m][0], pointing_game=scores[m][1]), reference)  # fmt: skip
+    assert never["first_beats_random"] is None
