@@ -111,16 +111,18 @@ class DaxConfig(NamedTuple):
     chunk: int = 256
 
 
+def _check_fill(fill: str | float, shown: object) -> None:
+    if fill != "mean" and not (isinstance(fill, int | float) and 0.0 <= fill <= 1.0):
+        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {shown!r}")
+
+
 def parse_fill(text: str) -> str | float:
     """A ``fill`` option from text (command lines): ``"mean"`` or a number in ``[0, 1]``."""
-    if text == "mean":
-        return text
     try:
-        value = float(text)
+        value = text if text == "mean" else float(text)
     except ValueError:
         value = None
-    if value is None or not 0.0 <= value <= 1.0:
-        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {text!r}")
+    _check_fill(value, text)
     return value
 
 
@@ -460,10 +462,7 @@ def dax(
         raise ValueError(
             f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
         )
-    if config.fill != "mean" and not (
-        isinstance(config.fill, int | float) and 0.0 <= config.fill <= 1.0
-    ):
-        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {config.fill!r}")
+    _check_fill(config.fill, config.fill)
     if not config.input_scale > 0:
         raise ValueError(f"input_scale must be positive; got {config.input_scale!r}")
     if not 0.0 <= config.border < 0.5:
