@@ -214,7 +214,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     learned = tve.make(config, encoder_fn, variables, module=tve_module)
     state = learned.init(jax.random.key(0), train[:2])
     own_head = tve.linear_head(variables)
-    own_logits = encoder_fn(variables, test_x) @ own_head["kernel"] + own_head["bias"]
+    own_logits = encoder_fn(variables, test_x) @ own_head["kernel"] + own_head["bias"][None, :]
     own_target = jnp.argmax(own_logits, axis=-1)
     state, history, train_s, snapshots = _fit_snapshots(
         state, learned.update, _batches(train, 32, 2), args.tve_steps,
@@ -234,7 +234,9 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     oracle = jax.jit(lambda x: tve.oracle_embeddings(config, encoder_fn, variables, x))(test_x)
     out = {}
     for name, (head, head_labels) in heads.items():
-        head_apply = lambda p, x, head=head: encoder_fn(p, x) @ head["kernel"] + head["bias"]
+        head_apply = lambda p, x, head=head: (
+            encoder_fn(p, x) @ head["kernel"] + head["bias"][None, :]
+        )
         target = jnp.argmax(head_apply(variables, test_x), axis=-1)
         explain = lambda p, x, head=head, target=target: tve.explain_with_head(
             config, p, x, head, target, module=tve_module

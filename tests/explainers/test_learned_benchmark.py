@@ -1,8 +1,9 @@
 """DAX, LTX, TVE and FastSHAP on the embedded benchmark against its ground truth (slow).
 
-Each run trains on the planted-object benchmark with the recipes of
-``experiments/benchmarks/bench_learned.py`` and must decrease its loss and beat
-a random map on deletion AUC (lower is better) and the pointing game. The
+Each run trains on the planted-object benchmark (2048 training images, the 32
+test images) with the recipes of ``experiments/benchmarks/bench_learned.py`` and
+must decrease its loss and beat a random map on deletion AUC (lower is better)
+and the pointing game (~12 min on 2 CPU cores without DAX). The
 target small CNN is loaded from ``$FASTXAI_TARGET_DIR`` (trained there with
 ``steps=$FASTXAI_TARGET_STEPS``, default 600, if missing).
 
@@ -21,15 +22,7 @@ import pytest
 from fastxai_jax.data.groundtruth import make_benchmark
 from fastxai_jax.models import make_apply_fn
 
-pytestmark = [
-    pytest.mark.slow,
-    # Issue 7's acceptance. On the 0.998 demo target LTX and TVE (target head) beat the
-    # random map with the bench recipes; DAX at this budget, FastSHAP's deletion AUC and
-    # TVE's deletion AUC on the unseen head do not yet (figures in the README).
-    pytest.mark.xfail(
-        reason="not every explainer beats random at CPU budgets (issue 7)", strict=False
-    ),
-]
+pytestmark = pytest.mark.slow
 
 _BENCH = pathlib.Path(__file__).resolve().parents[2] / "experiments/benchmarks/bench_learned.py"
 
@@ -48,13 +41,13 @@ def setup(tmp_path_factory):
     bench = _bench()
     module, variables, family = bench.load_target(workdir, steps)
     apply_fn = make_apply_fn(module, family)
-    train = make_benchmark(512, seed=101, image_size=64)
-    test = make_benchmark(16, seed=202, image_size=64)
+    train = make_benchmark(2048, seed=101, image_size=64)
+    test = make_benchmark(32, seed=202, image_size=64)
     x = jnp.asarray(test["images"])
     masks = jnp.asarray(test["masks"])
     target = jnp.argmax(apply_fn(variables, x), axis=-1).astype(jnp.int32)
     args = argparse.Namespace(
-        steps=200, ltx_lam=2.0, dax_samples=256, dax_epochs=6, dax_complement="frozen",
+        steps=300, ltx_lam=2.0, dax_samples=256, dax_epochs=6, dax_complement="frozen",
         dax_fill=0.0,
         test_labels=test["labels"],
         backbone="target", tve_head_init="local", tve_cells=1, tve_steps=1000, tve_lr=3e-3,
@@ -81,6 +74,11 @@ def _loss_decreased(history) -> bool:
     return sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
 
 
+@pytest.mark.xfail(
+    reason="DAX at this test's budget (256 samples × 6 epochs) is not verified to beat the "
+    "random map; the bench recipe (1000 × 9, ~90 s per image) does on the 32 images (README)",
+    strict=False,
+)
 def test_dax_on_benchmark(setup):
     s = setup
     maps, *_ = s["bench"].run_dax(s["apply_fn"], s["variables"], s["x"], s["target"], s["args"])
