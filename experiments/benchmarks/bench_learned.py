@@ -37,6 +37,7 @@ Command (2 CPU cores, ~25 min with the defaults; DAX alone is the slowest)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -213,9 +214,12 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     tve_module = module if args.backbone == "target" else None
     learned = tve.make(config, encoder_fn, variables, module=tve_module)
     state = learned.init(jax.random.key(0), train[:2])
+
+    def head_logits(head, p, x):
+        return encoder_fn(p, x) @ head["kernel"] + head["bias"][None, :]
+
     own_head = tve.linear_head(variables)
-    own_logits = encoder_fn(variables, test_x) @ own_head["kernel"] + own_head["bias"][None, :]
-    own_target = jnp.argmax(own_logits, axis=-1)
+    own_target = jnp.argmax(head_logits(own_head, variables, test_x), axis=-1)
     state, history, train_s, snapshots = _fit_snapshots(
         state, learned.update, _batches(train, 32, 2), args.tve_steps,
         lambda p: tve.explain_with_head(config, p, test_x, own_head, own_target,
@@ -226,7 +230,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     labels = jnp.asarray(train_labels)
     # class = colour_index·4 + shape_index; heads trained on the frozen encoder's features
     heads = {
-        "target_head": (tve.linear_head(variables), None),
+        "target_head": (own_head, None),
         "shape_only_head": (_train_head(feats, labels % 4, 4), args.test_labels % 4),
         "colour_only_head": (_train_head(feats, labels // 4, 2), args.test_labels // 4),
     }
@@ -234,9 +238,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     oracle = jax.jit(lambda x: tve.oracle_embeddings(config, encoder_fn, variables, x))(test_x)
     out = {}
     for name, (head, head_labels) in heads.items():
-        head_apply = lambda p, x, head=head: (
-            encoder_fn(p, x) @ head["kernel"] + head["bias"][None, :]
-        )
+        head_apply = functools.partial(head_logits, head)
         target = jnp.argmax(head_apply(variables, test_x), axis=-1)
         explain = lambda p, x, head=head, target=target: tve.explain_with_head(
             config, p, x, head, target, module=tve_module
