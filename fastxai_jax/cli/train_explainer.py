@@ -66,6 +66,15 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patch-size", type=int, default=None, help="explainer patch (4 on 64²)")
     group.add_argument("--hidden-size", type=int, default=None, help="explainer ViT width")
     group.add_argument("--depth", type=int, default=None, help="explainer ViT depth")
+    group.add_argument(
+        "--policy",
+        choices=["sigmoid", "softmax"],
+        default=None,
+        help="keep probability σ(actor[ŷ]) (paper, default) or softmax_c(actor)[ŷ] (authors' code)",
+    )
+    group.add_argument(
+        "--epsilon", type=float, default=None, help="ε-greedy exploration share in [0, 1] (0)"
+    )
 
 
 def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
@@ -79,7 +88,15 @@ def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
     num_classes = int(jax.eval_shape(apply_fn, variables, data["images"][:1]).shape[-1])
     overrides = {
         name: getattr(args, name)
-        for name in ("num_masks", "loss", "backbone_mode", "lora_rank", "patch_size")
+        for name in (
+            "num_masks",
+            "loss",
+            "backbone_mode",
+            "lora_rank",
+            "patch_size",
+            "policy",
+            "epsilon",
+        )
         if getattr(args, name) is not None
     }
     for name in ("hidden_size", "depth"):

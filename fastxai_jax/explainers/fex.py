@@ -46,6 +46,7 @@ from fastxai_jax.train.loop import TrainState, make_optimizer
 _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
 _BASELINES = ("none", "empty")
+_POLICIES = ("sigmoid", "softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,13 @@ class FexConfig:
       reward_baseline: ``"none"`` (the paper's reward) or ``"empty"``: subtract
         ``p_f(ŷ | fully masked x)`` from the reward's probability, so that dropping
         every patch earns 0 when the target predicts ``ŷ`` on a blank image.
+      policy: how a patch's keep probability comes from its class logits:
+        ``"sigmoid"`` (the paper's text: ``σ(actor[ŷ])``) or ``"softmax"`` (the
+        authors' code: ``softmax_c(actor)[ŷ]``, so a patch that carries evidence
+        for another class gets a low keep probability for ``ŷ``).
+      epsilon: ε-greedy exploration (the authors' code): each patch's sampled
+        action is replaced, with probability ε, by a fair coin flip; the losses
+        use the policy's log-probability of the action taken. 0 = pure sampling.
       optimizer, learning_rate, warmup_frac, total_steps, weight_decay,
         clip_norm: passed to ``train.loop.make_optimizer`` (authors: Adam 5e-5).
     """
@@ -100,6 +108,8 @@ class FexConfig:
     target_family: str = "imagenet"
     fill: float = 0.0
     reward_baseline: str = "none"
+    policy: str = "sigmoid"
+    epsilon: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 5e-5
     warmup_frac: float = 0.0
@@ -115,6 +125,12 @@ class FexConfig:
             raise ValueError(
                 f"reward_baseline must be one of {_BASELINES}; got {self.reward_baseline!r}"
             )
+        if self.policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {_POLICIES}; got {self.policy!r}")
+        if self.policy == "softmax" and isinstance(self.num_classes, int) and self.num_classes < 2:
+            raise ValueError("policy='softmax' needs num_classes >= 2; got 1")
+        if not isinstance(self.epsilon, (int, float)) or not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1]; got {self.epsilon!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
         for name in ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size"):
@@ -234,9 +250,25 @@ def _check_logits(config: FexConfig, apply_fn: ApplyFn, target_params: Params, x
         )
 
 
-def policy_logits(actor: jax.Array, classes: jax.Array) -> jax.Array:
-    """``actor [B, L, C]``, ``classes [B]`` → ``[B, L]`` logits of each image's class."""
-    return jnp.take_along_axis(actor, classes[:, None, None], axis=-1)[..., 0]
+def policy_logits(actor: jax.Array, classes: jax.Array, policy: str = "sigmoid") -> jax.Array:
+    """Bernoulli keep logits ``[B, L]`` of each image's class.
+
+    Args:
+      actor: ``[B, L, C]`` per-patch, per-class actor logits.
+      classes: ``[B]`` the class explained in each image.
+      policy: ``"sigmoid"``: ``actor[ŷ]``, so the keep probability is
+        ``σ(actor[ŷ])``; ``"softmax"``: ``actor[ŷ] − logsumexp_{c≠ŷ} actor[c]``,
+        the logit of ``softmax_c(actor)[ŷ]``, computed without forming the
+        probability (finite at any logit scale).
+    """
+    own = jnp.take_along_axis(actor, classes[:, None, None], axis=-1)[..., 0]
+    if policy == "sigmoid":
+        return own
+    if policy != "softmax":
+        raise ValueError(f"policy must be one of {_POLICIES}; got {policy!r}")
+    is_own = jax.nn.one_hot(classes, actor.shape[-1], dtype=bool)[:, None, :]
+    others = jax.nn.logsumexp(jnp.where(is_own, -jnp.inf, actor), axis=-1)
+    return own - others
 
 
 def make(
@@ -286,9 +318,16 @@ def make(
         target_probs = jax.nn.softmax(target_logits.astype(jnp.float32), axis=-1)
         classes = jnp.argmax(target_logits, axis=-1)
         actor, values = forward(config, params, x)
-        logits = policy_logits(actor, classes)  # [B, L]
+        logits = policy_logits(actor, classes, config.policy)  # [B, L]
         logits_bk = jnp.broadcast_to(logits[:, None, :], (batch, num_masks, gh * gw))
-        masks = jax.lax.stop_gradient(sample_bernoulli(key, logits_bk))  # [B, K, L]
+        if config.epsilon > 0:
+            key, explore_key, coin_key = jax.random.split(key, 3)
+        masks = sample_bernoulli(key, logits_bk)  # [B, K, L]
+        if config.epsilon > 0:
+            explore = jax.random.bernoulli(explore_key, config.epsilon, masks.shape)
+            coins = jax.random.bernoulli(coin_key, 0.5, masks.shape).astype(masks.dtype)
+            masks = jnp.where(explore, coins, masks)
+        masks = jax.lax.stop_gradient(masks)
         pixels = upsample_nearest(masks.reshape((batch, num_masks, gh, gw)), (size, size))
         masked = apply_mask(
             jnp.broadcast_to(x[:, None], (batch, num_masks) + x.shape[1:]), pixels, fill01
@@ -373,7 +412,10 @@ def make(
 def explain_grid(
     config: FexConfig, params: Params, x: jax.Array, target: jax.Array | None = None
 ) -> jax.Array:
-    """FEX heatmap ``σ(actor_logit[ŷ])`` per patch: ``[B, gh, gw]`` in (0, 1).
+    """FEX heatmap, the policy's keep probability per patch: ``[B, gh, gw]`` in (0, 1).
+
+    ``σ(actor_logit[ŷ])`` for ``policy="sigmoid"``, ``softmax_c(actor)[ŷ]`` for
+    ``policy="softmax"`` (see :func:`policy_logits`).
 
     No target-model query: with ``target=None`` the class explained is the
     argmax of the explainer's own class distribution
@@ -384,7 +426,7 @@ def explain_grid(
     actor, _ = forward(config, params, x)
     if target is None:
         target = jnp.argmax(jax.vmap(losses.token_class_distribution)(actor), axis=-1)
-    heat = jax.nn.sigmoid(policy_logits(actor, jnp.asarray(target, jnp.int32)))
+    heat = jax.nn.sigmoid(policy_logits(actor, jnp.asarray(target, jnp.int32), config.policy))
     gh, gw = config.grid
     return heat.reshape((x.shape[0], gh, gw))
 

@@ -235,6 +235,67 @@ def test_explain_never_queries_the_target_and_honours_target(key):
         learned.explain(state.params, x, jnp.asarray([0, 1, 2, 9]))
 
 
+def test_softmax_policy_keeps_each_patch_with_its_class_softmax(key):
+    """``policy="softmax"``: the keep probability is ``softmax_c(actor)[ŷ]``
+    (the authors' code), finite and exact at logits of ±50, and the explainer's
+    heatmap is that probability."""
+    actor = jnp.asarray(
+        [[[2.0, -1.0, 0.5, 0.0], [50.0, -50.0, 0.0, 0.0], [-50.0, 50.0, 50.0, -50.0]]]
+    )
+    classes = jnp.asarray([1])
+    logits = fex.policy_logits(actor, classes, "softmax")
+    z = np.asarray(actor, np.float64)[0]
+    expected = np.exp(z[:, 1] - z.max(-1)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1)
+    np.testing.assert_allclose(
+        np.asarray(jax.nn.sigmoid(logits))[0], expected, rtol=1e-6, atol=1e-12
+    )
+    # Patch 1: 1 against e^100 → logit −100 (the probability itself underflows);
+    # patch 2: two equal logits → exactly one half.
+    np.testing.assert_allclose(np.asarray(logits)[0, 1:], [-100.0, 0.0], atol=1e-4)
+    mask = jnp.asarray([1.0, 0.0, 1.0])
+    assert np.isfinite(float(losses.policy_log_prob(logits[0], mask)))
+    assert np.isfinite(float(losses.policy_entropy(logits[0])))
+    np.testing.assert_array_equal(fex.policy_logits(actor, classes), actor[..., 1])
+
+    apply_fn, weights = linear_target(key)
+    config = tiny_config(policy="softmax")
+    learned = fex.make(config, apply_fn, weights)
+    x = images(jax.random.key(1), 4)
+    state = learned.init(key, x)
+    heat = learned.explain(state.params, x, jnp.asarray([0, 1, 2, 3]))
+    out, _ = fex.forward(config, state.params, x)
+    probs = jax.nn.softmax(out, -1)[jnp.arange(4), :, jnp.asarray([0, 1, 2, 3])]
+    np.testing.assert_allclose(np.asarray(heat), np.asarray(probs).reshape(4, 4, 4), rtol=1e-5)
+    state, metrics = jax.jit(learned.update)(state, x, jax.random.key(2))
+    assert np.isfinite(float(metrics["loss"]))
+    with pytest.raises(ValueError, match="policy"):
+        tiny_config(policy="tanh").validate()
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        tiny_config(policy="softmax", num_classes=1).validate()
+
+
+def test_epsilon_greedy_exploration_flips_fair_coins(key):
+    """With the actor pinned at logit −50 (keep probability 0), ε = 0 keeps no
+    patch, and ε-greedy keeps a patch with probability ε/2 (a fair coin on an
+    ε share of the actions)."""
+    apply_fn, weights = linear_target(key)
+    x = images(key, 8)
+    for epsilon, expected in ((0.0, 0.0), (0.5, 0.25), (1.0, 0.5)):
+        learned = fex.make(tiny_config(epsilon=epsilon), apply_fn, weights)
+        state = learned.init(key, x)
+        actor = jax.tree.map(
+            lambda leaf: jnp.full_like(leaf, -50.0) if leaf.ndim == 1 else jnp.zeros_like(leaf),
+            state.params["heads"]["actor"],
+        )
+        params = {**state.params, "heads": {**state.params["heads"], "actor": actor}}
+        _, metrics = jax.jit(learned.update)(state._replace(params=params), x, key)
+        # 8 images x 3 masks x 16 patches = 384 draws: binomial sd <= 0.026.
+        assert float(metrics["keep_fraction"]) == pytest.approx(expected, abs=0.08)
+        assert np.isfinite(float(metrics["loss"]))
+    with pytest.raises(ValueError, match="epsilon"):
+        tiny_config(epsilon=1.5).validate()
+
+
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, key):
     apply_fn, weights = linear_target(key)
     learned = fex.make(tiny_config(), apply_fn, weights)
@@ -353,11 +414,15 @@ def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
         "train-explainer", "--method", "fex", "--target", "small_cnn",
         "--target-weights", str(tmp_path / "target"), "--workdir", str(tmp_path / "fex"),
         "--steps", "2", "--batch-size", "4", "--num-train", "8", "--hidden-size", "16",
-        "--depth", "1", "--no-progress",
+        "--depth", "1", "--no-progress", "--policy", "softmax", "--epsilon", "0.05",
     ]  # fmt: skip
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     assert (tmp_path / "fex" / "explainer").exists()
+    from fastxai_jax.explainers import fex_train
+
+    saved, _ = fex_train.load(tmp_path / "fex")
+    assert (saved.policy, saved.epsilon) == ("softmax", 0.05)
     loader = explain_cli._LEARNED["fex"]
     heat = loader(str(tmp_path / "fex"))(np.zeros((2, 64, 64, 3), np.float32))
     assert heat.shape == (2, 64, 64)
