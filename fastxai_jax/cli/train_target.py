@@ -31,6 +31,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--num-test", type=int, default=DEFAULTS["num_test"])
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate")
+    parser.add_argument(
+        "--null-fraction",
+        type=float,
+        default=None,
+        help="share of each batch with the object blacked out and a uniform label (default 0)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         num_test=args.num_test,
         batch_size=args.batch_size,
         lr=args.lr,
+        null_fraction=args.null_fraction,
     )
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     print(json.dumps({"workdir": str(args.workdir), **metrics}))

@@ -69,3 +69,50 @@ def test_default_target_reaches_95_percent(tmp_path):
     _, _, _, metrics = train_target(tmp_path, progress=False)
     print(metrics)
     assert metrics["test_accuracy"] >= 0.95
+
+
+def test_null_augment_blacks_out_the_object_and_labels_uniform(key):
+    import jax.numpy as jnp
+
+    from fastxai_jax.train.target import null_augment
+
+    data = make_benchmark(6, seed=3)
+    images, masks = jnp.asarray(data["images"]), jnp.asarray(data["masks"])
+    labels = jnp.asarray(data["labels"])
+    out, soft = null_augment(key, images, masks, labels, 1.0, max_cell_share=0.0)
+    # Every object pixel and its one-pixel ring is black; everything else is kept.
+    ring = np.zeros_like(np.asarray(masks))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.roll(np.asarray(masks), (dy, dx), axis=(1, 2))
+            ring |= shifted
+    np.testing.assert_array_equal(np.asarray(out)[ring], 0.0)
+    np.testing.assert_array_equal(np.asarray(out)[~ring], np.asarray(images)[~ring])
+    np.testing.assert_allclose(np.asarray(soft), 1.0 / NUM_CLASSES)
+
+    kept, hard = null_augment(key, images, masks, labels, 0.0)
+    np.testing.assert_array_equal(np.asarray(kept), np.asarray(images))
+    np.testing.assert_array_equal(np.asarray(hard), np.eye(NUM_CLASSES)[data["labels"]])
+
+    # Cells only: the black share per image is within [0, max_cell_share].
+    none = jnp.zeros_like(masks)
+    cells, _ = null_augment(key, images + 0.01, none, labels, 1.0, max_cell_share=0.6)
+    black = np.asarray(jnp.all(cells == 0, axis=-1)).mean(axis=(1, 2))
+    assert np.all(black <= 0.6 + 1e-6) and black.max() > 0
+    with pytest.raises(ValueError, match="multiples of cell"):
+        null_augment(key, images[:, :60, :60], masks[:, :60, :60], labels, 0.5)
+
+
+def test_null_fraction_is_an_opt_in_config_entry(tmp_path):
+    from fastxai_jax.train.target import _config
+
+    assert "null_fraction" not in _config(0)
+    assert "null_fraction" not in _config(0, null_fraction=0.0)
+    assert _config(0, null_fraction=0.25)["null_fraction"] == 0.25
+    with pytest.raises(ValueError, match="null_fraction"):
+        _config(0, null_fraction=1.0)
+    _, variables, _, _ = train_target(tmp_path, progress=False, null_fraction=0.5, **TINY)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["config"]["null_fraction"] == 0.5
+    with pytest.raises(ValueError, match="not the requested"):
+        load_or_train_target(tmp_path, progress=False, **TINY)
