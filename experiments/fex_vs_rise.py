@@ -37,11 +37,11 @@ METRICS = ("deletion_auc", "patch_deletion_auc", "insertion_auc", "pointing_game
 
 
 def _load_target(target_dir: pathlib.Path):
-    from fastxai_jax.train.target import load_or_train_target
+    from fastxai_jax.train.target import load_target
 
     if not (target_dir / "params").exists():
         sys.exit(f"--run-dir: no trained target in {target_dir} (run `make demo` first)")
-    module, variables, family = load_or_train_target(target_dir, progress=False)
+    module, variables, family = load_target(target_dir)  # with the options it was trained with
     return make_apply_fn(module, family), variables, family
 
 

@@ -75,6 +75,12 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--epsilon", type=float, default=None, help="ε-greedy exploration share in [0, 1] (0)"
     )
+    group.add_argument(
+        "--initial-keep",
+        type=float,
+        default=None,
+        help="keep probability of the untrained policy, in (0, 1) (default: the plain init)",
+    )
 
 
 def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
@@ -96,6 +102,7 @@ def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
             "patch_size",
             "policy",
             "epsilon",
+            "initial_keep",
         )
         if getattr(args, name) is not None
     }

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULTS",
     "evaluate_accuracy",
     "load_or_train_target",
+    "load_target",
     "null_augment",
     "train_target",
 ]
@@ -324,3 +325,21 @@ def load_or_train_target(
         workdir, seed=seed, progress=progress, **options
     )
     return (module, variables, family, metrics) if return_metrics else (module, variables, family)
+
+
+def load_target(workdir: str | os.PathLike):
+    """Loads a trained target from ``workdir/params`` with the options it was trained with.
+
+    Returns:
+      ``(module, variables, family)``.
+
+    Raises:
+      FileNotFoundError: ``workdir/params`` does not exist.
+    """
+    params_dir = pathlib.Path(workdir) / "params"
+    if not params_dir.exists():
+        raise FileNotFoundError(f"no trained target in {params_dir}")
+    _, saved = load_params(params_dir)
+    config = (saved or {}).get("config") or {}
+    options = {name: config[name] for name in (*DEFAULTS, *OPTIONAL) if name in config}
+    return load_or_train_target(workdir, seed=config.get("seed", 0), progress=False, **options)

@@ -296,6 +296,30 @@ def test_epsilon_greedy_exploration_flips_fair_coins(key):
         tiny_config(epsilon=1.5).validate()
 
 
+def test_initial_keep_shifts_only_the_actor_output_bias(key):
+    """``initial_keep=q`` adds ``logit(q)`` to the actor's last bias and changes
+    nothing else, so the untrained policy keeps about ``q`` of the patches."""
+    plain = fex.init_params(tiny_config(), key)
+    shifted = fex.init_params(tiny_config(initial_keep=0.88), key)
+    logit = np.log(0.88 / 0.12)
+    np.testing.assert_allclose(
+        shifted["heads"]["actor"]["dense2"]["bias"],
+        plain["heads"]["actor"]["dense2"]["bias"] + logit,
+        rtol=1e-6,
+    )
+    rest = lambda p: {**p, "heads": {**p["heads"], "actor": {**p["heads"]["actor"], "dense2": 0}}}
+    for a, b in zip(jax.tree.leaves(rest(plain)), jax.tree.leaves(rest(shifted)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    apply_fn, weights = linear_target(key)
+    learned = fex.make(tiny_config(initial_keep=0.88), apply_fn, weights)
+    x = images(key, 8)
+    state = learned.init(key, x)
+    _, metrics = jax.jit(learned.update)(state, x, key)
+    assert float(metrics["keep_fraction"]) == pytest.approx(0.88, abs=0.08)
+    with pytest.raises(ValueError, match="initial_keep"):
+        tiny_config(initial_keep=1.0).validate()
+
+
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, key):
     apply_fn, weights = linear_target(key)
     learned = fex.make(tiny_config(), apply_fn, weights)
@@ -415,6 +439,7 @@ def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
         "--target-weights", str(tmp_path / "target"), "--workdir", str(tmp_path / "fex"),
         "--steps", "2", "--batch-size", "4", "--num-train", "8", "--hidden-size", "16",
         "--depth", "1", "--no-progress", "--policy", "softmax", "--epsilon", "0.05",
+        "--initial-keep", "0.8",
     ]  # fmt: skip
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
@@ -422,7 +447,7 @@ def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
     from fastxai_jax.explainers import fex_train
 
     saved, _ = fex_train.load(tmp_path / "fex")
-    assert (saved.policy, saved.epsilon) == ("softmax", 0.05)
+    assert (saved.policy, saved.epsilon, saved.initial_keep) == ("softmax", 0.05, 0.8)
     loader = explain_cli._LEARNED["fex"]
     heat = loader(str(tmp_path / "fex"))(np.zeros((2, 64, 64, 3), np.float32))
     assert heat.shape == (2, 64, 64)

@@ -116,3 +116,11 @@ def test_null_fraction_is_an_opt_in_config_entry(tmp_path):
     assert saved["config"]["null_fraction"] == 0.5
     with pytest.raises(ValueError, match="not the requested"):
         load_or_train_target(tmp_path, progress=False, **TINY)
+    # load_target reads the options back from the saved config.
+    from fastxai_jax.train.target import load_target
+
+    _, loaded, _ = load_target(tmp_path)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(FileNotFoundError, match="no trained target"):
+        load_target(tmp_path / "missing")
