@@ -56,9 +56,10 @@ from fastxai_jax.cli.demo import DAX_RECIPE  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
 from fastxai_jax.explainers import dax, fastshap, ltx, tve  # noqa: E402
 from fastxai_jax.models import make_apply_fn  # noqa: E402
-from fastxai_jax.train.checkpoint import Checkpointer, load_params  # noqa: E402
+from fastxai_jax.train import target as target_lib  # noqa: E402
+from fastxai_jax.train.checkpoint import Checkpointer  # noqa: E402
 from fastxai_jax.train.loop import fit  # noqa: E402
-from fastxai_jax.train.target import DEFAULTS, load_or_train_target  # noqa: E402
+from fastxai_jax.train.target import load_or_train_target  # noqa: E402
 
 
 def _timed(fn, *args):
@@ -81,13 +82,9 @@ def _peak_bytes(fn, *args) -> int | None:
 def load_target(target_dir: str, steps: int | None = None):
     """The benchmark small CNN in ``target_dir``: loaded with the options it was
     trained with (from its saved config), else trained there with the defaults."""
-    params_dir = pathlib.Path(target_dir) / "params"
-    options = {"steps": steps}
-    if params_dir.exists():
-        _, saved = load_params(params_dir)
-        config = (saved or {}).get("config", {})
-        options = {k: config[k] for k in DEFAULTS if k in config and k != "image_size"}
-    return load_or_train_target(target_dir, progress=False, **options)
+    if (pathlib.Path(target_dir) / "params").exists():
+        return target_lib.load_target(target_dir)
+    return load_or_train_target(target_dir, progress=False, steps=steps)
 
 
 def quality(apply_fn, params, x, maps, masks, target) -> dict[str, float]:
