@@ -124,3 +124,17 @@ def test_null_fraction_is_an_opt_in_config_entry(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(FileNotFoundError, match="no trained target"):
         load_target(tmp_path / "missing")
+
+
+def test_demo_refuses_a_cache_trained_for_another_target(tmp_path):
+    """The demo's learned explainers must not be reused against a different target."""
+    from fastxai_jax.cli.demo import TARGET_OPTIONS, _check_cache
+
+    _check_cache(tmp_path)  # nothing cached yet
+    (tmp_path / "target").mkdir()
+    saved = tmp_path / "target" / "metrics.json"
+    saved.write_text(json.dumps({"config": {"steps": 2000}}))
+    with pytest.raises(SystemExit, match="earlier demo target"):
+        _check_cache(tmp_path)
+    saved.write_text(json.dumps({"config": {"steps": 2000, **TARGET_OPTIONS}}))
+    _check_cache(tmp_path)
