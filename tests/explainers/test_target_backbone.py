@@ -209,6 +209,8 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
         "target", "local", 1000,
     )  # fmt: skip
     assert tve_config.learning_rate == 3e-3 and tve_config.grid == 8
+    fex_args = parse("fex")  # the recipe measured on the demo's calibrated target
+    assert (fex_args.num_masks, fex_args.initial_keep, fex_args.steps) == (10, 0.88, 700)
     fs_config = _fastshap_config(parse("fastshap"), "half", num_classes=8)
     assert (fs_config.backbone, fs_config.patch_size, fs_config.total_steps) == ("target", 8, 900)
     assert fs_config.num_samples == 16 and fs_config.learning_rate == 3e-3
