@@ -1,61 +1,58 @@
 """Grad-CAM (Selvaraju et al., 2017) on a named feature map.
 
-Models call ``self.perturb(name, feature)`` on the maps they expose (and return
-them in ``aux["features"][name]``), so the gradient of the class score with
-respect to a feature map is the gradient with respect to a zero
-``'perturbations'`` variable of the same shape: one forward and one backward
-pass, no hooks.
+Grad-CAM takes an ``apply_fn(params, x) -> (logits, aux)`` (big_vision's
+model contract): ``aux["features"][name]`` is the feature map ``A`` called
+``name``, and ``params["perturbations"][name]``, when present, is added to it
+(Flax's ``self.perturb(name, A)``). ``∂y/∂A`` is then the gradient with respect
+to a zero perturbation: one forward and one backward pass, no hooks. Every
+zoo model keeps this contract (``make_apply_fn(module, family, with_aux=True)``,
+or ``module.apply`` on normalised input).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
 
 from fastxai_jax.core import Cost, check_images, check_target
 from fastxai_jax.explainers import _common
 from fastxai_jax.explainers.registry import register
-from fastxai_jax.models.normalization import normalise
+
+# ``apply_fn(params, x) -> (logits [B, K], aux)`` with ``aux["features"]``.
+ApplyFnWithAux = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
 
 
-def _perturbation_path(model_apply, variables, x, layer, model_kwargs) -> tuple:
-    """The flattened path of the ``'perturbations'`` leaf named ``layer``."""
-    plain = {k: v for k, v in variables.items() if k != "perturbations"}
-    _, state = jax.eval_shape(
-        lambda v, xs: model_apply(v, xs, mutable=["perturbations"], **model_kwargs), plain, x
-    )
-    flat = traverse_util.flatten_dict(dict(state.get("perturbations", {})))
-    matches = [p for p in flat if "/".join(p) == layer or p[-1] == layer]
-    if len(matches) != 1:
-        names = sorted("/".join(p) for p in flat)
+def _features(apply_fn: ApplyFnWithAux, params: Mapping, x: jax.Array) -> tuple[Any, dict]:
+    """Shapes of ``(logits, aux["features"])`` without running the model."""
+    out = jax.eval_shape(apply_fn, params, x)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)):
         raise ValueError(
-            f"layer must name one perturbed feature map of the model; got {layer!r}, "
-            f"available: {names}"
+            "apply_fn must return (logits, aux) with aux['features'] (e.g. "
+            "fastxai_jax.models.make_apply_fn(module, family, with_aux=True)); "
+            f"got {jax.tree.structure(out)}"
         )
-    return matches[0], flat
+    logits, aux = out
+    features = aux.get("features")
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError("apply_fn's aux has no 'features' dict of feature maps")
+    return logits, dict(features)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("model_apply", "layer", "relu", "upsample", "score", "model_kwargs")
-)
-def _gradcam(model_apply, variables, x, target, layer, relu, upsample, score, model_kwargs):
-    kwargs = dict(model_kwargs)
-    path, flat = _perturbation_path(model_apply, variables, x, layer, kwargs)
-    zeros = {p: jnp.zeros(s.shape, s.dtype) for p, s in flat.items()}
-    plain = {k: v for k, v in variables.items() if k != "perturbations"}
+@functools.partial(jax.jit, static_argnames=("apply_fn", "layer", "relu", "upsample", "score"))
+def _gradcam(apply_fn, params, x, target, layer, relu, upsample, score):
+    _, features = _features(apply_fn, params, x)
+    zeros = {name: jnp.zeros(s.shape, s.dtype) for name, s in features.items()}
 
     def class_score(perturbation):
-        perts = traverse_util.unflatten_dict({**zeros, path: perturbation})
-        logits, aux = model_apply({**plain, "perturbations": perts}, x, **kwargs)
-        feature = aux["features"][path[-1]]
-        return jnp.sum(_common.class_score(logits, target, score)), feature
+        variables = {**params, "perturbations": {**zeros, layer: perturbation}}
+        logits, aux = apply_fn(variables, x)
+        return jnp.sum(_common.class_score(logits, target, score)), aux["features"][layer]
 
-    (_, feature), grad = jax.value_and_grad(class_score, has_aux=True)(zeros[path])
+    (_, feature), grad = jax.value_and_grad(class_score, has_aux=True)(zeros[layer])
     weights = jnp.mean(grad, axis=(1, 2))  # [B, c]: global-average-pooled gradients
     cam = jnp.sum(weights[:, None, None, :] * feature, axis=-1)
     if relu:
@@ -66,8 +63,8 @@ def _gradcam(model_apply, variables, x, target, layer, relu, upsample, score, mo
 
 
 def gradcam(
-    model_apply: Callable[..., Any],
-    variables: Any,
+    apply_fn: ApplyFnWithAux,
+    params: Mapping,
     x: jax.Array,
     target: jax.Array,
     *,
@@ -75,63 +72,71 @@ def gradcam(
     relu: bool = True,
     upsample: bool = True,
     score: str = "logit",
-    model_kwargs: tuple[tuple[str, Any], ...] = (("train", False),),
+    key: Any = None,
 ) -> jax.Array:
     """Grad-CAM map ``ReLU(Σ_k mean_{ij}(∂y/∂A_k) · A_k)`` on feature map ``layer``.
 
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017.
+
     Args:
-      model_apply: a Flax ``module.apply`` returning ``(logits, aux)`` with
-        ``aux["features"][layer]`` passed through ``self.perturb(layer, ...)``.
-      variables: the module's variables (``{"params": ..., ...}``).
-      x: ``[B, H, W, C]`` model input (already normalised, as ``model_apply`` expects).
+      apply_fn: ``apply_fn(params, x) -> (logits, aux)``; ``aux["features"][layer]``
+        is ``A`` and ``params["perturbations"][name]`` is added to each
+        ``aux["features"][name]`` (see the module docstring).
+      params: a dict of variables (``{"params": ..., ...}``).
+      x: ``[B, H, W, C]`` input, as ``apply_fn`` expects it.
       target: ``[B]`` int classes.
-      layer: the feature map's name (e.g. ``"layer4"``, ``"conv_last"``).
+      layer: the feature map's name (e.g. ``"layer4"``, ``"head"``).
       relu: apply the ReLU of the paper.
       upsample: bilinearly resize to ``[B, H, W]`` (else the feature grid ``[B, h, w]``).
       score: class score (the paper uses the pre-softmax ``"logit"``).
-      model_kwargs: extra keyword arguments for ``model_apply`` as ``(name, value)`` pairs.
+      key: unused (Grad-CAM is deterministic).
 
     Returns:
       ``[B, H, W]`` (or ``[B, h, w]``) non-negative map (signed without ``relu``).
     """
+    del key
     check_images(x, "x")
     _common.check_choice("score", score, _common.SCORES)
-    if not isinstance(layer, str) or not layer:
-        raise ValueError(f"layer must be a feature-map name; got {layer!r}")
-    plain = {k: v for k, v in dict(variables).items() if k != "perturbations"}
-    (logits, _), _ = jax.eval_shape(
-        lambda v, xs: model_apply(v, xs, mutable=["perturbations"], **dict(model_kwargs)), plain, x
-    )
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict of variables; got {type(params).__name__}")
+    params = {k: v for k, v in params.items() if k != "perturbations"}
+    logits, features = _features(apply_fn, params, x)
+    if not isinstance(layer, str) or layer not in features:
+        raise ValueError(
+            f"layer must name one of aux['features'] {sorted(features)}; got {layer!r}"
+        )
     check_target(target, x.shape[0], logits.shape[-1])
-    return _gradcam(
-        model_apply, plain, x, target, layer, bool(relu), bool(upsample), score, tuple(model_kwargs)
-    )
+    return _gradcam(apply_fn, params, x, target, layer, bool(relu), bool(upsample), score)
 
 
 def gradcam_method(
-    apply_fn: Any,
-    params: Any,
+    apply_fn: ApplyFnWithAux,
+    params: Mapping,
     x: jax.Array,
     target: jax.Array,
     *,
     key: Any = None,
-    module: Any = None,
     layer: str | None = None,
+    module: Any = None,
     family: str | None = None,
     **options: Any,
 ) -> jax.Array:
-    """Registry form of :func:`gradcam`: ``attribute("gradcam", ..., module=, layer=, family=)``.
+    """Registry form of :func:`gradcam`: ``attribute("gradcam", apply_fn, ..., layer=)``.
 
-    ``params`` are the module's variables; ``x`` is in [0, 1] and is normalised
-    with ``family`` (as ``fastxai_jax.models.make_apply_fn`` does) before
-    ``module.apply``. ``apply_fn`` is not used.
+    ``apply_fn`` returns ``(logits, aux)``. Transition shim: callers that still
+    pass ``module=`` and ``family=`` get ``make_apply_fn(module, family,
+    with_aux=True)`` in place of ``apply_fn``.
     """
-    del apply_fn, key
-    if module is None or layer is None:
-        raise ValueError("gradcam needs module=<flax module> and layer=<feature map name>")
-    if family is None:
-        raise ValueError("gradcam needs family=<normalisation family> (e.g. 'imagenet')")
-    return gradcam(module.apply, params, normalise(x, family), target, layer=layer, **options)
+    if layer is None:
+        raise ValueError("gradcam needs layer=<feature map name>")
+    if module is not None:
+        from fastxai_jax.models.zoo import make_apply_fn
+
+        if family is None:
+            raise ValueError("gradcam with module= needs family=<normalisation family>")
+        apply_fn = make_apply_fn(module, family, with_aux=True)
+    return gradcam(apply_fn, params, x, target, layer=layer, key=key, **options)
 
 
 register("gradcam", gradcam_method, lambda **_: Cost(1, 1))

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -116,24 +117,50 @@ def build(name: str, num_classes: int = 1000, **kwargs):
     return module, info.family
 
 
-def make_apply_fn(module, family: str, **apply_kwargs) -> Callable[[Any, jax.Array], jax.Array]:
-    """``apply_fn(variables, x01) -> logits`` for explainers.
+@dataclasses.dataclass(frozen=True)
+class _ModuleApplyFn:
+    """``apply_fn`` of :func:`make_apply_fn`: equal for equal arguments, so
+    ``jax.jit(..., static_argnames="apply_fn")`` compiles once per model."""
+
+    module: Any
+    family: str
+    with_aux: bool
+    apply_kwargs: tuple[tuple[str, Any], ...]
+
+    def __call__(self, variables, x01):
+        x = x01 if self.family == TEXT_FAMILY else normalise_images(x01, self.family)
+        logits, aux = self.module.apply(variables, x, train=False, **dict(self.apply_kwargs))
+        return (logits, aux) if self.with_aux else logits
+
+    def __hash__(self) -> int:
+        try:
+            return hash((self.module, self.family, self.with_aux, self.apply_kwargs))
+        except TypeError:  # a module with unhashable fields: identity
+            return id(self.module)
+
+
+def make_apply_fn(
+    module, family: str, *, with_aux: bool = False, **apply_kwargs
+) -> Callable[[Any, jax.Array], Any]:
+    """``apply_fn(variables, x01) -> logits`` (or ``(logits, aux)``) for explainers.
 
     Normalises ``x01: [B, H, W, C]`` in [0, 1] with ``family`` (``"text"``
-    passes token ids through), calls ``module.apply(..., train=False,
-    **apply_kwargs)`` and drops ``aux``.
+    passes token ids through) and calls ``module.apply(..., train=False,
+    **apply_kwargs)``.
+
+    Args:
+      module: a model from :func:`build`.
+      family: its normalisation family.
+      with_aux: return ``(logits, aux)`` (big_vision's contract; Grad-CAM's
+        input: ``aux["features"]`` and ``variables["perturbations"]``) instead
+        of dropping ``aux``.
+      **apply_kwargs: forwarded to ``module.apply``.
     """
     if family != TEXT_FAMILY and family not in FAMILY_NORMALISATION:
         raise ValueError(
             f"unknown family {family!r}; known: {sorted(FAMILY_NORMALISATION) + [TEXT_FAMILY]}"
         )
-
-    def apply_fn(variables, x01):
-        x = x01 if family == TEXT_FAMILY else normalise_images(x01, family)
-        logits, _ = module.apply(variables, x, train=False, **apply_kwargs)
-        return logits
-
-    return apply_fn
+    return _ModuleApplyFn(module, family, bool(with_aux), tuple(sorted(apply_kwargs.items())))
 
 
 def init_perturbations(module, variables, x, **apply_kwargs) -> dict:

@@ -10,6 +10,7 @@ import pytest
 
 from fastxai_jax.explainers import cam
 from fastxai_jax.explainers.registry import attribute
+from fastxai_jax.models import build, init_perturbations, make_apply_fn, random_variables
 from fastxai_jax.models.normalization import normalise
 
 
@@ -62,20 +63,79 @@ def test_gradcam_closed_form(net):
 
 
 def test_gradcam_through_registry(net):
+    """The registry takes an ``apply_fn -> (logits, aux)`` on [0, 1] input."""
     module, variables, x = net
     target = jnp.array([1, 1], jnp.int32)
-
-    def apply_fn(v, x01):
-        return module.apply(v, normalise(x01, "imagenet"))[0]
-
-    got = attribute(
-        "gradcam", apply_fn, variables, x, target, module=module, layer="feat", family="imagenet"
-    )
+    apply_fn = make_apply_fn(module, "imagenet", with_aux=True)
+    got = cam.gradcam_method(apply_fn, variables, x, target, layer="feat")
     ref = cam.gradcam(module.apply, variables, normalise(x, "imagenet"), target, layer="feat")
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6)
+    # Transition shim: module= and family= still build the same apply_fn.
+    plain = make_apply_fn(module, "imagenet")
+    shim = attribute(
+        "gradcam", plain, variables, x, target, module=module, layer="feat", family="imagenet"
+    )
+    np.testing.assert_array_equal(np.asarray(shim), np.asarray(got))
     with pytest.raises(ValueError, match="layer"):
         cam.gradcam(module.apply, variables, x, target, layer="nope")
-    with pytest.raises(ValueError, match="module"):
-        attribute("gradcam", apply_fn, variables, x, target, layer="feat")
+    with pytest.raises(ValueError, match="layer"):
+        cam.gradcam_method(apply_fn, variables, x, target)
+    with pytest.raises(ValueError, match=r"\(logits, aux\)"):
+        cam.gradcam(plain, variables, x, target, layer="feat")
+    with pytest.raises(ValueError, match="params"):
+        cam.gradcam(apply_fn, [variables], x, target, layer="feat")
     with pytest.raises(ValueError, match="target"):
         cam.gradcam(module.apply, variables, x, jnp.array([0, 3], jnp.int32), layer="feat")
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "head", "size"),
+    [
+        ("small_cnn", "conv_last", "head", 64),
+        ("resnet18", "layer4", "fc", 64),
+        pytest.param("efficientnet_lite0", "head", "fc", 64, marks=pytest.mark.slow),
+    ],
+)
+def test_zoo_gradcam_closed_form(name, layer, head, size):
+    """Zoo models end in ``A → global mean → dense``: ``α_k = W[k, c] / (h·w)``."""
+    module, family = build(name, num_classes=6)
+    x = jax.random.uniform(jax.random.key(3), (2, size, size, 3))
+    variables = random_variables(module, x)
+    target = jnp.array([4, 1], jnp.int32)
+    apply_fn = make_apply_fn(module, family, with_aux=True)
+    got = cam.gradcam(apply_fn, variables, x, target, layer=layer, relu=False, upsample=False)
+    feat = np.asarray(apply_fn(variables, x)[1]["features"][layer], np.float64)
+    w = np.asarray(variables["params"][head]["kernel"], np.float64)
+    alpha = w[:, np.asarray(target)].T / (feat.shape[1] * feat.shape[2])
+    expected = np.einsum("bk,bijk->bij", alpha, feat)
+    scale = np.max(np.abs(expected))
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        pytest.param("resnet18", "layer3", marks=pytest.mark.slow),
+        pytest.param("vgg16", "conv5_3", marks=pytest.mark.slow),
+    ],
+)
+def test_zoo_gradcam_equals_perturbation_gradient(name, layer):
+    """Consistency with the mutable-``perturbations`` route (the pre-``aux`` Grad-CAM)."""
+    module, family = build(name, num_classes=6)
+    x01 = jax.random.uniform(jax.random.key(4), (1, 32, 32, 3))
+    variables = random_variables(module, x01)
+    x = normalise(x01, family)
+    perturbations = init_perturbations(module, variables, x)
+
+    def logit(p):
+        return module.apply({**variables, "perturbations": p}, x)[0][0, 2]
+
+    grad = jax.jit(jax.grad(logit))(perturbations)[layer]
+    feat = jax.jit(module.apply)(variables, x)[1]["features"][layer]
+    expected = jnp.sum(jnp.mean(grad, axis=(1, 2))[:, None, None, :] * feat, axis=-1)
+    apply_fn = make_apply_fn(module, family, with_aux=True)
+    got = cam.gradcam(
+        apply_fn, variables, x01, jnp.array([2]), layer=layer, relu=False, upsample=False
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
