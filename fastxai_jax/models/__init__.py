@@ -17,7 +17,8 @@ from fastxai_jax.models.convert_transformers import (
     convert_hf_vit,
     convert_timm_vit,
 )
-from fastxai_jax.models.efficientnet import EfficientNetLite0, load_efficientnet_lite0_imagenet
+from fastxai_jax.models.efficientnet import EfficientNetLite0
+from fastxai_jax.models.pretrained import load_efficientnet_lite0_imagenet
 from fastxai_jax.models.resnet import ResNet, resnet
 from fastxai_jax.models.small_cnn import SmallCNN
 from fastxai_jax.models.vgg import VGG16, adaptive_avg_pool

