@@ -10,6 +10,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.models.maps import upsample_nearest  # noqa: F401  (one implementation)
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.normalization import normalise as normalise_images  # noqa: F401
 
@@ -34,24 +35,6 @@ def patch_grid(image_hw: tuple[int, int], patch_size: int, name: str = "x") -> t
             "the patch grid must tile the image exactly"
         )
     return height // patch_size, width // patch_size
-
-
-def upsample_nearest(grid: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
-    """Nearest-neighbour upsampling of patch values to pixels.
-
-    Args:
-      grid: ``[..., gh, gw]`` per-patch values; ``gh``/``gw`` must divide ``H``/``W``.
-      image_hw: ``(H, W)``.
-
-    Returns:
-      ``[..., H, W]``: each patch value repeated over its pixels.
-    """
-    gh, gw = grid.shape[-2:]
-    height, width = image_hw
-    if height % gh or width % gw:
-        raise ValueError(f"grid {gh}x{gw} does not divide the image size {height}x{width}")
-    out = jnp.repeat(grid, height // gh, axis=-2)
-    return jnp.repeat(out, width // gw, axis=-1)
 
 
 def upsample_bilinear(grid: jax.Array, out_hw: tuple[int, int]) -> jax.Array:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.models import maps
+
 
 class SegmentationResult(NamedTuple):
     """Per-input segmentation scores and the counts needed to pool them.
@@ -109,9 +111,7 @@ def boxes_to_masks(boxes: Any, image_hw: tuple[int, int]) -> jax.Array:
 
 def minmax_normalise(attribution: jax.Array) -> jax.Array:
     """Per-input min-max normalisation of ``[B, H, W]`` maps to ``[0, 1]`` (constant → 0)."""
-    low = jnp.min(attribution, axis=(1, 2), keepdims=True)
-    high = jnp.max(attribution, axis=(1, 2), keepdims=True)
-    return (attribution - low) / jnp.maximum(high - low, 1e-12)
+    return maps.minmax_normalise(attribution, (1, 2), eps=1e-12, eps_mode="floor")
 
 
 def binarise(attribution: jax.Array, threshold: Any = "mean") -> jax.Array:

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.models import maps
 from fastxai_jax.models.pooling import max_pool
 
 LEAKY_SLOPE = 0.01
@@ -22,9 +23,7 @@ LEAKY_SLOPE = 0.01
 
 def minmax_normalise(values: jax.Array, axes: tuple[int, ...], eps: float = 1e-8) -> jax.Array:
     """``(v − min) / (max − min + eps)`` over ``axes`` (per remaining index)."""
-    low = jnp.min(values, axis=axes, keepdims=True)
-    high = jnp.max(values, axis=axes, keepdims=True)
-    return (values - low) / (high - low + eps)
+    return maps.minmax_normalise(values, axes, eps=eps, eps_mode="add")
 
 
 # How the generator min-max normalises its masks (see DaxMaskGenerator.normalise).
@@ -56,9 +55,9 @@ class DaxMaskGenerator(nn.Module):
         h = nn.leaky_relu(nn.Conv(self.features, k, padding="SAME")(x), LEAKY_SLOPE)
         h = nn.leaky_relu(nn.Conv(1, k, padding="SAME")(h), LEAKY_SLOPE)
         window = (self.pool, self.pool)
-        h = max_pool(h, window, strides=window)
-        h = jnp.repeat(jnp.repeat(h, self.pool, axis=1), self.pool, axis=2)
-        h = nn.leaky_relu(h, LEAKY_SLOPE)[..., 0]
+        h = max_pool(h, window, strides=window)[..., 0]
+        h = maps.upsample_nearest(h, (h.shape[1] * self.pool, h.shape[2] * self.pool))
+        h = nn.leaky_relu(h, LEAKY_SLOPE)
         if self.normalise not in MASK_NORMALISATIONS:
             raise ValueError(
                 f"normalise must be one of {MASK_NORMALISATIONS}; got {self.normalise!r}"
