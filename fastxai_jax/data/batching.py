@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArraySource", "batch_indices", "stack_examples", "iterate_batches", "num_batches"]
+__all__ = [
+    "ArraySource",
+    "batch_indices",
+    "epoch_permutation",
+    "iterate_batches",
+    "num_batches",
+    "stack_examples",
+    "step_indices",
+]
 
 
 class ArraySource:
@@ -52,6 +60,50 @@ def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = Fa
     return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
 
 
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of epoch ``epoch``: a permutation seeded by ``(seed, epoch)``."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+
+
+def _check_num_examples(num_examples: Any) -> int:
+    if not isinstance(num_examples, int | np.integer) or num_examples < 0:
+        raise ValueError(f"num_examples must be a non-negative int; got {num_examples!r}")
+    return int(num_examples)
+
+
+def step_indices(
+    num_examples: int, batch_size: int, step: int, *, seed: int, wrap: bool = False
+) -> np.ndarray:
+    """Indices of training step ``step``, a pure function of ``(seed, step)``.
+
+    Epoch ``e = step // (num_examples // batch_size)`` draws one
+    :func:`epoch_permutation` and its steps take consecutive slices, so each
+    example is seen once per epoch (the remainder is dropped); this is the
+    ``batch_fn(step)`` that :func:`fastxai_jax.train.loop.fit` takes.
+
+    Args:
+      num_examples: size of the training set.
+      batch_size: examples per step.
+      step: the training step (non-negative int).
+      seed: data seed.
+      wrap: when ``num_examples < batch_size``, repeat the permutation to fill
+        the batch (else the batch is shorter).
+
+    Returns:
+      int64 indices, ``[batch_size]`` (or fewer, see ``wrap``).
+    """
+    batch_size = _check_batch_size(batch_size)
+    num_examples = _check_num_examples(num_examples)
+    if not isinstance(step, int | np.integer) or step < 0:
+        raise ValueError(f"step must be a non-negative int; got {step!r}")
+    epoch, offset = divmod(int(step), max(num_examples // batch_size, 1))
+    order = epoch_permutation(num_examples, seed, epoch)
+    index = order[offset * batch_size : (offset + 1) * batch_size]
+    if wrap and 0 < index.size < batch_size:
+        index = np.resize(order, batch_size)
+    return index
+
+
 def batch_indices(
     num_examples: int,
     batch_size: int,
@@ -73,12 +125,11 @@ def batch_indices(
       list of int64 index arrays, each of length ``batch_size`` (last may be shorter).
     """
     batch_size = _check_batch_size(batch_size)
-    if not isinstance(num_examples, int | np.integer) or num_examples < 0:
-        raise ValueError(f"num_examples must be a non-negative int; got {num_examples!r}")
+    num_examples = _check_num_examples(num_examples)
     if shuffle_seed is None:
         order = np.arange(num_examples)
     else:
-        order = np.random.default_rng([int(shuffle_seed), int(epoch)]).permutation(num_examples)
+        order = epoch_permutation(num_examples, shuffle_seed, epoch)
     count = num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
