@@ -2,7 +2,9 @@
 
 Every image model's ``apply(variables, x, train=False)`` takes a normalised
 NHWC batch and returns ``(logits, aux)``; explainers use
-:func:`make_apply_fn`, which normalises [0, 1] input and drops ``aux``.
+:func:`make_apply_fn`, which normalises [0, 1] input and drops ``aux``
+(or keeps it with ``with_aux=True``, Grad-CAM's input). Pretrained weights
+that ship in a package load through :mod:`fastxai_jax.models.pretrained`.
 """
 
 from fastxai_jax.models.bert import BertClassifier

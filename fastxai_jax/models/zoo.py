@@ -1,7 +1,8 @@
 """The model table: names, builders, normalisation families, weight layouts.
 
 ``build(name, num_classes=..., **kw) -> (module, family)``;
-``make_apply_fn(module, family) -> apply_fn(variables, x01) -> logits``;
+``make_apply_fn(module, family) -> apply_fn(variables, x01) -> logits``
+(``with_aux=True``: ``-> (logits, aux)``, for Grad-CAM);
 ``load_pretrained(name, path, ...) -> (module, variables)``.
 """
 
