@@ -44,7 +44,8 @@ def launch(args, num_devices, extra_env=None) -> subprocess.Popen:
 
 
 def cli(config_path, *extra) -> list[str]:
-    return ["-m", "fastxai_jax.cli", "sweep", str(config_path), "--no-progress", *extra]
+    entry = "from fastxai_jax.cli import main; raise SystemExit(main())"
+    return ["-c", entry, "sweep", str(config_path), "--no-progress", *extra]
 
 
 def finish(proc, timeout=240) -> str:
