@@ -1,8 +1,8 @@
 """Runs a sweep and SIGKILLs itself mid-shard: after the ``KILL_AT``-th file write.
 
 Write 1 is ``sweep.json``; each shard then writes its ``.npy``, ``.jsonl`` and
-``.done.json``; killing after write 8 leaves shards 0 and 1 finished and shard 2 with an ``.npy`` but no
-marker (a process killed mid-shard).
+``.done.json``; killing after write 8 leaves shards 0 and 1 finished and
+shard 2 with an ``.npy`` but no marker (a process killed mid-shard).
 """
 
 import os

@@ -26,7 +26,7 @@ def no_compute(monkeypatch):
         ({"methods": [{"name": "saliency"}, {"name": "magic"}]}, "methods[1].name"),
         ({"metrics": [{"name": "auroc"}]}, "metrics[0].name"),
         ({"data": {"source": "groundtruth", "split": "validation", "num_images": 4}}, "data.split"),
-        ({"data": {"source": "tfds", "name": "cifar10", "split": "nope", "data_dir": "/nonexistent"}},
+        ({"data": {"source": "tfds", "name": "cifar10", "split": "nope", "data_dir": "/none"}},
          "data.split"),
         ({"data": {"source": "hdf5"}}, "data.source"),
         ({"shard_size": 6}, "shard_size"),  # 8 devices (conftest) do not divide a shard of 6
