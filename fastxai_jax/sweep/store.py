@@ -70,7 +70,7 @@ def claim_output_dir(
                 "use another output_dir or delete it"
             )
         return
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
         raise ValueError(
             f"sweep config field output_dir: {root} is not empty and holds no sweep.json; "
             "use another output_dir"
