@@ -42,11 +42,16 @@ def _plot(summary: list[dict[str, Any]], column: str, path: pathlib.Path) -> Non
     plt.close(fig)
 
 
-def merge(output_dir: str | os.PathLike) -> dict[str, Any]:
+def merge(output_dir: str | os.PathLike, *, verify_attributions: bool = False) -> dict[str, Any]:
     """Merges a finished sweep into ``results.csv``, ``results.json`` and ``plot_<metric>.png``.
 
     Rows are ordered by (model, method, image index) as listed in the config,
     so the table does not depend on how many processes or devices made it.
+
+    Args:
+      output_dir: the sweep's output directory.
+      verify_attributions: also check every ``.npy`` against its SHA-256
+        (reads them all; the default checks their sizes and the scores' hashes).
 
     Returns:
       ``{"rows": [...], "summary": [{model, method, num_images, <metric>: {mean, std}}]}``.
@@ -64,7 +69,9 @@ def merge(output_dir: str | os.PathLike) -> dict[str, Any]:
             cell = [
                 row
                 for shard in range(total)
-                for row in store.read_shard_rows(root, model["label"], method["label"], shard)
+                for row in store.read_shard_rows(
+                    root, model["label"], method["label"], shard, full=verify_attributions
+                )
             ]
             rows += cell
             columns = [c for c in cell[0] if c not in _ID_COLUMNS]

@@ -113,8 +113,8 @@ def run(
             f"= {num_devices} devices"
         )
     source = open_source(config["data"])
-    if config["target"] == "label" and config["data"]["source"] == "folder":
-        raise ValueError("sweep config field target: a folder of images has no labels")
+    if config["target"] == "label" and not source.has_labels:
+        raise ValueError("sweep config field target: 'label', but the data have no class labels")
     digest = config_hash(config)
     leader = jax.process_index() == 0
     store.claim_output_dir(config["output_dir"], config, digest, source.num_images, write=False)

@@ -25,10 +25,12 @@ class ImageSource(NamedTuple):
       num_images: N.
       read: ``read(indices) -> (images [n, S, S, 3] float32 in [0, 1], labels [n] int32)``;
         labels are -1 where the source has none.
+      has_labels: whether the source has class labels.
     """
 
     num_images: int
     read: Any
+    has_labels: bool = True
 
 
 def _field(name: str, message: str) -> ValueError:
@@ -89,7 +91,7 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         labels = [e[spec.label_key] if spec.label_key else -1 for e in examples]
         return images.astype(np.float32), np.asarray(labels, np.int32)
 
-    return ImageSource(num, read)
+    return ImageSource(num, read, spec.label_key is not None)
 
 
 def _folder(data: Mapping[str, Any]) -> ImageSource:
@@ -108,7 +110,7 @@ def _folder(data: Mapping[str, Any]) -> ImageSource:
                   for i in indices]  # fmt: skip
         return np.stack(images).astype(np.float32), np.full(len(indices), -1, np.int32)
 
-    return ImageSource(len(files), read)
+    return ImageSource(len(files), read, has_labels=False)
 
 
 def open_source(data: Mapping[str, Any]) -> ImageSource:

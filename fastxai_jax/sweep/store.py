@@ -98,14 +98,21 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def shard_is_done(output_dir: str | os.PathLike, model: str, method: str, shard: int) -> bool:
-    """Whether the shard's marker exists and both its files match the marker's checksums."""
+def shard_is_done(
+    output_dir: str | os.PathLike, model: str, method: str, shard: int, *, full: bool = False
+) -> bool:
+    """Whether the shard's marker exists and its files match it.
+
+    The scores file is always checked by SHA-256; the attribution file by its
+    size (a truncated or torn file), or also by SHA-256 with ``full=True``
+    (which reads every attribution back: slow on a large sweep).
+    """
     npy, jsonl, done = shard_paths(output_dir, model, method, shard)
     try:
         marker = json.loads(done.read_text())
         return all(
             path.stat().st_size == marker[path.name]["bytes"]
-            and _sha256(path) == marker[path.name]["sha256"]
+            and (not (full or path == jsonl) or _sha256(path) == marker[path.name]["sha256"])
             for path in (npy, jsonl)
         )
     except (OSError, ValueError, KeyError, TypeError):
@@ -144,13 +151,15 @@ def write_shard(
         log.write(json.dumps(line) + "\n")
 
 
-def read_shard_rows(output_dir: str | os.PathLike, model: str, method: str, shard: int) -> list:
-    """The score rows of a finished shard (checksums verified).
+def read_shard_rows(
+    output_dir: str | os.PathLike, model: str, method: str, shard: int, *, full: bool = False
+) -> list:
+    """The score rows of a finished shard (checked as in :func:`shard_is_done`).
 
     Raises:
       ValueError: the shard is missing or does not match its marker.
     """
-    if not shard_is_done(output_dir, model, method, shard):
+    if not shard_is_done(output_dir, model, method, shard, full=full):
         raise ValueError(
             f"shard {shard} of {model}/{method} is missing or corrupt; rerun the sweep"
         )

@@ -67,6 +67,17 @@ def test_resume_skips_finished_shards_and_recomputes_a_truncated_one(tmp_path):
     assert (out / "results.csv").read_text() == csv_before
     log = [(e["shard"]) for e in store.computed_log(out)]
     assert sorted(log) == [0, 1, 1]
+    # Same size, other bytes: a score file is caught by its hash at resume; an
+    # attribution file by the full check of merge(verify_attributions=True).
+    jsonl = store.shard_paths(out, "cnn", "saliency", 0)[1]
+    original = jsonl.read_bytes()
+    jsonl.write_bytes(original.replace(b'"index": 3', b'"index": 4'))
+    assert not store.shard_is_done(out, "cnn", "saliency", 0)
+    jsonl.write_bytes(original)
+    npy.write_bytes(npy.read_bytes()[:-4] + b"\0\0\0\0")
+    assert store.shard_is_done(out, "cnn", "saliency", 1)
+    with pytest.raises(ValueError, match="shard 1 of cnn/saliency is missing or corrupt"):
+        sweep.merge(out, verify_attributions=True)
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary[0]["num_images"] == 10
     means = np.mean([r["insertion_auc"] for r in rows])
