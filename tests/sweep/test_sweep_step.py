@@ -17,6 +17,8 @@ CASES = [
     ("ig", {"num_steps": 8}),
     ("mfaba", {}),
     ("rise", {"num_masks": 16, "chunk_size": 16}),
+    # DAX: one fit per image, vmapped within a device (~40 s of compile per mesh).
+    pytest.param("dax", {"num_samples": 8, "epochs": 1, "batch_size": 4}, marks=pytest.mark.slow),
 ]
 
 
@@ -49,7 +51,7 @@ def _compute(setup, method, options, num_devices, index):
     return np.asarray(attribution), {k: np.asarray(v) for k, v in columns.items()}
 
 
-@pytest.mark.parametrize("method,options", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("method,options", CASES)
 def test_sharded_equals_single_device(setup, method, options):
     index = jnp.arange(8, dtype=jnp.int32)
     single, single_cols = _run(setup, method, options, 1, index)
