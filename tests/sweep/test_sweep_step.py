@@ -92,3 +92,16 @@ def test_keys_follow_the_global_index(setup):
     other_keys, _ = step(variables, images[order], labels[order], index[order] + 1,
                          method_key(0, "rise"))  # fmt: skip
     assert np.abs(np.asarray(other_keys) - maps[order]).max() > 1e-3
+
+
+def test_global_batch_on_one_process():
+    from fastxai_jax.train.sharding import global_batch, global_mesh, process_rows
+
+    mesh = global_mesh()
+    assert process_rows(16, mesh) == (0, 16)  # one process feeds every row
+    with pytest.raises(ValueError, match="not divisible by the device count 8"):
+        process_rows(12, mesh)
+    local = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
+    batch = global_batch({"x": local}, mesh, 16)["x"]
+    np.testing.assert_array_equal(np.asarray(batch), local)
+    assert [s.data.shape for s in batch.addressable_shards] == [(2, 3)] * 8
