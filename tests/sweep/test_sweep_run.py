@@ -83,3 +83,14 @@ def test_resume_skips_finished_shards_and_recomputes_a_truncated_one(tmp_path):
     means = np.mean([r["insertion_auc"] for r in rows])
     assert summary[0]["insertion_auc"]["mean"] == pytest.approx(means)
     assert (out / "plot_insertion_auc.png").stat().st_size > 1000
+
+
+def test_shipped_config_loads_and_validates():
+    config = sweep.validate_config(sweep.load_config("sweep_groundtruth"))
+    assert [m["name"] for m in config["methods"]] == ["saliency", "ig", "mfaba", "rise"]
+    assert config["models"][0]["weights"] == "random:0"
+    trained = sweep.load_config("sweep_groundtruth:runs/demo/target")
+    assert trained["models"][0]["weights"] == "target:runs/demo/target"
+    assert sweep.config_hash(config) != sweep.config_hash(sweep.validate_config(trained))
+    moved = {**config, "output_dir": "elsewhere"}
+    assert sweep.config_hash(moved) == sweep.config_hash(config)  # the hash ignores output_dir
