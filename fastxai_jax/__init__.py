@@ -11,7 +11,7 @@ Sub-packages: :mod:`fastxai_jax.models` (Flax targets, converters),
 :mod:`fastxai_jax.metrics`, :mod:`fastxai_jax.data`, :mod:`fastxai_jax.train`.
 """
 
-from fastxai_jax import data, metrics, models, train
+from fastxai_jax import data, metrics, models, sweep, train
 from fastxai_jax.core import (
     ApplyFn,
     Cost,
@@ -120,6 +120,7 @@ __all__ = [
     "segmentation_scores",
     "smoothgrad",
     "sparseness",
+    "sweep",
     "train",
     "tve",
     "vargrad",

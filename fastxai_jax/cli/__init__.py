@@ -18,6 +18,7 @@ _VERBS = (
     "explain",
     "evaluate",
     "demo",
+    "sweep",
 )
 
 

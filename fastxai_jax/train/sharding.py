@@ -15,7 +15,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA_AXIS", "data_mesh", "shard_batch", "replicate"]
+__all__ = [
+    "DATA_AXIS",
+    "data_mesh",
+    "global_batch",
+    "global_mesh",
+    "process_rows",
+    "replicate",
+    "shard_batch",
+]
 
 DATA_AXIS = "data"
 
@@ -62,3 +70,48 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a full copy of every leaf of ``tree`` on each device of ``mesh``."""
     sharding = NamedSharding(mesh, P())
     return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+def global_mesh() -> Mesh:
+    """A 1-D ``"data"`` mesh over every device of every process (``jax.devices()`` order).
+
+    The devices of one process are contiguous in it, so process ``p`` holds rows
+    ``[p·B/P, (p+1)·B/P)`` of a batch split along the mesh (see :func:`process_rows`).
+    """
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def process_rows(global_size: int, mesh: Mesh) -> tuple[int, int]:
+    """``(start, stop)``: the rows of a ``global_size`` batch that this process feeds.
+
+    Raises:
+      ValueError: ``global_size`` is not divisible by the mesh's device count.
+    """
+    num_devices = mesh.devices.size
+    if global_size % num_devices:
+        raise ValueError(
+            f"global batch size {global_size} is not divisible by the device count {num_devices}"
+        )
+    per_device = global_size // num_devices
+    mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+    if mine != list(range(mine[0], mine[-1] + 1)):
+        raise ValueError("this process's devices are not contiguous in the mesh")
+    return mine[0] * per_device, (mine[-1] + 1) * per_device
+
+
+def global_batch(local: Any, mesh: Mesh, global_size: int) -> Any:
+    """Builds global arrays split along ``"data"`` from this process's rows of every leaf.
+
+    Args:
+      local: a pytree of numpy arrays, each ``[global_size / P, ...]`` (this
+        process's rows, as given by :func:`process_rows`).
+      mesh: the global mesh.
+      global_size: the global batch size.
+    """
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return jax.tree.map(
+        lambda leaf: jax.make_array_from_process_local_data(
+            sharding, np.asarray(leaf), (global_size, *np.shape(leaf)[1:])
+        ),
+        local,
+    )

@@ -1,0 +1,184 @@
+"""``run(config)``: a resumable explain-and-score sweep over every device of every host.
+
+JAX's multi-controller model is the engine: every process runs this same
+function; ``jax.distributed.initialize()`` joins them (TPU pods, SLURM and
+Open MPI are detected by JAX; local processes pass a coordinator address);
+each process reads only its rows of each shard and the global batch is built
+with ``jax.make_array_from_process_local_data``. Process 0 writes the shard
+files and the merged table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from fastxai_jax.sweep import store
+from fastxai_jax.sweep.config import config_hash, load_config, validate_config
+from fastxai_jax.sweep.merge import merge
+from fastxai_jax.sweep.sources import load_model, num_shards, open_source, shard_indices
+from fastxai_jax.sweep.step import make_step, method_key
+from fastxai_jax.train.sharding import global_batch, global_mesh, process_rows, replicate
+
+__all__ = ["run", "initialize_distributed"]
+
+
+def initialize_distributed(
+    distributed: bool | None = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: int = 300,
+) -> None:
+    """Joins ``jax.distributed`` when asked to, or when ``$JAX_COORDINATOR_ADDRESS`` is set.
+
+    ``distributed=True`` with no address lets JAX detect the cluster (TPU pod,
+    SLURM, Open MPI). CPU processes talk over Gloo. A no-op if already joined or
+    if ``distributed=False``.
+    """
+    if distributed is False or jax.distributed.is_initialized():
+        return
+    if not (distributed or coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address, num_processes, process_id, initialization_timeout=timeout_s
+    )
+
+
+def _score_rows(model, method, indices, columns, valid) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(valid):
+        row = {"model": model, "method": method, "index": int(indices[i])}
+        row.update({name: np.asarray(values[i]).item() for name, values in columns.items()})
+        rows.append(row)
+    return rows
+
+
+def _todo(config, total: int) -> dict[tuple[str, str], list[int]]:
+    """Unfinished shards per (model, method), decided by process 0 and broadcast."""
+    from jax.experimental import multihost_utils
+
+    cells = [(m["label"], k["label"]) for m in config["models"] for k in config["methods"]]
+    done = np.asarray(
+        [[store.shard_is_done(config["output_dir"], *c, s) for s in range(total)] for c in cells],
+        np.int32,
+    )
+    if jax.process_count() > 1:
+        done = np.asarray(multihost_utils.broadcast_one_to_all(done))
+    return {cell: [s for s in range(total) if not done[i, s]] for i, cell in enumerate(cells)}
+
+
+def run(
+    config: str | Mapping[str, Any],
+    *,
+    distributed: bool | None = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs (or resumes) a sweep: models × methods × shards, scored, then merged.
+
+    Args:
+      config: a config dict, a ``.py`` path or a config module name (see
+        :mod:`fastxai_jax.sweep.config`).
+      distributed: join ``jax.distributed`` (None: only if an address is given
+        or ``$JAX_COORDINATOR_ADDRESS`` is set).
+      coordinator_address: ``host:port`` of process 0 (local multi-process runs).
+      num_processes: number of processes (with ``coordinator_address``).
+      process_id: this process's index (with ``coordinator_address``).
+      progress: a tqdm bar per process (images/s and ETA).
+
+    Returns:
+      ``{"output_dir", "computed": shards computed now, "skipped": finished
+      shards found, "num_images", "table": merged table or None off process 0}``.
+
+    Raises:
+      ValueError: a bad config field (named), before any compute.
+    """
+    config = validate_config(load_config(config))
+    initialize_distributed(distributed, coordinator_address, num_processes, process_id)
+    mesh = global_mesh()
+    shard_size, num_devices = config["shard_size"], mesh.devices.size
+    if shard_size % num_devices:
+        raise ValueError(
+            f"sweep config field shard_size: {shard_size} must be divisible by the "
+            f"{jax.process_count()} processes × {jax.local_device_count()} devices each "
+            f"= {num_devices} devices"
+        )
+    source = open_source(config["data"])
+    if config["target"] == "label" and not source.has_labels:
+        raise ValueError("sweep config field target: 'label', but the data have no class labels")
+    digest = config_hash(config)
+    leader = jax.process_index() == 0
+    store.claim_output_dir(config["output_dir"], config, digest, source.num_images, write=False)
+    if leader:
+        store.claim_output_dir(config["output_dir"], config, digest, source.num_images)
+    total = num_shards(source.num_images, shard_size)
+    todo = _todo(config, total)
+    start, stop = process_rows(shard_size, mesh)
+    sample = source.read(np.zeros(1, np.int64))[0]
+    metrics = [(m["name"], m["options"]) for m in config["metrics"]]
+    num_todo = sum(
+        shard_indices(source.num_images, shard_size, s)[1] for v in todo.values() for s in v
+    )
+    from jax.experimental import multihost_utils
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=num_todo, unit="img", desc=f"sweep p{jax.process_index()}", disable=not progress
+    )
+    computed, began = 0, time.perf_counter()
+    for model in config["models"]:
+        if not any(todo[(model["label"], k["label"])] for k in config["methods"]):
+            continue
+        apply_fn, variables = load_model(model, sample)
+        params = replicate(variables, mesh)
+        for method in config["methods"]:
+            shards = todo[(model["label"], method["label"])]
+            if not shards:
+                continue
+            step = make_step(
+                apply_fn, method["name"], method["options"], metrics, mesh,
+                target_mode=config["target"],
+            )  # fmt: skip
+            key = method_key(config["seed"], method["label"])
+            for shard in shards:
+                indices, valid = shard_indices(source.num_images, shard_size, shard)
+                images, labels = source.read(indices[start:stop])
+                local = (images, labels, indices[start:stop].astype(np.int32))
+                attribution, columns = step(params, *global_batch(local, mesh, shard_size), key)
+                if jax.process_count() > 1:
+                    attribution, columns = multihost_utils.process_allgather(
+                        (attribution, columns), tiled=True
+                    )
+                attribution = np.asarray(attribution)[:valid]
+                if leader:
+                    rows = _score_rows(
+                        model["label"], method["label"], indices,
+                        {k: np.asarray(v) for k, v in columns.items()}, valid,
+                    )  # fmt: skip
+                    store.write_shard(
+                        config["output_dir"], model["label"], method["label"], shard,
+                        attribution, rows,
+                    )  # fmt: skip
+                computed += 1
+                bar.update(valid)
+    bar.close()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("fastxai_sweep_done")
+    table = merge(config["output_dir"]) if leader else None
+    return {
+        "output_dir": config["output_dir"],
+        "computed": computed,
+        "skipped": len(config["models"]) * len(config["methods"]) * total - computed,
+        "num_images": source.num_images,
+        "seconds": time.perf_counter() - began,
+        "table": table,
+    }

@@ -1,0 +1,130 @@
+"""The sharded explain-and-score step: one jitted call per shard over a global mesh.
+
+The batch axis is split over the mesh's ``"data"`` axis, params are
+replicated, and the method runs per image under ``vmap`` with the key
+``fold_in(method_key, global_index)``, so an image's attribution and scores
+depend on neither the device count nor the batch it lands in (the jit-over-
+``NamedSharding`` form of data parallelism; see STYLE.md rule 4).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fastxai_jax.core import ApplyFn
+from fastxai_jax.train.sharding import DATA_AXIS
+
+__all__ = ["lookup_method", "lookup_metric", "available_metrics", "method_key", "make_step"]
+
+
+def lookup_method(name: str) -> Callable[..., Any]:
+    """The per-input method ``fn(apply_fn, params, x, target, *, key, **options)``.
+
+    The one place where the sweep reads the method table: point it at the
+    merged registry (learned methods included) when that lands.
+    """
+    from fastxai_jax.explainers.registry import get_method
+
+    return get_method(name).fn
+
+
+def _insertion_deletion(apply_fn, params, x, attribution, target, **options):
+    from fastxai_jax.metrics import insertion_deletion
+
+    curves = insertion_deletion(apply_fn, params, x, attribution, target, **options)
+    return {"insertion_auc": curves["insertion"].auc, "deletion_auc": curves["deletion"].auc}
+
+
+def _complexity(name: str) -> Callable[..., dict[str, jax.Array]]:
+    def score(apply_fn, params, x, attribution, target, **options):
+        from fastxai_jax import metrics
+
+        del apply_fn, params, x, target
+        return {name: getattr(metrics, name)(attribution, **options)}
+
+    return score
+
+
+_METRICS: dict[str, Callable[..., dict[str, jax.Array]]] = {
+    "insertion_deletion": _insertion_deletion,
+    "sparseness": _complexity("sparseness"),
+    "entropy": _complexity("entropy"),
+}
+
+
+def available_metrics() -> list[str]:
+    """Metric names a sweep config may use."""
+    return sorted(_METRICS)
+
+
+def lookup_metric(name: str) -> Callable[..., dict[str, jax.Array]]:
+    """``score(apply_fn, params, x, attribution, target, **options) -> {column: [B]}``."""
+    if name not in _METRICS:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}")
+    return _METRICS[name]
+
+
+def method_key(seed: int, method_label: str) -> jax.Array:
+    """The base key of one method: ``fold_in(key(seed), crc32(label))`` (order-free)."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(method_label.encode()) & 0x7FFFFFFF)
+
+
+def make_step(
+    apply_fn: ApplyFn,
+    method: str,
+    method_options: Mapping[str, Any],
+    metrics: list[tuple[str, Mapping[str, Any]]],
+    mesh: Mesh,
+    *,
+    target_mode: str = "predicted",
+) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
+    """Builds ``step(params, images, labels, index, key) -> (attribution, columns)``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
+      method: a method name (see :func:`lookup_method`).
+      method_options: the method's options (static).
+      metrics: ``[(metric name, options)]`` (see :func:`lookup_metric`).
+      mesh: a mesh with a ``"data"`` axis; the global batch must be divisible
+        by its size.
+      target_mode: ``"predicted"`` (ŷ = argmax f(x)) or ``"label"``.
+
+    Returns:
+      A jitted step over ``images [B, H, W, C]``, ``labels [B]`` int,
+      ``index [B]`` int (global image indices) and the method's base key;
+      outputs are sharded over ``"data"``: the attribution ``[B, H, W]`` and
+      ``{"label", "target", "predicted", <metric columns>}`` each ``[B]``.
+    """
+    if target_mode not in ("predicted", "label"):
+        raise ValueError(f"target_mode must be 'predicted' or 'label'; got {target_mode!r}")
+    method_fn = functools.partial(lookup_method(method), **dict(method_options))
+    scorers = [functools.partial(lookup_metric(name), **dict(opts)) for name, opts in metrics]
+
+    def explain_one(params, image, target, key):
+        return method_fn(apply_fn, params, image[None], target[None], key=key)[0]
+
+    def step(params, images, labels, index, key):
+        predicted = jnp.argmax(apply_fn(params, images), axis=-1).astype(jnp.int32)
+        target = predicted if target_mode == "predicted" else labels.astype(jnp.int32)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+        attribution = jax.vmap(explain_one, in_axes=(None, 0, 0, 0))(params, images, target, keys)
+        columns = {"label": labels.astype(jnp.int32), "target": target, "predicted": predicted}
+        for scorer in scorers:
+            columns.update(scorer(apply_fn, params, images, attribution, target))
+        return attribution, columns
+
+    data = NamedSharding(mesh, P(DATA_AXIS))
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(
+        step,
+        in_shardings=(replicated, data, data, data, replicated),
+        out_shardings=(data, data),
+    )

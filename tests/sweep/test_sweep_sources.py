@@ -1,0 +1,69 @@
+"""Sweeps over a (mocked) tfds split and a folder of images match direct library calls."""
+
+import numpy as np
+import pytest
+from _sweep_helpers import tiny_config
+from PIL import Image
+
+import fastxai_jax as fx
+from fastxai_jax.data.preprocess import resize_and_center_crop
+from fastxai_jax.models import zoo
+from fastxai_jax.sweep import store
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def _direct(images, weights_seed=0):
+    """Saliency and insertion AUC of the tiny config's model, by the library directly."""
+    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
+    variables = zoo.random_variables(
+        module, zoo.normalise_images(images[:1], family), seed=weights_seed, train=False
+    )
+    apply_fn = zoo.make_apply_fn(module, family)
+    target = np.asarray(np.argmax(apply_fn(variables, images), axis=-1))
+    maps = fx.saliency(apply_fn, variables, images, target)
+    curves = fx.insertion_deletion(apply_fn, variables, images, maps, target, step_size=48)
+    return np.asarray(maps), np.asarray(curves["insertion"].auc), target
+
+
+def test_tfds_split_matches_direct_calls(tmp_path):
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = tfds.data_source("cifar10", split="test")
+        images = np.stack([resize_and_center_crop(source[i]["image"], 24)[0] for i in range(8)])
+        labels = [int(source[i]["label"]) for i in range(8)]
+        config = tiny_config(
+            tmp_path / "out",
+            data={"source": "tfds", "name": "cifar10", "split": "test", "image_size": 24},
+            methods=[{"name": "saliency"}],
+        )
+        result = fx.sweep.run(config, progress=False)
+    rows = result["table"]["rows"]
+    maps, insertion, target = _direct(images)
+    assert [r["label"] for r in rows] == labels
+    assert [r["target"] for r in rows] == target.tolist()
+    np.testing.assert_allclose([r["insertion_auc"] for r in rows], insertion, atol=1e-5)
+    saved = np.load(store.shard_paths(tmp_path / "out", "cnn", "saliency", 0)[0])
+    np.testing.assert_allclose(saved, maps, atol=1e-5, rtol=1e-5)
+
+
+def test_folder_of_images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(8):
+        pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    data = {"source": "folder", "path": str(folder), "image_size": 24}
+    with pytest.raises(ValueError, match="field target"):
+        fx.sweep.run(tiny_config(tmp_path / "bad", data=data, target="label"), progress=False)
+    config = tiny_config(tmp_path / "out", data=data, methods=[{"name": "saliency"}])
+    rows = fx.sweep.run(config, progress=False)["table"]["rows"]
+    images = np.stack(
+        [resize_and_center_crop(np.asarray(Image.open(folder / f"img_{i}.png")), 24)[0]
+         for i in range(8)]
+    )  # fmt: skip
+    _, insertion, target = _direct(images)
+    assert [r["label"] for r in rows] == [-1] * 8
+    assert [r["target"] for r in rows] == target.tolist()
+    np.testing.assert_allclose([r["insertion_auc"] for r in rows], insertion, atol=1e-5)
