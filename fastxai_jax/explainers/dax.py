@@ -423,6 +423,8 @@ def dax(
     for option, allowed in _CHOICES.items():
         if getattr(config, option) not in allowed:
             raise ValueError(f"{option} must be one of {allowed}; got {getattr(config, option)!r}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
     if not isinstance(config.batch_max, bool):
         raise ValueError(f"batch_max must be a bool; got {config.batch_max!r}")
     if not config.input_scale > 0:

@@ -7,7 +7,7 @@ import pytest
 
 from fastxai_jax.core import Cost
 from fastxai_jax.explainers import dax as dax_lib
-from fastxai_jax.explainers._dax_pipeline import _zero_border
+from fastxai_jax.explainers._dax_pipeline import _zero_border, hsv_groups, rgb_to_hsv_authors
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.models.dax_nets import DaxMaskGenerator, DaxStudent
 
@@ -275,6 +275,13 @@ def test_superpixels_and_validation(key):
         ("border", 0.5),
         ("fill", 1.5),
         ("fill", "black"),
+        ("reduction", "max"),
+        ("split", "shuffled"),
+        ("augment", "jitter"),
+        ("snapshot_timing", "middle"),
+        ("snapshot_smoothing", "gaussian"),
+        ("batch_max", 1),
+        ("dropout", 1.0),
     ]:
         with pytest.raises(ValueError, match=option):
             dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), zeros, key=key, **{option: value})
@@ -308,3 +315,58 @@ def test_fill_from_text_and_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["train-explainer", "--method", "dax", "--workdir", "unused", "--dax-fill", "black"])
     assert "--dax-fill" in capsys.readouterr().err
+
+
+def test_authors_hsv_closed_form():
+    """Their hue: 60·(g−r)/Δ + 60 with blue smallest, 180 for a grey pixel (red is the
+    first minimum); each of h, s, v divided by its maximum over the converted group."""
+    x = jnp.array([[[[1.0, 0.5, 0.0]]], [[[0.2, 0.2, 0.2]]], [[[0.3, 0.6, 0.9]]]])
+    out = rgb_to_hsv_authors(x, jnp.array([1, 1, 0]))
+    eps = 1e-10
+    h = np.array([30.0, 180.0])
+    s = np.array([1.0 / (1.0 + eps), eps / (0.2 + eps)])
+    v = np.array([1.0, 0.2])
+    expected = np.stack([h / h.max(), s / s.max(), v / v.max()], axis=-1)
+    np.testing.assert_allclose(out[:2, 0, 0], expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(out[2], x[2])  # group 0 is left in RGB
+
+
+@pytest.mark.parametrize("step, first, count", [(0, False, 9), (1, False, 6), (0, True, 9)])
+def test_authors_hsv_share_of_a_batch(key, step, first, count):
+    """int(16·3/5) = 9 rows on even steps, int(16·2/5) = 6 on odd ones; in the first
+    batch the explained image (row 0) is converted alone and not drawn."""
+    groups = np.asarray(hsv_groups(key, 16, jnp.int32(step), jnp.bool_(first)))
+    assert np.sum(groups == 1) == count
+    assert (groups[0] == 2) == first and np.sum(groups == 2) == int(first)
+
+
+@pytest.mark.slow  # two compiled fits: ~60 s on the shared 2-core machine
+def test_snapshot_timing_without_learning(key):
+    """With a zero learning rate the generator never moves: its mask at the start of
+    an epoch (authors) equals the one at the end (SPEC), on the ordered split with a
+    final partial batch; ``reduction="mean"`` is the sum over the batch size."""
+    x = jax.random.uniform(key, (1, 8, 8, 3))
+    options = dict(num_samples=45, epochs=2, hidden=4, features=2, patch_size=4, chunk=45,
+                   split="ordered", learning_rate=0.0)  # fmt: skip
+    masks = [
+        dax_lib.dax(
+            _corner_target,
+            60.0,
+            x,
+            jnp.zeros((1,), jnp.int32),
+            key=key,
+            pool=4,
+            snapshot_timing=timing,
+            return_info=True,
+            **options,
+        )  # fmt: skip
+        for timing in ("start", "end")
+    ]
+    np.testing.assert_allclose(masks[0][0], masks[1][0], atol=1e-6)
+    # 45 samples: 40 train = 2 batches of 16 + 8; 5 validation
+    s_keep, s_removed = jnp.array([0.2, 0.4]), jnp.array([0.1, 0.3])
+    p, w = jnp.array([0.5, 0.5]), jnp.array([1.0, 0.5])
+    total = dax_lib.dax_objective(s_keep, s_removed, p, w, 1.0)
+    np.testing.assert_allclose(
+        dax_lib.dax_objective(s_keep, s_removed, p, w, 1.0, "mean"), total / 2, rtol=1e-6
+    )
