@@ -1,9 +1,10 @@
-"""DAX's network-input pipeline and snapshot post-processing (SPEC §3).
+"""DAX's perturbations, network-input pipeline and snapshot post-processing (SPEC §3).
 
-What the authors' code (``iiscleap/DAX``, ``lime/student_ntw_learn.py``,
-``train`` and ``StudentModel.predict_proba``) does around the two networks,
-written for JAX so that :mod:`fastxai_jax.explainers.dax` can offer it as
-options:
+The LIME half (sampling, fill, kernel weights, black-box queries) follows
+``lime/lime_image.py`` of the authors' code (``iiscleap/DAX``); the rest is what
+their ``lime/student_ntw_learn.py`` (``train``, ``StudentModel.predict_proba``)
+does around the two networks, written for JAX so that
+:mod:`fastxai_jax.explainers.dax` can offer it as options:
 
 * each minibatch is divided by its own maximum, a random 3/5 (even steps) or
   2/5 (odd steps) of it is converted to their HSV (:func:`rgb_to_hsv_authors`),
@@ -12,6 +13,14 @@ options:
 * a snapshot of the explained image's mask is max-pooled by 8, upsampled ×8
   bilinearly, min-max normalised and its border zeroed; the snapshots are then
   averaged and min-max normalised again.
+
+Not reproduced (no effect on the explanation or outside DAX): their validation
+batches are half converted to HSV (our validation loss, reported only, sees
+none); torch's BatchNorm keeps an unbiased running variance (flax: biased; only
+the eval-mode student of the validation loss uses it); their network input is
+resized by torchvision (``jax.image.resize`` here); their evaluation harness
+divides each query batch by its maximum before the classifier (a property of
+the black box, i.e. of ``apply_fn``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.core import ApplyFn, Params
 from fastxai_jax.models.dax_nets import minmax_normalise
 from fastxai_jax.models.pooling import max_pool
 
@@ -87,6 +97,42 @@ def segment_fill(
     if fill == "mean":
         return segment_means(x, labels, num_segments)[labels]
     return jnp.full_like(x, fill)
+
+
+def _resize(images: jax.Array, size: int | None, method: str) -> jax.Array:
+    if size is None or images.shape[-3:-1] == (size, size):
+        return images
+    shape = images.shape[:-3] + (size, size) + images.shape[-1:]
+    return jax.image.resize(images, shape, method=method)
+
+
+def query_probabilities(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: jax.Array,
+    labels: jax.Array,
+    fill: jax.Array,
+    z: jax.Array,
+    target: jax.Array,
+    chunk: int,
+) -> jax.Array:
+    """Black-box ``p_f(target | x̃)`` for every perturbation, ``[N]``, no gradient.
+
+    Queries go in chunks of ``chunk`` (``lax.map``); the outputs are wrapped in
+    ``stop_gradient`` and no derivative of ``apply_fn`` is ever requested.
+    """
+    params = jax.lax.stop_gradient(params)
+
+    def probs(z_rows):
+        logits = apply_fn(params, perturb(x, labels, fill, z_rows))
+        return jax.nn.softmax(logits, axis=-1)[:, target]
+
+    num = z.shape[0]
+    chunk = min(chunk, num)
+    num_chunks = -(-num // chunk)
+    padded = jnp.pad(z, ((0, num_chunks * chunk - num), (0, 0)))
+    p = jax.lax.map(probs, jnp.reshape(padded, (num_chunks, chunk, z.shape[1])))
+    return jax.lax.stop_gradient(jnp.reshape(p, (-1,))[:num])
 
 
 def rgb_to_hsv_authors(x: jax.Array, groups: jax.Array, num_groups: int = 2) -> jax.Array:

@@ -61,11 +61,13 @@ from fastxai_jax.explainers._dax_config import (
     parse_fill,
 )
 from fastxai_jax.explainers._dax_pipeline import (
+    _resize,
     combine_snapshots,
     hsv_groups,
     lime_kernel_weights,
     network_inputs,
     perturb,
+    query_probabilities,
     sample_perturbations,
     segment_fill,
     segment_means,
@@ -166,42 +168,6 @@ def dax_loss(
     loss = dax_objective(s_keep, s_removed, p, w, config.lam, config.reduction)
     loss = loss + config.l1 * jnp.mean(mask)
     return loss, vars_out
-
-
-def _resize(images: jax.Array, size: int | None, method: str) -> jax.Array:
-    if size is None or images.shape[-3:-1] == (size, size):
-        return images
-    shape = images.shape[:-3] + (size, size) + images.shape[-1:]
-    return jax.image.resize(images, shape, method=method)
-
-
-def query_probabilities(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    labels: jax.Array,
-    fill: jax.Array,
-    z: jax.Array,
-    target: jax.Array,
-    chunk: int,
-) -> jax.Array:
-    """Black-box ``p_f(target | x̃)`` for every perturbation, ``[N]``, no gradient.
-
-    Queries go in chunks of ``chunk`` (``lax.map``); the outputs are wrapped in
-    ``stop_gradient`` and no derivative of ``apply_fn`` is ever requested.
-    """
-    params = jax.lax.stop_gradient(params)
-
-    def probs(z_rows):
-        logits = apply_fn(params, perturb(x, labels, fill, z_rows))
-        return jax.nn.softmax(logits, axis=-1)[:, target]
-
-    num = z.shape[0]
-    chunk = min(chunk, num)
-    num_chunks = -(-num // chunk)
-    padded = jnp.pad(z, ((0, num_chunks * chunk - num), (0, 0)))
-    p = jax.lax.map(probs, jnp.reshape(padded, (num_chunks, chunk, z.shape[1])))
-    return jax.lax.stop_gradient(jnp.reshape(p, (-1,))[:num])
 
 
 def dax_fit(
