@@ -65,8 +65,9 @@ def superpixel_segments(
     for image in images:
         if method == "quickshift":
             kw = {"kernel_size": 4, "max_dist": 200, "ratio": 0.2, **options}
-            # quickshift's max_dist is in the authors' 0..255 colour units.
-            seg = quickshift(image * 255.0, convert2lab=True, **kw)
+            # the authors segment the uint8 image (``astype(np.uint8)`` truncates);
+            # quickshift turns it back into [0, 1] floats before its Lab conversion.
+            seg = quickshift((image * 255.0).astype(np.uint8), convert2lab=True, **kw)
         else:
             kw = {"n_segments": 50, "compactness": 10.0, "start_label": 0, **options}
             seg = slic(image, **kw)

@@ -4,7 +4,8 @@ Gradient-free and per input. For one image:
 
 1. segment it (patch grid by default, superpixels as an option);
 2. draw ``N`` binary vectors over segments (the first all-ones), replace "off"
-   segments by their mean colour (or a constant, ``fill``), and query the black box for
+   segments by one grey value each, the mean of the segment's three channel
+   means (the authors' code; SPEC §3), and query the black box for
    ``p = p_f(ŷ | x̃)`` — through its *outputs only*: the query sits behind
    ``lax.stop_gradient`` and nothing is ever differentiated through it, so a
    target without a gradient (e.g. a ``jax.pure_callback``) works;
@@ -14,19 +15,27 @@ Gradient-free and per input. For one image:
    ``Σ w (s(x̃⊙g(x̃)) − p)² − λ Σ w (s(x̃⊙(1−g(x̃))) − p)²`` with SGD
    (Nesterov momentum), batch 16, 90/10 train/val split;
 5. explanation: ``g(x)`` of the unperturbed image averaged over the snapshots
-   taken after each of the first six epochs, min-max normalised.
+   of the first six epochs, min-max normalised.
+
+Where the authors' code (``iiscleap/DAX``) differs from the paper/SPEC or adds
+steps, :data:`AUTHORS_CODE` holds the options that reproduce it: the mean
+(not sum) over the minibatch, the ordered split, their HSV colour augmentation
+and batch-max input scaling, snapshots at the *start* of each epoch, smoothed
+and border-zeroed one by one (``tests/parity/test_dax_parity.py`` checks each
+component against their code). The defaults stay the formula of the paper/SPEC
+except the grey fill, which SPEC now prescribes.
 
 With one student shared by both terms (SPEC, authors), the student can lower
 the loss by *anti*-predicting ``p`` from the complement image, which rewards
 masks that leave evidence outside them; ``complement_trains_student=False``
 holds the student fixed in the complement term so that term only moves the
-generator. Filling "off" segments with their own mean colour (LIME's default)
-keeps colour evidence a class may rest on; ``fill=0.0`` (LIME's ``hide_color``,
-black) removes it. On the embedded benchmark's 32 test images (1000 samples ×
-9 epochs, the authors' 7/128 border zeroed, all epochs' masks averaged)
-deletion AUC / pointing game: held student with black fill 0.171 / 0.44, with
-mean fill 0.293 / 0.38; a per-pixel random map 0.199 / 0.09, an 8×8-cell one
-0.351 / 0.09.
+generator. A segment's own mean colour (``fill="mean"``, LIME's original) keeps
+colour evidence a class may rest on; the grey fill keeps its brightness;
+``fill=0.0`` (LIME's ``hide_color``, black) removes both. On the embedded
+benchmark's 32 test images (1000 samples × 9 epochs, the authors' 7/128 border
+zeroed, all epochs' masks averaged) deletion AUC / pointing game: held student
+with black fill 0.171 / 0.44, with mean-colour fill 0.293 / 0.38; a per-pixel
+random map 0.199 / 0.09, an 8×8-cell one 0.351 / 0.09.
 
 The fit is written for one input (:func:`dax_fit`) with ``lax.scan`` over
 epochs and steps, and :func:`dax` ``vmap``s it: many independent fits in one
@@ -36,145 +45,74 @@ compiled program.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
+from fastxai_jax.explainers._dax_config import (
+    _CHOICES,
+    AUTHORS_CODE,
+    FILLS,
+    DaxConfig,
+    _check_fill,
+    parse_fill,
+)
+from fastxai_jax.explainers._dax_pipeline import (
+    _resize,
+    combine_snapshots,
+    hsv_groups,
+    lime_kernel_weights,
+    network_inputs,
+    perturb,
+    query_probabilities,
+    sample_perturbations,
+    segment_fill,
+    segment_means,
+)
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.explainers.registry import register
 from fastxai_jax.models.dax_nets import (
     MASK_NORMALISATIONS,
     DaxMaskGenerator,
     DaxStudent,
-    minmax_normalise,
 )
 
-
-class DaxConfig(NamedTuple):
-    """Static DAX options (authors' values as defaults; scale down for speed).
-
-    Attributes:
-      num_samples: perturbations ``N`` per input (first all-ones).
-      epochs: training epochs over the train split.
-      batch_size: SGD minibatch.
-      learning_rate: SGD step size.
-      momentum: Nesterov momentum.
-      lam: weight ``λ`` of the complement term.
-      l1: optional weight of an L1 (mean) mask penalty (0 = off).
-      snapshot_epochs: masks of the first this many epochs are averaged.
-      val_fraction: held-out fraction (validation loss reported, not used).
-      kernel_width: LIME kernel width.
-      hidden: student hidden width.
-      features: mask-generator conv channels.
-      pool: mask-generator pool factor.
-      mask_normalise: the generator's min-max per image (``"image"``) or over
-        the minibatch (``"batch"``, the authors' code).
-      net_size: side the networks see (``None``: the input size).
-      input_scale: the networks see pixels times this (authors: 255, i.e. 0..255).
-      border: fraction of the side zeroed at each border of the explanation
-        (authors: 7/128, "suppress border noise" of the zero-padded convolutions).
-      complement_trains_student: whether the complement term also trains the
-        student (SPEC and the authors' code: yes). ``False`` holds the student
-        fixed in that term, so only the generator is pushed to leave no evidence
-        outside the mask (a shared student otherwise learns to *anti*-predict
-        ``p`` from the complement, which rewards masks that leave evidence there).
-      fill: what an "off" segment becomes: ``"mean"`` (its own mean colour, the
-        LIME default the authors use) or a number in ``[0, 1]`` painted over it
-        (LIME's ``hide_color``; ``0.0`` = black, the substrate RISE and the
-        deletion metric use). A segment's mean colour keeps colour evidence that
-        a class may rest on; a constant removes it.
-      chunk: target queries per compiled batch.
-    """
-
-    num_samples: int = 3000
-    epochs: int = 9
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
-    lam: float = 1.0
-    l1: float = 0.0
-    snapshot_epochs: int = 6
-    val_fraction: float = 0.1
-    kernel_width: float = 0.25
-    hidden: int = 512
-    features: int = 32
-    pool: int = 8
-    mask_normalise: str = "image"
-    net_size: int | None = None
-    input_scale: float = 1.0
-    border: float = 0.0
-    complement_trains_student: bool = True
-    fill: str | float = "mean"
-    chunk: int = 256
-
-
-def _check_fill(fill: str | float, shown: object) -> None:
-    if fill != "mean" and not (isinstance(fill, int | float) and 0.0 <= fill <= 1.0):
-        raise ValueError(f"fill must be 'mean' or a number in [0, 1]; got {shown!r}")
-
-
-def parse_fill(text: str) -> str | float:
-    """A ``fill`` option from text (command lines): ``"mean"`` or a number in ``[0, 1]``."""
-    try:
-        value = text if text == "mean" else float(text)
-    except ValueError:
-        value = None
-    _check_fill(value, text)
-    return value
-
-
-def lime_kernel_weights(z: jax.Array, kernel_width: float = 0.25) -> jax.Array:
-    """LIME weights ``sqrt(exp(−d²/width²))``, ``d`` = cosine distance to all-ones.
-
-    Args:
-      z: ``[N, K]`` binary perturbation vectors.
-      kernel_width: kernel width (DAX/LIME: 0.25).
-
-    Returns:
-      ``[N]`` weights in ``(0, 1]``.
-    """
-    ones = jnp.ones((z.shape[-1],), z.dtype)
-    norm = jnp.linalg.norm(z, axis=-1) * jnp.sqrt(float(z.shape[-1]))
-    cosine = (z @ ones) / jnp.maximum(norm, 1e-12)
-    distance = 1.0 - cosine
-    return jnp.sqrt(jnp.exp(-(distance**2) / kernel_width**2))
-
-
-def sample_perturbations(key: jax.Array, num_samples: int, valid: jax.Array) -> jax.Array:
-    """``[N, K]`` float {0, 1} vectors, row 0 all-ones; invalid segments stay 0."""
-    z = jax.random.bernoulli(key, 0.5, (num_samples, valid.shape[0])).astype(jnp.float32)
-    z = z.at[0].set(1.0)
-    return z * valid[None, :]
-
-
-def segment_means(x: jax.Array, labels: jax.Array, num_segments: int) -> jax.Array:
-    """Per-segment mean colour ``[K, C]`` of ``x: [H, W, C]`` with ``labels: [H, W]``."""
-    flat = jnp.reshape(x, (-1, x.shape[-1]))
-    ids = jnp.reshape(labels, (-1,))
-    sums = jax.ops.segment_sum(flat, ids, num_segments)
-    counts = jax.ops.segment_sum(jnp.ones_like(ids, x.dtype), ids, num_segments)
-    return sums / jnp.maximum(counts, 1.0)[:, None]
-
-
-def perturb(x: jax.Array, labels: jax.Array, fill: jax.Array, z: jax.Array) -> jax.Array:
-    """Images ``[N, H, W, C]``: segment ``k`` kept where ``z[:, k] = 1``, else ``fill``.
-
-    Args:
-      x: ``[H, W, C]``; labels: ``[H, W]``; fill: ``[H, W, C]`` off-segment pixels;
-      z: ``[N, K]`` binary vectors.
-    """
-    keep = z[:, labels][..., None]
-    return keep * x[None] + (1.0 - keep) * fill[None]
+__all__ = [
+    "AUTHORS_CODE",
+    "FILLS",
+    "DaxConfig",
+    "dax",
+    "dax_cost",
+    "dax_fit",
+    "dax_loss",
+    "dax_objective",
+    "lime_kernel_weights",
+    "parse_fill",
+    "perturb",
+    "query_probabilities",
+    "sample_perturbations",
+    "segment_fill",
+    "segment_means",
+]
 
 
 def dax_objective(
-    s_keep: jax.Array, s_removed: jax.Array, p: jax.Array, w: jax.Array, lam: float
+    s_keep: jax.Array,
+    s_removed: jax.Array,
+    p: jax.Array,
+    w: jax.Array,
+    lam: float,
+    reduction: str = "sum",
 ) -> jax.Array:
-    """``Σ w (s_keep − p)² − λ Σ w (s_removed − p)²`` over a minibatch ``[M]``."""
-    return jnp.sum(w * (s_keep - p) ** 2) - lam * jnp.sum(w * (s_removed - p) ** 2)
+    """``Σ w (s_keep − p)² − λ Σ w (s_removed − p)²`` over a minibatch ``[M]``.
+
+    ``reduction="mean"`` divides both sums by ``M`` (the authors' ``torch.mean``).
+    """
+    loss = jnp.sum(w * (s_keep - p) ** 2) - lam * jnp.sum(w * (s_removed - p) ** 2)
+    return loss / s_keep.shape[0] if reduction == "mean" else loss
 
 
 def _nets(config: DaxConfig) -> tuple[DaxMaskGenerator, DaxStudent]:
@@ -182,7 +120,7 @@ def _nets(config: DaxConfig) -> tuple[DaxMaskGenerator, DaxStudent]:
         DaxMaskGenerator(
             features=config.features, pool=config.pool, normalise=config.mask_normalise
         ),
-        DaxStudent(hidden=config.hidden),
+        DaxStudent(hidden=config.hidden, dropout=config.dropout),
     )
 
 
@@ -227,54 +165,9 @@ def dax_loss(
     )
     # a student held fixed in the complement term keeps the keep pass's statistics
     vars_out = {**student_vars, **upd} if trains else vars_keep
-    loss = dax_objective(s_keep, s_removed, p, w, config.lam)
+    loss = dax_objective(s_keep, s_removed, p, w, config.lam, config.reduction)
     loss = loss + config.l1 * jnp.mean(mask)
     return loss, vars_out
-
-
-def _suppress_border(mask: jax.Array, fraction: float) -> jax.Array:
-    """Zeroes a border of ``round(fraction · side)`` pixels (at least one) of ``[h, w]``."""
-    h, w = mask.shape
-    bh, bw = max(1, round(fraction * h)), max(1, round(fraction * w))
-    rows = (jnp.arange(h) >= bh) & (jnp.arange(h) < h - bh)
-    cols = (jnp.arange(w) >= bw) & (jnp.arange(w) < w - bw)
-    return mask * (rows[:, None] & cols[None, :]).astype(mask.dtype)
-
-
-def _resize(images: jax.Array, size: int | None, method: str) -> jax.Array:
-    if size is None or images.shape[-3:-1] == (size, size):
-        return images
-    shape = images.shape[:-3] + (size, size) + images.shape[-1:]
-    return jax.image.resize(images, shape, method=method)
-
-
-def query_probabilities(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    labels: jax.Array,
-    fill: jax.Array,
-    z: jax.Array,
-    target: jax.Array,
-    chunk: int,
-) -> jax.Array:
-    """Black-box ``p_f(target | x̃)`` for every perturbation, ``[N]``, no gradient.
-
-    Queries go in chunks of ``chunk`` (``lax.map``); the outputs are wrapped in
-    ``stop_gradient`` and no derivative of ``apply_fn`` is ever requested.
-    """
-    params = jax.lax.stop_gradient(params)
-
-    def probs(z_rows):
-        logits = apply_fn(params, perturb(x, labels, fill, z_rows))
-        return jax.nn.softmax(logits, axis=-1)[:, target]
-
-    num = z.shape[0]
-    chunk = min(chunk, num)
-    num_chunks = -(-num // chunk)
-    padded = jnp.pad(z, ((0, num_chunks * chunk - num), (0, 0)))
-    p = jax.lax.map(probs, jnp.reshape(padded, (num_chunks, chunk, z.shape[1])))
-    return jax.lax.stop_gradient(jnp.reshape(p, (-1,))[:num])
 
 
 def dax_fit(
@@ -306,92 +199,122 @@ def dax_fit(
     num_segments = valid.shape[0]
     key_z, key_init, key_split, key_train = jax.random.split(key, 4)
     z = sample_perturbations(key_z, config.num_samples, valid)
-    if config.fill == "mean":
-        fill = segment_means(x, labels, num_segments)[labels]
-    else:
-        fill = jnp.full_like(x, config.fill)
+    fill = segment_fill(x, labels, num_segments, config.fill)
     p = query_probabilities(apply_fn, params, x, labels, fill, z, target, config.chunk)
     w = lime_kernel_weights(z, config.kernel_width)
 
     # The networks see everything at ``net_size``: resize the image, the fill
     # and (nearest) the labels once, then rebuild each minibatch from z.
-    x_net = _resize(x, config.net_size, "bilinear") * config.input_scale
-    fill_net = _resize(fill, config.net_size, "bilinear") * config.input_scale
+    x_net = _resize(x, config.net_size, "bilinear")
+    fill_net = _resize(fill, config.net_size, "bilinear")
     labels_net = _resize(labels[..., None], config.net_size, "nearest")[..., 0]
+    augment = config.augment == "hsv"
+
+    def net_batch(idx, step_key, step_index, first):
+        images = perturb(x_net, labels_net, fill_net, z[idx])
+        groups = hsv_groups(step_key, idx.shape[0], step_index, first) if augment else None
+        return network_inputs(images, groups, config.batch_max, config.input_scale)
 
     generator, student = _nets(config)
     key_g, key_s = jax.random.split(key_init)
-    gen_params = generator.init(key_g, x_net[None])
-    student_vars = student.init(key_s, x_net[None], train=False)
+    x_first = net_batch(jnp.zeros((1,), jnp.int32), key_g, 0, True)
+    gen_params = generator.init(key_g, x_first)
+    student_vars = student.init(key_s, x_first, train=False)
     optimizer = optax.sgd(config.learning_rate, momentum=config.momentum, nesterov=True)
     trainable = (gen_params, student_vars["params"])
     opt_state = optimizer.init(trainable)
 
-    num_val = int(round(config.val_fraction * config.num_samples))
+    ordered = config.split == "ordered"
+    fraction_val = config.val_fraction * config.num_samples
+    num_val = math.ceil(fraction_val) if ordered else int(round(fraction_val))
     num_train = config.num_samples - num_val
     steps_per_epoch = num_train // config.batch_size
+    remainder = num_train - steps_per_epoch * config.batch_size if ordered else 0
     if steps_per_epoch < 1:
         raise ValueError(
             f"num_samples={config.num_samples} leaves {num_train} training samples, fewer than "
             f"batch_size={config.batch_size}"
         )
-    order = jax.random.permutation(key_split, config.num_samples)
-    train_idx, val_idx = order[:num_train], order[num_train:]
+    if ordered:
+        train_idx, val_idx = jnp.arange(num_train), jnp.arange(num_train, config.num_samples)
+    else:
+        order = jax.random.permutation(key_split, config.num_samples)
+        train_idx, val_idx = order[:num_train], order[num_train:]
 
-    def loss_fn(trainable, stats, idx, step_key):
+    def loss_fn(trainable, stats, images, idx, dropout_key):
         g_params, s_params = trainable
-        images = perturb(x_net, labels_net, fill_net, z[idx])
-        return dax_loss(
-            g_params, {"params": s_params, **stats}, images, p[idx], w[idx], step_key, config
-        )
+        student_vars = {"params": s_params, **stats}
+        return dax_loss(g_params, student_vars, images, p[idx], w[idx], dropout_key, config)
 
     def step(carry, inputs):
         trainable, stats, opt_state = carry
-        idx, step_key = inputs
+        idx, step_key, step_index = inputs
+        # without augmentation the step key is the dropout key (as before the option)
+        key_aug, key_drop = jax.random.split(step_key) if augment else (step_key, step_key)
+        images = net_batch(idx, key_aug, step_index, ordered & (step_index == 0))
         (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, stats, idx, step_key
+            trainable, stats, images, idx, key_drop
         )
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
         stats = {"batch_stats": new_vars["batch_stats"]}
         return (trainable, stats, opt_state), loss
 
+    def snapshot(g_params, first_idx, first_key):
+        """The explained image's mask: as row 0 of the epoch's first batch ("start",
+        as that step sees it) or on its own ("end")."""
+        key_aug = jax.random.split(first_key)[0] if augment else first_key
+        if config.snapshot_timing == "start":
+            images = net_batch(first_idx.at[0].set(0), key_aug, 0, True)
+        else:
+            images = net_batch(jnp.zeros((1,), jnp.int32), key_aug, 0, True)
+        return generator.apply(g_params, images)[0]
+
     def epoch(carry, epoch_index):
-        trainable, stats, opt_state, mask_sum = carry
+        trainable, stats, opt_state = carry
         epoch_key = jax.random.fold_in(key_train, epoch_index)
         key_perm, key_steps = jax.random.split(epoch_key)
-        perm = jax.random.permutation(key_perm, train_idx)
+        perm = train_idx if ordered else jax.random.permutation(key_perm, train_idx)
         batches = jnp.reshape(
             perm[: steps_per_epoch * config.batch_size], (steps_per_epoch, config.batch_size)
         )
-        step_keys = jax.random.split(key_steps, steps_per_epoch)
-        (trainable, stats, opt_state), losses = jax.lax.scan(
-            step, (trainable, stats, opt_state), (batches, step_keys)
-        )
-        snapshot = generator.apply(trainable[0], x_net[None])[0]
-        take = (epoch_index < config.snapshot_epochs).astype(snapshot.dtype)
-        return (trainable, stats, opt_state, mask_sum + take * snapshot), jnp.mean(losses)
+        step_keys = jax.random.split(key_steps, steps_per_epoch + (1 if remainder else 0))
+        if config.snapshot_timing == "start":
+            taken = snapshot(carry[0][0], batches[0], step_keys[0])
+        steps = jnp.arange(steps_per_epoch)
+        carry, losses = jax.lax.scan(step, carry, (batches, step_keys[:steps_per_epoch], steps))
+        if remainder:
+            tail = perm[steps_per_epoch * config.batch_size :]
+            carry, tail_loss = step(carry, (tail, step_keys[-1], steps_per_epoch))
+            losses = jnp.concatenate([losses, tail_loss[None]])
+        if config.snapshot_timing == "end":
+            taken = snapshot(carry[0][0], batches[0], step_keys[0])
+        return carry, (jnp.mean(losses), taken)
 
     stats = {"batch_stats": student_vars["batch_stats"]}
-    init = (trainable, stats, opt_state, jnp.zeros(x_net.shape[:2], x.dtype))
-    (trainable, stats, _, mask_sum), epoch_loss = jax.lax.scan(
-        epoch, init, jnp.arange(config.epochs)
+    (trainable, stats, _), (epoch_loss, snapshots) = jax.lax.scan(
+        epoch, (trainable, stats, opt_state), jnp.arange(config.epochs)
     )
 
     g_params, s_params = trainable
     if num_val:
-        val_images = perturb(x_net, labels_net, fill_net, z[val_idx])
+        val_images = network_inputs(
+            perturb(x_net, labels_net, fill_net, z[val_idx]), None, config.batch_max,
+            config.input_scale,
+        )  # fmt: skip
         val_mask = generator.apply(g_params, val_images)[..., None]
         s_vars = {"params": s_params, **stats}
         s_keep = student.apply(s_vars, val_images * val_mask)
         s_removed = student.apply(s_vars, val_images * (1.0 - val_mask))
-        val_loss = dax_objective(s_keep, s_removed, p[val_idx], w[val_idx], config.lam)
+        val_loss = dax_objective(
+            s_keep, s_removed, p[val_idx], w[val_idx], config.lam, config.reduction
+        )
     else:
         val_loss = jnp.zeros((), x.dtype)
 
-    mask = minmax_normalise(mask_sum, axes=(0, 1))
-    if config.border > 0:
-        mask = _suppress_border(mask, config.border)
+    mask = combine_snapshots(
+        snapshots[: config.snapshot_epochs], config.snapshot_smoothing, config.pool, config.border
+    )
     if mask.shape != x.shape[:2]:
         mask = jax.image.resize(mask, x.shape[:2], method="bilinear")
     info = {"epoch_loss": epoch_loss, "val_loss": val_loss, "probs": p}
@@ -463,6 +386,13 @@ def dax(
             f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
         )
     _check_fill(config.fill, config.fill)
+    for option, allowed in _CHOICES.items():
+        if getattr(config, option) not in allowed:
+            raise ValueError(f"{option} must be one of {allowed}; got {getattr(config, option)!r}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
+    if not isinstance(config.batch_max, bool):
+        raise ValueError(f"batch_max must be a bool; got {config.batch_max!r}")
     if not config.input_scale > 0:
         raise ValueError(f"input_scale must be positive; got {config.input_scale!r}")
     if not 0.0 <= config.border < 0.5:

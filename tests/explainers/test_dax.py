@@ -7,6 +7,7 @@ import pytest
 
 from fastxai_jax.core import Cost
 from fastxai_jax.explainers import dax as dax_lib
+from fastxai_jax.explainers._dax_pipeline import _zero_border, hsv_groups, rgb_to_hsv_authors
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.models.dax_nets import DaxMaskGenerator, DaxStudent
 
@@ -128,7 +129,7 @@ def test_mask_generator_batch_normalisation_is_one_minmax_over_the_batch(key):
 
 def test_border_suppression_zeroes_the_frame():
     mask = jnp.ones((16, 20))
-    out = dax_lib._suppress_border(mask, 0.125)  # 2 rows, 2 (round(2.5)) columns
+    out = _zero_border(mask, 0.125)  # 2 rows, 2 (round(2.5)) columns
     expected = np.zeros((16, 20))
     expected[2:14, 2:18] = 1.0
     np.testing.assert_array_equal(out, expected)
@@ -157,10 +158,11 @@ def test_perturbation_first_all_ones_and_mean_fill(key):
     np.testing.assert_array_equal(off[4:], x[4:])
 
 
-@pytest.mark.parametrize("fill", ["mean", 0.0, 0.5])
+@pytest.mark.parametrize("fill", ["grey", "mean", 0.0, 0.5])
 def test_queried_probabilities_use_the_fill(key, fill):
     """``info["probs"]`` is the black box on images whose off segments hold ``fill``:
-    their own mean colour, or the constant (LIME's hide_color)."""
+    one grey value (mean of the channel means), their own mean colour, or the
+    constant (LIME's hide_color)."""
     x = jax.random.uniform(key, (1, 16, 16, 3))
     options = dict(TINY, num_samples=32, epochs=1, fill=fill)
     _, info = dax_lib.dax(_corner_target, 60.0, x, jnp.zeros((1,), jnp.int32), key=key,
@@ -176,7 +178,10 @@ def test_queried_probabilities_use_the_fill(key, fill):
         img = image.copy()
         for k in np.flatnonzero(row == 0):
             sel = lab == k
-            img[sel] = image[sel].mean(axis=0) if fill == "mean" else fill
+            if fill == "grey":
+                img[sel] = image[sel].mean(axis=0).mean()
+            else:
+                img[sel] = image[sel].mean(axis=0) if fill == "mean" else fill
         expected.append(img)
     logits = _corner_target(60.0, jnp.asarray(np.stack(expected)))
     np.testing.assert_allclose(info["probs"][0], jax.nn.softmax(logits)[:, 0], rtol=1e-5, atol=1e-6)
@@ -204,9 +209,12 @@ def callback_target(params, x):
 def fitted():
     x = jax.random.uniform(jax.random.key(11), (3, 16, 16, 3))
     target = jnp.array([0, 1, 0], jnp.int32)
+    # the corner target is built so that a segment's own mean colour removes its
+    # evidence; the fixture keeps that fill (the default became the authors' grey)
     masks, info = dax_lib.dax(
-        callback_target, None, x, target, key=jax.random.key(7), return_info=True, **TINY
-    )
+        callback_target, None, x, target, key=jax.random.key(7), return_info=True, fill="mean",
+        **TINY,
+    )  # fmt: skip
     return x, target, masks, info
 
 
@@ -225,7 +233,8 @@ def test_vmapped_fits_equal_single_fits(fitted):
     x, target, masks, info = fitted
     # input b is fitted with split(key, B)[b]; refit each alone with that key.
     keys = jax.random.split(jax.random.key(7), 3)
-    config = dax_lib.DaxConfig(**{k: v for k, v in TINY.items() if k != "patch_size"})
+    options = {k: v for k, v in TINY.items() if k != "patch_size"}
+    config = dax_lib.DaxConfig(**options, fill="mean")
     labels, num = grid_segments((16, 16), 4)
     single = jax.jit(
         lambda xb, tb, kb: dax_lib.dax_fit(
@@ -266,6 +275,13 @@ def test_superpixels_and_validation(key):
         ("border", 0.5),
         ("fill", 1.5),
         ("fill", "black"),
+        ("reduction", "max"),
+        ("split", "shuffled"),
+        ("augment", "jitter"),
+        ("snapshot_timing", "middle"),
+        ("snapshot_smoothing", "gaussian"),
+        ("batch_max", 1),
+        ("dropout", 1.0),
     ]:
         with pytest.raises(ValueError, match=option):
             dax_lib.dax(_corner_target, 1.0, jnp.asarray(x), zeros, key=key, **{option: value})
@@ -299,3 +315,58 @@ def test_fill_from_text_and_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["train-explainer", "--method", "dax", "--workdir", "unused", "--dax-fill", "black"])
     assert "--dax-fill" in capsys.readouterr().err
+
+
+def test_authors_hsv_closed_form():
+    """Their hue: 60·(g−r)/Δ + 60 with blue smallest, 180 for a grey pixel (red is the
+    first minimum); each of h, s, v divided by its maximum over the converted group."""
+    x = jnp.array([[[[1.0, 0.5, 0.0]]], [[[0.2, 0.2, 0.2]]], [[[0.3, 0.6, 0.9]]]])
+    out = rgb_to_hsv_authors(x, jnp.array([1, 1, 0]))
+    eps = 1e-10
+    h = np.array([30.0, 180.0])
+    s = np.array([1.0 / (1.0 + eps), eps / (0.2 + eps)])
+    v = np.array([1.0, 0.2])
+    expected = np.stack([h / h.max(), s / s.max(), v / v.max()], axis=-1)
+    np.testing.assert_allclose(out[:2, 0, 0], expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(out[2], x[2])  # group 0 is left in RGB
+
+
+@pytest.mark.parametrize("step, first, count", [(0, False, 9), (1, False, 6), (0, True, 9)])
+def test_authors_hsv_share_of_a_batch(key, step, first, count):
+    """int(16·3/5) = 9 rows on even steps, int(16·2/5) = 6 on odd ones; in the first
+    batch the explained image (row 0) is converted alone and not drawn."""
+    groups = np.asarray(hsv_groups(key, 16, jnp.int32(step), jnp.bool_(first)))
+    assert np.sum(groups == 1) == count
+    assert (groups[0] == 2) == first and np.sum(groups == 2) == int(first)
+
+
+@pytest.mark.slow  # two compiled fits: ~60 s on the shared 2-core machine
+def test_snapshot_timing_without_learning(key):
+    """With a zero learning rate the generator never moves: its mask at the start of
+    an epoch (authors) equals the one at the end (SPEC), on the ordered split with a
+    final partial batch; ``reduction="mean"`` is the sum over the batch size."""
+    x = jax.random.uniform(key, (1, 8, 8, 3))
+    options = dict(num_samples=45, epochs=2, hidden=4, features=2, patch_size=4, chunk=45,
+                   split="ordered", learning_rate=0.0)  # fmt: skip
+    masks = [
+        dax_lib.dax(
+            _corner_target,
+            60.0,
+            x,
+            jnp.zeros((1,), jnp.int32),
+            key=key,
+            pool=4,
+            snapshot_timing=timing,
+            return_info=True,
+            **options,
+        )  # fmt: skip
+        for timing in ("start", "end")
+    ]
+    np.testing.assert_allclose(masks[0][0], masks[1][0], atol=1e-6)
+    # 45 samples: 40 train = 2 batches of 16 + 8; 5 validation
+    s_keep, s_removed = jnp.array([0.2, 0.4]), jnp.array([0.1, 0.3])
+    p, w = jnp.array([0.5, 0.5]), jnp.array([1.0, 0.5])
+    total = dax_lib.dax_objective(s_keep, s_removed, p, w, 1.0)
+    np.testing.assert_allclose(
+        dax_lib.dax_objective(s_keep, s_removed, p, w, 1.0, "mean"), total / 2, rtol=1e-6
+    )
