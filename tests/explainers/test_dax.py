@@ -11,7 +11,7 @@ from fastxai_jax.explainers._dax_pipeline import _zero_border, hsv_groups, rgb_t
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.models.dax_nets import DaxMaskGenerator, DaxStudent
 
-TINY = dict(num_samples=64, epochs=2, hidden=16, features=4, patch_size=4, chunk=32)
+TINY = dict(num_samples=64, epochs=3, hidden=16, features=4, patch_size=4, chunk=32)
 
 
 def _corner_target(params, x):
