@@ -41,7 +41,7 @@ CONFIG = {
     "mini_batch_size": MINI_BATCH,
     "ppo_epochs": 1,
     "epsilon": 0.5,
-    "lr": 1e-2,
+    "lr": 5e-2,
     "clip_param": 0.2,
     "l_kl": 1.0,
     "l_actor": 1.0,
@@ -66,10 +66,11 @@ def _install_stubs() -> None:
     sys.modules["maskgen.utils"] = mu
 
 
-def _vit_config():
+def _vit_config(initializer_range: float = 0.02):
     from transformers import ViTConfig
 
     return ViTConfig(
+        initializer_range=initializer_range,
         image_size=IMG,
         patch_size=PATCH,
         num_channels=3,
@@ -92,10 +93,12 @@ def _build(seed: int):
     from transformers import ViTForImageClassification, ViTModel
 
     torch.manual_seed(seed)
-    cfg = _vit_config()
-    target = ViTForImageClassification(cfg).eval()
-    base = ViTModel(cfg, add_pooling_layer=False)
+    # a large init makes the tiny target's prediction depend on the pixels
+    target = ViTForImageClassification(_vit_config(0.5)).eval()
+    base = ViTModel(_vit_config(0.2), add_pooling_layer=False)
     maskgen = MaskGeneratingModel(base, hidden_size=HIDDEN, num_classes=NUM_CLASSES)
+    with torch.no_grad():  # values near the rewards' mean: advantages of both signs
+        maskgen.critic[4].bias.fill_(0.6)
     return target, maskgen
 
 
@@ -268,7 +271,7 @@ def make_update_ref(trainer_mod, out: Path) -> None:
         "mb_critic_loss": np.array([m[1] for m in mb_losses]),
         "mb_entropy": np.array([m[2] for m in mb_losses]),
         "mb_kl_loss": np.array([m[3] for m in mb_losses]),
-        "mb_ratio": np.array([m[4] for m in mb_losses]),  # [n_minibatches, mini_batch, 1]
+        "mb_ratio": np.array([m[4] for m in mb_losses]),  # [n_minibatches, mini_batch_size, 1]
         "config_json": np.array(repr(CONFIG)),
     }
     arrays.update(_params(target, "target/"))

@@ -281,20 +281,39 @@ def main(argv=None) -> int:
             epochs_run += 1
             if m.trainer.should_stop:
                 break
-        # per-epoch AUCs again, straight from the authors' evaluation on each mask
-        ep_auc = [
-            pert.run_perturbation_test_opt(
-                model=explainee,
-                outputs=[{**b, "image_resized": b["image"], "image_mask": torch.tensor(mk)}],
-                stage="train",
-                epoch_idx=0,
-                is_convnet=False,
-                verbose=False,
-                img_size=IMG,
-                perturbation_type="POS",
-            )
-            for mk in masks
-        ]
+        # per-epoch AUCs again, straight from the authors' evaluation on each
+        # mask, recording the pixels torch.topk chose (the masks have ties)
+        ep_auc, ep_idx = [], np.full((len(masks), 9, IMG * IMG), -1, np.int16)
+        orig_topk = torch.topk
+        for e, mk in enumerate(masks):
+            chosen = []
+
+            def topk(*args, _orig=orig_topk, _chosen=chosen, **kw):
+                out = _orig(*args, **kw)
+                _chosen.append(out[1].reshape(-1).numpy())
+                return out
+
+            torch.topk = topk
+            try:
+                ep_auc.append(
+                    pert.run_perturbation_test_opt(
+                        model=explainee,
+                        outputs=[
+                            {**b, "image_resized": b["image"], "image_mask": torch.tensor(mk)}
+                        ],
+                        stage="train",
+                        epoch_idx=0,
+                        is_convnet=False,
+                        verbose=False,
+                        img_size=IMG,
+                        perturbation_type="POS",
+                    )
+                )
+            finally:
+                torch.topk = orig_topk
+            for j, c in enumerate(chosen):
+                ep_idx[e, j, : len(c)] = c
+        stage_b[f"{key}/epoch_topk_idx"] = ep_idx  # [E, 9, H*W] zeroed pixels, -1 padded
         stage_b[f"{key}/image"] = b["image"].numpy()
         stage_b[f"{key}/target_class"] = b["target_class"].numpy()
         stage_b[f"{key}/stop_value"] = np.float64(stop)
