@@ -233,8 +233,7 @@ def main(argv=None) -> int:
         out, grads, lr = _lightning_step(model, opt, sched, _batch(images, target))
         losses.append(out["loss"].item())
         lrs.append(lr)
-        if step < 2:
-            arrays.update({f"grad{step}/{k}": v for k, v in grads.items()})
+        arrays.update({f"grad{step}/{k}": v for k, v in grads.items()})
     arrays.update(step_loss=np.array(losses), step_lr=np.array(lrs))
     arrays.update(_params(explainer, "after/explainer/"))
     np.savez_compressed(a.out / "ltx_stage_a.npz", **arrays)
