@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from fastxai_jax.core import Cost, check_images, check_target
+from fastxai_jax.core import check_images, check_target
 from fastxai_jax.explainers import _common
-from fastxai_jax.explainers.registry import register
 from fastxai_jax.models.normalization import normalise
 
 
@@ -132,6 +131,3 @@ def gradcam_method(
     if family is None:
         raise ValueError("gradcam needs family=<normalisation family> (e.g. 'imagenet')")
     return gradcam(module.apply, params, normalise(x, family), target, layer=layer, **options)
-
-
-register("gradcam", gradcam_method, lambda **_: Cost(1, 1))

@@ -44,7 +44,6 @@ import optax
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
-from fastxai_jax.explainers.registry import register
 from fastxai_jax.models.dax_nets import (
     MASK_NORMALISATIONS,
     DaxMaskGenerator,
@@ -490,6 +489,3 @@ def dax(
 def dax_cost(num_samples: int = 3000, **_) -> Cost:
     """DAX spends ``num_samples`` forward queries and no backward pass per input."""
     return Cost(forward=int(num_samples), backward=0)
-
-
-register("dax", dax, dax_cost, needs_key=True, needs_grad=False)
