@@ -199,7 +199,8 @@ def load(
     if method is not None and name != method.lower():
         raise ValueError(f"{path} holds a {name} explainer, not {method!r}")
     spec = registry.LEARNED_METHODS[name]
-    config = spec.config_cls(**_config_fields(spec.config_cls, saved.get("config", saved[name])))
+    fields = saved["config"] if "config" in saved else saved[name]  # pre-issue-17 runs: [name]
+    config = spec.config_cls(**_config_fields(spec.config_cls, fields))
     learned = spec.make(config, apply_fn, target_params, module=module)
     num_classes = saved.get("num_classes") or learned.num_classes
     size = getattr(config, "image_size", None) or getattr(module, "image_size", None) or 64
