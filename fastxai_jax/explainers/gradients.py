@@ -523,8 +523,6 @@ def _shap_cost(num_samples: int = 50, **_: Any) -> Cost:
     return Cost(num_samples, num_samples)
 
 
-
-
 def _tunnel_cost(
     base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any
 ) -> Cost:
