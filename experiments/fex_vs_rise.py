@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from fastxai_jax.cli.evaluate import default_protocol, evaluate_methods  # noqa: E402
 from fastxai_jax.data.groundtruth import CLASS_NAMES, EVAL_SEED, make_benchmark  # noqa: E402
-from fastxai_jax.explainers import fex_train  # noqa: E402
+from fastxai_jax.explainers.learned import runs  # noqa: E402
 from fastxai_jax.metrics import paired_difference  # noqa: E402
 from fastxai_jax.models import make_apply_fn  # noqa: E402
 
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     apply_fn, variables, family = _load_target(run / "target")
     if not (run / "fex" / "explainer").exists():
         sys.exit(f"--run-dir: no trained FEX in {run / 'fex'} (run `make demo` first)")
-    explain = fex_train.load_explainer(run / "fex")
+    trained = runs.load(run / "fex", method="fex")
+    explain = trained.explain
     data = make_benchmark(args.num_images, seed=args.data_seed)
     protocol = {
         **default_protocol(),

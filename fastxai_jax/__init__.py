@@ -5,7 +5,8 @@ The flat public API::
     import fastxai_jax as fx
     A = fx.attribute("mfaba", apply_fn, params, x)          # [B, H, W]
     fx.insertion_deletion(apply_fn, params, x, A)            # curves + AUCs
-    learned = fx.fex.make(config, apply_fn, target_params)   # init/update/explain
+    trained = fx.runs.load("runs/fex")                       # any learned method
+    A = fx.attribute("fex", apply_fn, params, x, explainer=trained)
 
 Sub-packages: :mod:`fastxai_jax.models` (Flax targets, converters),
 :mod:`fastxai_jax.metrics`, :mod:`fastxai_jax.data`, :mod:`fastxai_jax.train`.
@@ -21,7 +22,7 @@ from fastxai_jax.core import (
     check_target,
     resolve_target,
 )
-from fastxai_jax.explainers import dax, fastshap, fex, ltx, rise, tve
+from fastxai_jax.explainers import dax, rise
 from fastxai_jax.explainers.boundary import agi, big, fgsm_attack
 from fastxai_jax.explainers.cam import gradcam
 from fastxai_jax.explainers.gradients import (
@@ -34,14 +35,26 @@ from fastxai_jax.explainers.gradients import (
     smoothgrad,
     vargrad,
 )
+from fastxai_jax.explainers.learned import (
+    fastshap,
+    fex,
+    ltx,
+    make_update,
+    optimizer_for,
+    runs,
+    tve,
+)
 from fastxai_jax.explainers.mfaba import mfaba, mfaba_cos, mfaba_norm, mfaba_sharp, mfaba_smooth
 from fastxai_jax.explainers.random_map import random_attribution
 from fastxai_jax.explainers.registry import (
     attribute,
     available_methods,
+    compute,
     get_method,
     method_cost,
+    prepare,
     register,
+    register_learned,
 )
 from fastxai_jax.metrics import (
     adp_pic,
@@ -77,6 +90,7 @@ __all__ = [
     "check_images",
     "check_range",
     "check_target",
+    "compute",
     "data",
     "dax",
     "deletion",
@@ -98,6 +112,7 @@ __all__ = [
     "load_pretrained",
     "ltx",
     "make_apply_fn",
+    "make_update",
     "method_cost",
     "metrics",
     "mfaba",
@@ -107,14 +122,18 @@ __all__ = [
     "mfaba_smooth",
     "models",
     "noise_tunnel",
+    "optimizer_for",
     "overlay",
     "pointing_game",
     "pos_neg_perturbation",
+    "prepare",
     "random_attribution",
     "register",
+    "register_learned",
     "relevance_mass",
     "resolve_target",
     "rise",
+    "runs",
     "saliency",
     "save_overlay",
     "segmentation_scores",

@@ -5,9 +5,10 @@
   otherwise) returning ``logits: [B, num_classes]``.
 * A per-input method is ``method(apply_fn, params, x, target, *, key=None,
   **options) -> attribution``; batched ``x: [B, ...]``, ``target: [B]`` int.
-* A learned explainer is a :class:`LearnedExplainer` triple of pure functions:
-  ``init(key, sample_batch) -> state``, ``update(state, batch, key) -> (state,
-  metrics)`` and ``explain(params, x) -> attribution`` (no target query).
+* A learned explainer is a :class:`LearnedExplainer` NamedTuple of pure
+  functions: ``init_params(key, sample_batch) -> params``, ``loss_fn(params,
+  batch, key) -> (loss, metrics)`` and ``explain(params, x, target=None) ->
+  [B, H, W]``; one shared ``make_update`` trains every method.
 * An attribution has the input's spatial shape ``[B, H, W]`` unless per-channel
   ``[B, H, W, C]`` or patch-grid ``[B, gh, gw]`` output is asked for.
 * Every method reports its target-model cost per input as a :class:`Cost`.
@@ -16,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -38,18 +39,58 @@ class Cost(NamedTuple):
         return Cost(self.forward + other.forward, self.backward + other.backward)
 
 
+class InitParamsFn(Protocol):
+    """``init_params(key, sample_batch) -> params`` of a learned explainer."""
+
+    def __call__(self, key: jax.Array, sample_batch: Any) -> Params: ...
+
+
+class LossFn(Protocol):
+    """``loss_fn(params, batch, key) -> (loss, metrics)``: the only method-specific
+    part of training (``batch``: images ``[B, H, W, C]`` or a dict with ``"images"``)."""
+
+    def __call__(self, params: Params, batch: Any, key: jax.Array) -> tuple[jax.Array, Any]: ...
+
+
+class ExplainFn(Protocol):
+    """``explain(params, x, target=None) -> [B, H, W]`` (``explain_grid``: the
+    explainer's own grid, ``[B, gh, gw]``)."""
+
+    def __call__(self, params: Params, x: jax.Array, target: Any = None) -> jax.Array: ...
+
+
 class LearnedExplainer(NamedTuple):
-    """An amortised explainer as three pure functions over explicit state.
+    """An amortised explainer as a NamedTuple of pure functions (optax's
+    ``GradientTransformation`` is the model); train it with
+    ``explainers.learned.make_update`` / ``runs.fit``.
 
     Attributes:
-      init: ``init(key, sample_batch) -> state``.
-      update: ``update(state, batch, key) -> (state, metrics)``; jit-able.
-      explain: ``explain(params, x) -> attribution``; never queries the target.
+      config: the method's (frozen dataclass) config; no optimizer settings.
+      init_params: ``init_params(key, sample_batch) -> params`` (validates the batch).
+      loss_fn: ``loss_fn(params, batch, key) -> (loss, metrics)``; pure, jit-able.
+      explain: ``explain(params, x, target=None) -> [B, H, W]``; ``target=None``
+        explains the method's own choice of class (see each method).
+      num_classes: the target's class count the explainer was built for (``None``
+        if the method does not know it before training).
+      target_queries_per_explain: target (or encoder) forwards one ``explain``
+        call spends per input; 0 for a pure explainer forward.
+      explain_grid: optional ``explain_grid(params, x, target=None) -> [B, gh, gw]``.
+      frozen: optional ``frozen(params) -> pytree of bool`` marking leaves that
+        get zero updates (a structural choice of the method, not an optimizer
+        setting); applied by ``make_update``'s callers through ``freeze``.
+      conditions_on_class: whether ``explain`` takes a ``target`` class; a
+        method that cannot (LTX) refuses any ``target`` but ``None``.
     """
 
-    init: Callable[..., Any]
-    update: Callable[..., Any]
-    explain: Callable[..., Any]
+    config: Any
+    init_params: InitParamsFn
+    loss_fn: LossFn
+    explain: ExplainFn
+    num_classes: int | None = None
+    target_queries_per_explain: int = 0
+    explain_grid: ExplainFn | None = None
+    frozen: Callable[[Params], Any] | None = None
+    conditions_on_class: bool = True
 
 
 def _shape(x: Any) -> tuple[int, ...]:

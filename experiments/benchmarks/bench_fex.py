@@ -24,7 +24,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
-from fastxai_jax.explainers import fex, fex_train, rise  # noqa: E402
+from fastxai_jax.explainers import rise  # noqa: E402
+from fastxai_jax.explainers.learned import fex, fex_benchmark, runs  # noqa: E402
 from fastxai_jax.models import build, make_apply_fn  # noqa: E402
 
 
@@ -71,9 +72,10 @@ def main() -> None:
         variables = module.init(jax.random.key(0), x[:1])
     apply_fn = make_apply_fn(module, family)
     if args.fex_workdir:
-        config, params = fex_train.load(args.fex_workdir)
+        trained = runs.load(args.fex_workdir, method="fex")
+        config, params = trained.explainer.config, trained.params
     else:
-        config = fex_train.benchmark_config(NUM_CLASSES, 1, target_family=family)
+        config = fex_benchmark.benchmark_config(NUM_CLASSES, target_family=family)
         params = fex.init_params(config, jax.random.key(1))
     target = jnp.argmax(apply_fn(variables, x), -1)
 

@@ -54,7 +54,8 @@ import optax  # noqa: E402
 from fastxai_jax import metrics  # noqa: E402
 from fastxai_jax.cli.demo import DAX_RECIPE  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
-from fastxai_jax.explainers import dax, fastshap, ltx, tve  # noqa: E402
+from fastxai_jax.explainers import dax  # noqa: E402
+from fastxai_jax.explainers.learned import fastshap, ltx, make_trainer, tve  # noqa: E402
 from fastxai_jax.models import make_apply_fn  # noqa: E402
 from fastxai_jax.train import target as target_lib  # noqa: E402
 from fastxai_jax.train.checkpoint import Checkpointer  # noqa: E402
@@ -157,17 +158,17 @@ def _batches(images, batch_size, seed):
 
 
 def run_ltx(module, variables, apply_fn, train, test_x, args):
-    config = ltx.LtxConfig(
-        kind="cnn", family="half", lam=args.ltx_lam, total_steps=args.steps, finetune_steps=10
-    )
-    learned = ltx.make(config, apply_fn, variables, module, variables)
-    state = learned.init(jax.random.key(0), train[:2])
+    config = ltx.LtxConfig(kind="cnn", family="half", lam=args.ltx_lam, finetune_steps=10)
+    optimizer = ltx.default_optimizer(args.steps)
+    learned = ltx.make(config, apply_fn, variables, module=module)
+    init, update = make_trainer(learned, optimizer)
+    state = init(jax.random.key(0), train[:2])
     state, history, train_s, snapshots = _fit_snapshots(
-        state, learned.update, _batches(train, 32, 1), args.steps,
+        state, update, _batches(train, 32, 1), args.steps,
         lambda p: learned.explain(p, test_x), args.snapshot_every,
     )  # fmt: skip
     maps_a, explain_s = _timed(learned.explain, state.params, test_x)
-    finetune = ltx.make_finetune(config, apply_fn, variables, module, variables)
+    finetune = ltx.make_finetune(config, optimizer, apply_fn, variables, module=module)
     (maps_b, _), finetune_s = _timed(finetune, state, test_x)
     steps = config.finetune_steps
     return {
@@ -205,13 +206,15 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     config = tve.TveConfig(
         embed_dim=embed_dim, image_size=64, grid=8, radius=1, patch_size=8, hidden_size=64,
         depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
-        explainer_family="half", encoder_family=family, learning_rate=args.tve_lr,
-        total_steps=args.tve_steps, cells_per_image=args.tve_cells, backbone=args.backbone,
-        head_init=args.tve_head_init,
+        explainer_family="half", encoder_family=family, cells_per_image=args.tve_cells,
+        backbone=args.backbone, head_init=args.tve_head_init,
     )  # fmt: skip
     tve_module = module if args.backbone == "target" else None
     learned = tve.make(config, encoder_fn, variables, module=tve_module)
-    state = learned.init(jax.random.key(0), train[:2])
+    init, update = make_trainer(
+        learned, tve.default_optimizer(args.tve_steps, learning_rate=args.tve_lr)
+    )
+    state = init(jax.random.key(0), train[:2])
 
     def head_logits(head, p, x):
         return encoder_fn(p, x) @ head["kernel"] + head["bias"][None, :]
@@ -219,7 +222,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
     own_head = tve.linear_head(variables)
     own_target = jnp.argmax(head_logits(own_head, variables, test_x), axis=-1)
     state, history, train_s, snapshots = _fit_snapshots(
-        state, learned.update, _batches(train, 32, 2), args.tve_steps,
+        state, update, _batches(train, 32, 2), args.tve_steps,
         lambda p: tve.explain_with_head(config, p, test_x, own_head, own_target,
                                         module=tve_module),
         args.snapshot_every,
@@ -260,16 +263,17 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
     config = fastshap.FastShapConfig(
         num_classes=NUM_CLASSES, image_size=64, patch_size=8 if target_backbone else 16,
         hidden_size=64, depth=2, num_heads=4, mlp_dim=128, explainer_family="half",
-        target_family=family, num_samples=16, learning_rate=args.fastshap_lr,
-        total_steps=args.fastshap_steps, fill=args.fastshap_fill,
-        backbone=args.backbone,
+        target_family=family, num_samples=16, fill=args.fastshap_fill, backbone=args.backbone,
     )  # fmt: skip
     fs_module = module if target_backbone else None
     learned = fastshap.make(config, apply_fn, variables, module=fs_module)
-    state = learned.init(jax.random.key(0), train[:2])
+    init, update = make_trainer(
+        learned, fastshap.default_optimizer(args.fastshap_steps, learning_rate=args.fastshap_lr)
+    )
+    state = init(jax.random.key(0), train[:2])
     target = jnp.argmax(apply_fn(variables, test_x), axis=-1)
     state, history, train_s, snapshots = _fit_snapshots(
-        state, learned.update, _batches(train, 32, 3), args.fastshap_steps,
+        state, update, _batches(train, 32, 3), args.fastshap_steps,
         lambda p: learned.explain(p, test_x, target), args.snapshot_every,
     )  # fmt: skip
     maps, explain_s = _timed(lambda p, x: learned.explain(p, x, target), state.params, test_x)

@@ -1,14 +1,13 @@
-"""``fastxai train-explainer --method {dax,ltx,tve,fastshap}`` entries.
+"""How ``fastxai train-explainer`` turns its flags into a learned method's config
+and optimizer (FEX, LTX, TVE, FastSHAP), plus DAX's per-input batch run.
 
-Imported by :mod:`fastxai_jax.cli.train_explainer`, which owns the table. The
-amortised methods (LTX stage A, TVE, FastSHAP) train through the shared
-:func:`~fastxai_jax.train.loop.fit` (checkpoints in ``WORKDIR/checkpoints``,
-resumed automatically; ``--devices N`` data parallel) and save the explainer in
-``WORKDIR/explainer`` for ``fastxai explain --method NAME --explainer-ckpt
-WORKDIR``. DAX has nothing to amortise: ``train-explainer --method dax`` runs
-the vmapped per-input fits on ``--num-train`` benchmark images and saves the
-maps (``WORKDIR/dax_maps.npy``); ``fastxai explain --method dax`` runs it on
-any images through the method registry.
+Imported by :mod:`fastxai_jax.cli.train_explainer` (never the other way round).
+The amortised methods train through :func:`fastxai_jax.explainers.learned.runs.fit`
+(checkpoints in ``WORKDIR/checkpoints``, resumed automatically; ``--devices N``
+data parallel) and are saved in ``WORKDIR/explainer`` for ``fastxai explain
+--method NAME --explainer-ckpt WORKDIR``. DAX has nothing to amortise:
+``train-explainer --method dax`` runs the vmapped per-input fits on
+``--num-train`` benchmark images and saves the maps (``WORKDIR/dax_maps.npy``).
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from fastxai_jax.cli.train_explainer import MethodEntry, register_method
 
 
 def _data(args):
@@ -46,61 +43,79 @@ def _batch_fn(images: np.ndarray, batch_size: int, seed: int):
     return batch_fn
 
 
-def _fit_and_save(args, name, learned, config, images) -> dict[str, Any]:
-    from fastxai_jax.train.checkpoint import save_params
-    from fastxai_jax.train.loop import fit
+def _mesh(args):
+    if not args.devices:
+        return None
+    from fastxai_jax.train.sharding import data_mesh
 
-    workdir = pathlib.Path(args.workdir)
-    mesh = None
-    if args.devices:
-        from fastxai_jax.train.sharding import data_mesh
+    return data_mesh(args.devices)
 
-        mesh = data_mesh(args.devices)
-    run_config = {"method": name, name: dataclasses.asdict(config)}
-    state = learned.init(jax.random.key(args.seed), jnp.asarray(images[:2]))
-    state, history = fit(
-        state,
-        learned.update,
+
+def train_peer(args, name: str, target: tuple) -> dict[str, Any]:
+    """Trains LTX / TVE / FastSHAP (``name``) with ``runs.fit`` and saves it."""
+    from fastxai_jax.explainers import registry
+    from fastxai_jax.explainers.learned import runs
+    from fastxai_jax.train.loop import make_optimizer
+
+    module, variables, family, apply_fn = target
+    images = _data(args)["images"]
+    num_classes = int(jax.eval_shape(apply_fn, variables, jnp.asarray(images[:1])).shape[-1])
+    config = config_from_args(name, args, target, images)
+    settings = optimizer_settings(name, args)
+    learned = registry.make_learned(name, config, apply_fn, variables, module=module)
+    trained, history = runs.fit(
+        name,
+        learned,
+        make_optimizer(**settings),
         _batch_fn(images, args.batch_size, args.seed),
+        sample_batch=jnp.asarray(images[:2]),
         num_steps=args.steps,
         key=jax.random.key(args.seed + 1),
-        checkpoint_dir=workdir / "checkpoints",
+        init_key=jax.random.key(args.seed),
+        workdir=pathlib.Path(args.workdir),
+        num_classes=num_classes,
         checkpoint_every=args.checkpoint_every,
-        log_path=workdir / "train_log.jsonl",
-        mesh=mesh,
+        mesh=_mesh(args),
         progress=not args.no_progress,
-        config=run_config,
+        run_config={"optimizer": settings},
     )
-    save_params(workdir / "explainer", jax.device_get(state.params), run_config)
     losses = [h["loss"] for h in history]
     return {
         "method": name,
-        "config": run_config[name],
+        "config": dataclasses.asdict(config),
+        "optimizer": settings,
         "final_loss": losses[-1] if losses else None,
     }
 
 
-def _load(ckpt: str, name: str, config_cls, template_fn):
-    from fastxai_jax.train.checkpoint import load_params
+def config_from_args(name: str, args, target: tuple, images) -> Any:
+    """The ``name`` config for the train-explainer flags and the target."""
+    module, variables, family, apply_fn = target
+    if name == "ltx":
+        return _ltx_config(args, family, args.target)
+    if name == "tve":
+        from fastxai_jax.explainers.learned import tve
 
-    path = pathlib.Path(ckpt) / "explainer"
-    if not path.exists():
-        raise FileNotFoundError(f"no trained {name} explainer in {path} (run train-explainer)")
-    _, saved = load_params(path)
-    if not isinstance(saved, dict) or saved.get("method") != name:
-        raise ValueError(f"{path} does not hold a {name} explainer (config {saved!r})")
-    fields = dict(saved[name])
-    for key, value in fields.items():
-        if isinstance(value, list):
-            fields[key] = tuple(value)
-    config = config_cls(**fields)
-    params, _ = load_params(path, template=jax.eval_shape(lambda: template_fn(config)))
-    return config, jax.tree.map(jnp.asarray, params)
+        encoder_fn = tve.encoder_from_module(module, family)
+        embed_dim = int(jax.eval_shape(encoder_fn, variables, jnp.asarray(images[:1])).shape[-1])
+        return _tve_config(args, family, embed_dim)
+    if name == "fastshap":
+        shape = jax.eval_shape(apply_fn, variables, jnp.asarray(images[:1])).shape
+        return _fastshap_config(args, family, int(shape[-1]))
+    raise ValueError(f"--method {name!r} has no train-explainer recipe")
 
 
-def _trunk(config, module):
-    """The target module when the explainer's ``backbone`` is ``"target"``, else ``None``."""
-    return module if getattr(config, "backbone", "vit") == "target" else None
+_DEFAULT_LR = {"ltx": 2e-3, "tve": 1e-3, "fastshap": 1e-3}
+
+
+def optimizer_settings(name: str, args) -> dict[str, Any]:
+    """``train.loop.make_optimizer`` settings for ``name`` from ``--lr``/``--steps``
+    (the authors' AdamW recipes: LTX warm-up 20 % then constant, TVE/FastSHAP
+    warm-up 5 % then cosine)."""
+    settings = {"name": "adamw", "lr": args.lr or _DEFAULT_LR[name], "total_steps": args.steps}
+    if name == "ltx":
+        return {**settings, "warmup_frac": 0.2, "schedule": "constant", "weight_decay": 1e-2}
+    return {**settings, "warmup_frac": 0.05, "weight_decay": 1e-4}
 
 
 def _dax_fill(text: str) -> str | float:
@@ -112,7 +127,7 @@ def _dax_fill(text: str) -> str | float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dax / ltx / tve / fastshap")
     group.add_argument("--dax-samples", type=int, default=3000, help="DAX perturbations N")
     group.add_argument("--dax-epochs", type=int, default=9)
@@ -149,7 +164,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------ DAX
 
 
-def _train_dax(args, target) -> dict[str, Any]:
+def train_dax(args, target) -> dict[str, Any]:
     from fastxai_jax.explainers import dax
 
     _, variables, _, apply_fn = target
@@ -175,100 +190,32 @@ def _train_dax(args, target) -> dict[str, Any]:
     return {"method": "dax", "options": options, "num_images": int(x.shape[0])}
 
 
-# ------------------------------------------------------------------------ LTX
-
-
 def _ltx_config(args, family, target_name):
-    from fastxai_jax.explainers import ltx
+    from fastxai_jax.explainers.learned import ltx
 
     kind = "vit" if target_name.startswith("vit") else "cnn"
     feature = {"small_cnn": "conv_last", "vgg16": "features"}.get(target_name, "layer4")
     return ltx.LtxConfig(
         kind=kind, family=family, feature=feature, lam=args.ltx_lam or 30.0,
-        penalty=args.ltx_penalty, learning_rate=args.lr or 2e-3, total_steps=args.steps,
+        penalty=args.ltx_penalty,
     )  # fmt: skip
 
 
-def _train_ltx(args, target) -> dict[str, Any]:
-    from fastxai_jax.explainers import ltx
-
-    module, variables, family, apply_fn = target
-    config = _ltx_config(args, family, args.target)
-    learned = ltx.make(config, apply_fn, variables, module, variables)
-    return _fit_and_save(args, "ltx", learned, config, _data(args)["images"])
-
-
-def _ltx_loader(ckpt, *, module, variables, family, apply_fn, options=None, **_):
-    from fastxai_jax.explainers import ltx
-
-    size = getattr(module, "image_size", 64)  # CNN heads do not depend on the size
-
-    def template(config):
-        sample = jnp.zeros((1, size, size, 3), jnp.float32)
-        return ltx.init_explainer_params(config, module, variables, sample, jax.random.key(0))
-
-    config, params = _load(ckpt, "ltx", ltx.LtxConfig, template)
-    masks = jax.jit(ltx.make_masks_fn(config, module, variables))
-    return lambda x01: masks(params, jnp.asarray(x01, jnp.float32))
-
-
-# ------------------------------------------------------------------------ TVE
-
-
 def _tve_config(args, family, embed_dim):
-    from fastxai_jax.explainers import tve
+    from fastxai_jax.explainers.learned import tve
 
     grid = args.tve_grid or args.image_size // 8
     return tve.TveConfig(
         embed_dim=embed_dim, image_size=args.image_size, grid=grid, radius=args.tve_radius,
         patch_size=args.patch_size or 8, hidden_size=args.hidden_size or 64,
         depth=args.depth or 2, num_heads=4, mlp_dim=4 * (args.hidden_size or 64),
-        explainer_family="half", encoder_family=family, learning_rate=args.lr or 1e-3,
-        total_steps=args.steps, backbone=args.explainer_backbone, cells_per_image=args.tve_cells,
-        head_init=args.tve_head_init,
+        explainer_family="half", encoder_family=family, backbone=args.explainer_backbone,
+        cells_per_image=args.tve_cells, head_init=args.tve_head_init,
     )  # fmt: skip
-
-
-def _train_tve(args, target) -> dict[str, Any]:
-    from fastxai_jax.explainers import tve
-
-    module, variables, family, _ = target
-    encoder_fn = tve.encoder_from_module(module, family)
-    images = _data(args)["images"]
-    embed_dim = int(jax.eval_shape(encoder_fn, variables, jnp.asarray(images[:1])).shape[-1])
-    config = _tve_config(args, family, embed_dim)
-    learned = tve.make(config, encoder_fn, variables, module=_trunk(config, module))
-    return _fit_and_save(args, "tve", learned, config, images)
-
-
-def _tve_loader(ckpt, *, module, variables, family, apply_fn, options=None, **_):
-    from fastxai_jax.explainers import tve
-
-    config, params = _load(
-        ckpt, "tve", tve.TveConfig,
-        lambda c: tve.init_params(c, jax.random.key(0), module=_trunk(c, module),
-                                  variables=variables),
-    )  # fmt: skip
-    encoder_fn = tve.encoder_from_module(module, family)
-    head = tve.linear_head(variables)
-
-    def explain(x01):
-        x01 = jnp.asarray(x01, jnp.float32)
-        # the classifier's prediction from its own head on the encoder (the class to explain)
-        logits = encoder_fn(variables, x01) @ head["kernel"] + head["bias"][None, :]
-        target = jnp.argmax(logits, axis=-1)
-        return tve.explain_with_head(
-            config, params, x01, head, target, module=_trunk(config, module)
-        )
-
-    return explain
-
-
-# ------------------------------------------------------------------- FastSHAP
 
 
 def _fastshap_config(args, family, num_classes):
-    from fastxai_jax.explainers import fastshap
+    from fastxai_jax.explainers.learned import fastshap
 
     # with the target's trunk the players are its feature cells (stride 8 for small_cnn)
     default_patch = 8 if args.explainer_backbone == "target" else 16
@@ -277,35 +224,5 @@ def _fastshap_config(args, family, num_classes):
         patch_size=args.patch_size or default_patch, backbone=args.explainer_backbone,
         hidden_size=args.hidden_size or 64, depth=args.depth or 2, num_heads=4,
         mlp_dim=4 * (args.hidden_size or 64), explainer_family="half", target_family=family,
-        num_samples=args.fastshap_samples, learning_rate=args.lr or 1e-3, total_steps=args.steps,
-        fill=args.fastshap_fill,
+        num_samples=args.fastshap_samples, fill=args.fastshap_fill,
     )  # fmt: skip
-
-
-def _train_fastshap(args, target) -> dict[str, Any]:
-    from fastxai_jax.explainers import fastshap
-
-    module, variables, family, apply_fn = target
-    images = _data(args)["images"]
-    num_classes = int(jax.eval_shape(apply_fn, variables, jnp.asarray(images[:1])).shape[-1])
-    config = _fastshap_config(args, family, num_classes)
-    learned = fastshap.make(config, apply_fn, variables, module=_trunk(config, module))
-    return _fit_and_save(args, "fastshap", learned, config, images)
-
-
-def _fastshap_loader(ckpt, *, module, variables, family, apply_fn, options=None, **_):
-    from fastxai_jax.explainers import fastshap
-
-    config, params = _load(
-        ckpt, "fastshap", fastshap.FastShapConfig,
-        lambda c: fastshap.init_params(c, jax.random.key(0), module=_trunk(c, module),
-                                       variables=variables),
-    )  # fmt: skip
-    learned = fastshap.make(config, apply_fn, variables, module=_trunk(config, module))
-    return lambda x01: learned.explain(params, jnp.asarray(x01, jnp.float32))
-
-
-register_method("dax", MethodEntry(_train_dax, _arguments, None))
-register_method("ltx", MethodEntry(_train_ltx, None, _ltx_loader))
-register_method("tve", MethodEntry(_train_tve, None, _tve_loader))
-register_method("fastshap", MethodEntry(_train_fastshap, None, _fastshap_loader))

@@ -116,10 +116,8 @@ def _train_learned(name, target, args, workdir):
     Returns:
       ``(explain(x, target) -> [B, H, W], train_seconds)``.
     """
-    import inspect
-
     from fastxai_jax.cli import build_parser, train_explainer
-    from fastxai_jax.cli import explain as explain_cli
+    from fastxai_jax.explainers.learned import runs
 
     run_dir = workdir / name
     argv = ["train-explainer", "--method", name, "--workdir", str(run_dir)]
@@ -132,19 +130,14 @@ def _train_learned(name, target, args, workdir):
     train_args = build_parser().parse_args(argv)
     start = time.perf_counter()
     if not (run_dir / "explainer").exists():
-        train_explainer.METHODS[name].train(train_args, target)
+        train_explainer.train(name, train_args, target)
     seconds = time.perf_counter() - start
     module, variables, family, apply_fn = target
-    loaded = explain_cli._LEARNED[name](
-        str(run_dir),
-        module=module,
-        variables=variables,
-        family=family,
-        apply_fn=apply_fn,
-        options={},
+    trained = runs.load(run_dir, apply_fn=apply_fn, target_params=variables, module=module)
+    # As before issue 17: FEX explains the class asked for; the others their own choice.
+    explain = (
+        (lambda x, t: trained.explain(x, t)) if name == "fex" else (lambda x, t: trained.explain(x))
     )
-    takes_target = len(inspect.signature(loaded).parameters) >= 2
-    explain = (lambda x, t: loaded(x, t)) if takes_target else (lambda x, t: loaded(x))
     return explain, seconds
 
 

@@ -1,8 +1,11 @@
 """``fastxai explain``: attribution maps for images, written as ``.npy`` and PNG overlays.
 
-Per-input methods come from :mod:`fastxai_jax.explainers.registry`; learned
-(amortised) explainers plug in through :func:`register_learned` and are loaded
-from ``--explainer-ckpt``.
+Every method comes from the one table, :mod:`fastxai_jax.explainers.registry`;
+a learned (amortised) explainer is loaded from ``--explainer-ckpt`` with
+:func:`fastxai_jax.explainers.learned.runs.load`, which refuses a target whose
+class count differs from the one it was trained for. ``--target C`` explains
+class ``C`` (a learned explainer that cannot condition on a class, LTX, refuses
+it); without it, the target's predicted class.
 
 Examples::
 
@@ -25,11 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LearnedLoader = Callable[..., Callable[[jax.Array], jax.Array]]
-"""``loader(ckpt, *, module, variables, family, apply_fn, options) -> explain(x01) -> [B,H,W]``."""
-
-_LEARNED: dict[str, LearnedLoader] = {}
-
 DEFAULT_LAYERS = {
     "small_cnn": "conv_last",
     "vgg16": "features",
@@ -39,16 +37,13 @@ DEFAULT_LAYERS = {
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def register_learned(name: str, loader: LearnedLoader) -> None:
-    """Makes ``fastxai explain --method NAME --explainer-ckpt PATH`` use ``loader``."""
-    _LEARNED[name.lower()] = loader
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "explain", help="explain a model's predictions on images (.npy maps + PNG overlays)"
     )
-    parser.add_argument("--method", required=True, help="registered method (see --list)")
+    parser.add_argument(
+        "--method", required=True, help="a method of fastxai_jax.available_methods()"
+    )
     parser.add_argument("--model", default="small_cnn", help="target model name")
     parser.add_argument("--weights", default=None, help="torch/safetensors or fastxai params file")
     parser.add_argument("--workdir", default="runs/target", help="small_cnn target directory")
@@ -150,36 +145,52 @@ def load_target(args: argparse.Namespace, image_size: int):
 
 
 def make_explainer(args, module, variables, family, options) -> tuple[Callable, dict]:
-    """``explain(x01, target, key) -> [B, H, W]`` for ``--method`` plus a cost record."""
+    """``explain(x01, target, key) -> [B, H, W]`` for ``--method`` plus a cost record.
+
+    For a learned method, ``target`` is passed to its explainer (``None`` for one
+    that cannot condition on a class); the explainer is loaded once, here.
+    """
     from fastxai_jax.explainers import registry
     from fastxai_jax.models import make_apply_fn
 
     apply_fn = make_apply_fn(module, family)
     name = args.method.lower()
-    if name in registry.available_methods():
-        if name == "gradcam":
-            options = {"layer": DEFAULT_LAYERS.get(args.model), **options}
-            options.update(module=module, family=family)
-        cost = registry.method_cost(name, **options)
+    if registry.is_learned(name):
+        from fastxai_jax.explainers.learned import runs
 
-        def explain(x, target, key):
-            return registry.attribute(name, apply_fn, variables, x, target, key=key, **options)
-
-        return explain, {"forward": cost.forward, "backward": cost.backward}
-    if name in _LEARNED:
         if not args.explainer_ckpt:
             raise ValueError(f"--method {name!r} is a learned explainer: pass --explainer-ckpt")
-        explain_fn = _LEARNED[name](
+        if options:
+            raise ValueError(f"--option: learned method {name!r} takes no options")
+        trained = runs.load(
             args.explainer_ckpt,
-            module=module,
-            variables=variables,
-            family=family,
             apply_fn=apply_fn,
-            options=options,
+            target_params=variables,
+            module=module,
+            method=name,
         )
-        return (lambda x, target, key: explain_fn(x)), {"forward": 0, "backward": 0}
-    known = registry.available_methods() + sorted(_LEARNED)
-    raise ValueError(f"unknown --method {args.method!r}; available: {', '.join(known)}")
+        if args.target is not None and not trained.explainer.conditions_on_class:
+            raise ValueError(
+                f"--target: {name!r} explains the target's predicted class only; drop --target"
+            )
+
+        def explain_learned(x, target, key):
+            del key
+            if not trained.explainer.conditions_on_class:
+                target = None
+            return trained.explain(x, target)
+
+        queries = trained.explainer.target_queries_per_explain
+        return explain_learned, {"forward": queries, "backward": 0}
+    if name == "gradcam":
+        options = {"layer": DEFAULT_LAYERS.get(args.model), **options}
+        options.update(module=module, family=family)
+    cost = registry.method_cost(name, **options)
+
+    def explain(x, target, key):
+        return registry.attribute(name, apply_fn, variables, x, target, key=key, **options)
+
+    return explain, {"forward": cost.forward, "backward": cost.backward}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,12 +204,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}"
         )
-    from fastxai_jax.explainers.registry import available_methods
+    from fastxai_jax.explainers.registry import available_methods, is_learned
 
-    if args.method.lower() not in available_methods() + sorted(_LEARNED):
-        known = available_methods() + sorted(_LEARNED)
-        raise ValueError(f"unknown --method {args.method!r}; available: {', '.join(known)}")
-    if args.method.lower() in _LEARNED and not args.explainer_ckpt:
+    if args.method.lower() not in available_methods():
+        known = ", ".join(available_methods())
+        raise ValueError(f"unknown --method {args.method!r}; available: {known}")
+    if is_learned(args.method) and not args.explainer_ckpt:
         raise ValueError(f"--method {args.method!r} is a learned explainer: pass --explainer-ckpt")
     size = args.image_size or _default_size(args.model)
     if args.images:

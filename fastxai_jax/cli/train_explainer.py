@@ -1,12 +1,13 @@
 """``fastxai train-explainer``: train an amortised explainer against a target model.
 
-Learned methods live in :data:`METHODS` (name → :class:`MethodEntry`), so
-DAX/LTX/TVE/FastSHAP can be added by registering another entry with
-:func:`register_method`. Training runs through the shared loop: checkpoints in
-``WORKDIR/checkpoints`` (an interrupted run resumes when the same command is
-run again), metrics in ``WORKDIR/train_log.jsonl``, the final explainer in
-``WORKDIR/explainer``, which ``fastxai explain --method fex --explainer-ckpt
-WORKDIR`` reads.
+``--method`` is any learned method of the one table
+(:data:`fastxai_jax.explainers.registry.LEARNED_METHODS`: FEX, LTX, TVE,
+FastSHAP) or ``dax`` (per-input fits run in batch). Training runs through
+:func:`fastxai_jax.explainers.learned.runs.fit`: checkpoints in
+``WORKDIR/checkpoints`` (an interrupted run resumes when the same command is run
+again), metrics in ``WORKDIR/train_log.jsonl``, the final explainer in
+``WORKDIR/explainer``, which ``fastxai explain --method NAME --explainer-ckpt
+WORKDIR`` reads. The optimizer is built here from ``--lr`` and ``--steps``.
 
 Example::
 
@@ -20,38 +21,19 @@ import argparse
 import json
 import pathlib
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-
-class MethodEntry(NamedTuple):
-    """A trainable explainer for the CLI.
-
-    Attributes:
-      train: ``train(args, target) -> summary dict``; ``target`` is
-        ``(module, variables, family, apply_fn)``.
-      add_arguments: optional ``add_arguments(parser)`` for method options.
-      loader: optional ``fastxai explain`` loader (see ``cli.explain.register_learned``).
-    """
-
-    train: Callable[[argparse.Namespace, tuple], dict[str, Any]]
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    loader: Callable[..., Callable[[jax.Array], jax.Array]] | None = None
+from fastxai_jax.cli import _peer_methods
 
 
-METHODS: dict[str, MethodEntry] = {}
+def trainable_methods() -> list[str]:
+    """``--method`` choices: every learned method of the table, plus ``dax``."""
+    from fastxai_jax.explainers.registry import LEARNED_METHODS
 
-
-def register_method(name: str, entry: MethodEntry) -> None:
-    """Adds ``--method NAME`` (and its ``fastxai explain`` loader, if any)."""
-    METHODS[name.lower()] = entry
-    if entry.loader is not None:
-        from fastxai_jax.cli import explain as explain_cli
-
-        explain_cli.register_learned(name, entry.loader)
+    return sorted([*LEARNED_METHODS, "dax"])
 
 
 # ------------------------------------------------------------------------ FEX
@@ -85,7 +67,7 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
     from fastxai_jax.data.groundtruth import EXPLAINER_SEED, make_benchmark
-    from fastxai_jax.explainers import fex_train
+    from fastxai_jax.explainers.learned import fex_benchmark
 
     _, variables, family, apply_fn = target
     data = make_benchmark(
@@ -109,17 +91,12 @@ def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
     for name in ("hidden_size", "depth"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    if args.lr is not None:
-        overrides["learning_rate"] = args.lr
-    config = fex_train.benchmark_config(
-        num_classes, args.steps, image_size=args.image_size, target_family=family, **overrides
+    config = fex_benchmark.benchmark_config(
+        num_classes, image_size=args.image_size, target_family=family, **overrides
     )
-    mesh = None
-    if args.devices:
-        from fastxai_jax.train.sharding import data_mesh
-
-        mesh = data_mesh(args.devices)
-    fex_train.train_fex_on_benchmark(
+    lr = {} if args.lr is None else {"lr": args.lr}
+    settings = fex_benchmark.benchmark_optimizer_settings(args.steps, **lr)
+    fex_benchmark.train_fex_on_benchmark(
         apply_fn,
         variables,
         data["images"],
@@ -128,24 +105,24 @@ def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
         key=jax.random.key(args.seed),
         workdir=args.workdir,
         config=config,
+        optimizer=settings,
         checkpoint_every=args.checkpoint_every,
-        mesh=mesh,
+        mesh=_peer_methods._mesh(args),
         progress=not args.no_progress,
         data_seed=args.seed,
     )
-    return {"method": "fex", "config": config.__dict__}
+    return {"method": "fex", "config": config.__dict__, "optimizer": settings}
 
 
-def _fex_loader(ckpt: str, **_: Any) -> Callable[[jax.Array], jax.Array]:
-    from fastxai_jax.explainers import fex
+def train(name: str, args: argparse.Namespace, target: tuple) -> dict[str, Any]:
+    """Trains ``--method name`` against ``target = (module, variables, family,
+    apply_fn)`` and returns a summary dict."""
+    if name == "fex":
+        return _train_fex(args, target)
+    if name == "dax":
+        return _peer_methods.train_dax(args, target)
+    return _peer_methods.train_peer(args, name, target)
 
-    return fex.load_explainer(ckpt)
-
-
-register_method("fex", MethodEntry(_train_fex, _fex_arguments, _fex_loader))
-
-# DAX, LTX, TVE and FastSHAP (issue 7) register themselves from their own module.
-from fastxai_jax.cli import _peer_methods  # noqa: E402,F401
 
 # ------------------------------------------------------------------- the verb
 
@@ -157,7 +134,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", required=True, help=f"one of {sorted(METHODS)}")
+    parser.add_argument("--method", required=True, help=f"one of {trainable_methods()}")
     parser.add_argument("--target", default="small_cnn", help="target model name")
     parser.add_argument(
         "--target-weights",
@@ -176,9 +153,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--devices", type=int, default=None, help="data-parallel devices")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
-    for entry in METHODS.values():
-        if entry.add_arguments is not None:
-            entry.add_arguments(parser)
+    _fex_arguments(parser)
+    _peer_methods.add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -221,13 +197,13 @@ def load_target(args: argparse.Namespace) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     name = args.method.lower()
-    if name not in METHODS:
-        raise ValueError(f"unknown --method {args.method!r}; trainable: {sorted(METHODS)}")
+    if name not in trainable_methods():
+        raise ValueError(f"unknown --method {args.method!r}; trainable: {trainable_methods()}")
     for option in ("steps", "batch_size", "num_train", "checkpoint_every"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1")
     start = time.perf_counter()
-    summary = METHODS[name].train(args, load_target(args))
+    summary = train(name, args, load_target(args))
     summary["train_seconds"] = time.perf_counter() - start
     workdir = pathlib.Path(args.workdir)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from fastxai_jax.core import ApplyFn, Cost, Params
 from fastxai_jax.explainers import _common
 from fastxai_jax.explainers.gradients import _path_integral, ig_alphas_and_weights
-from fastxai_jax.explainers.registry import register
 
 BIG_EPSILONS = tuple(
     e / 255.0 for e in (36, 64, 0.3 * 255, 0.5 * 255, 0.7 * 255, 0.9 * 255, 1.1 * 255)
@@ -322,7 +321,3 @@ def agi(
 
 def _agi_cost(max_iter: int = 20, num_false_classes: int = 1, **_: Any) -> Cost:
     return Cost(num_false_classes * max_iter, 2 * num_false_classes * max_iter)
-
-
-register("big", big, _big_cost)
-register("agi", agi, _agi_cost, needs_key=True)

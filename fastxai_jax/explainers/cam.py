@@ -18,9 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import Cost, check_images, check_target
+from fastxai_jax.core import check_images, check_target
 from fastxai_jax.explainers import _common
-from fastxai_jax.explainers.registry import register
 
 # ``apply_fn(params, x) -> (logits [B, K], aux)`` with ``aux["features"]``.
 ApplyFnWithAux = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
@@ -137,6 +136,3 @@ def gradcam_method(
             raise ValueError("gradcam with module= needs family=<normalisation family>")
         apply_fn = make_apply_fn(module, family, with_aux=True)
     return gradcam(apply_fn, params, x, target, layer=layer, key=key, **options)
-
-
-register("gradcam", gradcam_method, lambda **_: Cost(1, 1))

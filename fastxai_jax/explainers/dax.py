@@ -73,7 +73,6 @@ from fastxai_jax.explainers._dax_pipeline import (
     segment_means,
 )
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
-from fastxai_jax.explainers.registry import register
 from fastxai_jax.models.dax_nets import (
     MASK_NORMALISATIONS,
     DaxMaskGenerator,
@@ -420,6 +419,3 @@ def dax(
 def dax_cost(num_samples: int = 3000, **_) -> Cost:
     """DAX spends ``num_samples`` forward queries and no backward pass per input."""
     return Cost(forward=int(num_samples), backward=0)
-
-
-register("dax", dax, dax_cost, needs_key=True, needs_grad=False)

@@ -20,7 +20,6 @@ import numpy as np
 
 from fastxai_jax.core import ApplyFn, Cost, Params
 from fastxai_jax.explainers import _common
-from fastxai_jax.explainers.registry import register
 
 IG_METHODS = (
     "riemann_left",
@@ -524,13 +523,6 @@ def _shap_cost(num_samples: int = 50, **_: Any) -> Cost:
     return Cost(num_samples, num_samples)
 
 
-register("saliency", saliency, _one_pass_cost)
-register("input_x_gradient", input_x_gradient, _one_pass_cost)
-register("ig", integrated_gradients, _ig_cost)
-register("integrated_gradients", integrated_gradients, _ig_cost)
-register("gradient_shap", gradient_shap, _shap_cost, needs_key=True)
-
-
 def _tunnel_cost(
     base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any
 ) -> Cost:
@@ -538,8 +530,3 @@ def _tunnel_cost(
 
     per = method_cost(base, **(base_options or {}))
     return Cost(per.forward * num_samples, per.backward * num_samples)
-
-
-register("smoothgrad", smoothgrad, _tunnel_cost, needs_key=True)
-register("vargrad", vargrad, _tunnel_cost, needs_key=True)
-register("noise_tunnel", noise_tunnel, _tunnel_cost, needs_key=True)

@@ -47,7 +47,6 @@ import jax.numpy as jnp
 
 from fastxai_jax.core import ApplyFn, Cost, Params
 from fastxai_jax.explainers import _common
-from fastxai_jax.explainers.registry import register
 
 VARIANTS = ("sharp", "smooth", "norm", "cos")
 STEPS = ("sharp", "smooth", "authors_sign")
@@ -343,12 +342,3 @@ def mfaba_cost(variant: str = "sharp", num_steps: int = 50, step: str | None = N
     backward = 2 * passes if step == "authors_sign" else passes
     factor = 2 if variant == "cos" else 1
     return Cost(factor * passes, factor * backward)
-
-
-register("mfaba", mfaba, mfaba_cost)
-for _variant in VARIANTS:
-    register(
-        f"mfaba_{_variant}",
-        functools.partial(mfaba, variant=_variant),
-        functools.partial(mfaba_cost, _variant),
-    )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import ApplyFn, Cost, Params, check_images
-from fastxai_jax.explainers.registry import register
+from fastxai_jax.core import ApplyFn, Params, check_images
 
 
 def random_attribution(
@@ -35,6 +34,3 @@ def random_attribution(
         raise ValueError("key is required for the random attribution")
     shape = tuple(x.shape) if per_channel else tuple(x.shape[:3])
     return jax.random.uniform(key, shape, jnp.float32)
-
-
-register("random", random_attribution, lambda **_: Cost(0, 0), needs_key=True, needs_grad=False)

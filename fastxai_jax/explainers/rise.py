@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images
-from fastxai_jax.explainers import registry
 from fastxai_jax.explainers._masks import apply_mask, fill_value_01, upsample_bilinear
 
 
@@ -158,6 +157,3 @@ def rise(
 def rise_cost(num_masks: int = 4000, **_: object) -> Cost:
     """RISE spends ``num_masks`` target forwards and no backward per input."""
     return Cost(forward=int(num_masks), backward=0)
-
-
-registry.register("rise", rise, rise_cost, needs_key=True, needs_grad=False)

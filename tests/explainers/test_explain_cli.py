@@ -62,20 +62,40 @@ def test_explain_cli_writes_maps(tmp_path):
 
 
 def test_learned_hook_and_options(tmp_path):
-    calls = {}
+    # a user's learned method, added to the one table explicitly, runs through the CLI
+    import dataclasses
 
-    def loader(ckpt, *, module, variables, family, apply_fn, options):
-        calls["ckpt"] = ckpt
-        return lambda x: np.ones(x.shape[:3], np.float32)
+    import jax.numpy as jnp
 
-    explain_cli.register_learned("unit_test_learned", loader)
-    out = tmp_path / "learned"
-    argv = ["explain", "--method", "unit_test_learned", "--model", "small_cnn", "--untrained"]
-    argv += ["--dataset", "groundtruth", "--num", "2", "--image-size", "24", "--no-png"]
-    assert main(argv + ["--out", str(out), "--explainer-ckpt", "ckpt_dir"]) == 0
-    assert calls["ckpt"] == "ckpt_dir"
-    np.testing.assert_array_equal(np.load(out / "attributions.npy"), 1.0)
-    assert main(argv + ["--out", str(out)]) == 2  # no checkpoint given
+    from fastxai_jax.core import LearnedExplainer
+    from fastxai_jax.explainers import registry
+    from fastxai_jax.explainers.learned import runs
+
+    @dataclasses.dataclass(frozen=True)
+    class ScaleConfig:
+        scale: float = 1.0
+
+    def make(config, apply_fn, target_params, *, module=None):
+        return LearnedExplainer(
+            config,
+            lambda key, batch: {"w": jnp.full((1,), config.scale)},
+            lambda params, batch, key: (jnp.zeros(()), {}),
+            lambda params, x, target=None: jnp.ones(x.shape[:3]) * params["w"][0],
+        )
+
+    registry.register_learned("unit_test_learned", ScaleConfig, make)
+    try:
+        learned = make(ScaleConfig(2.0), None, None)
+        trained = runs.Trained("unit_test_learned", learned, {"w": jnp.full((1,), 2.0)}, None)
+        runs.save(tmp_path / "ckpt", trained)
+        out = tmp_path / "learned"
+        argv = ["explain", "--method", "unit_test_learned", "--model", "small_cnn", "--untrained"]
+        argv += ["--dataset", "groundtruth", "--num", "2", "--image-size", "24", "--no-png"]
+        assert main(argv + ["--out", str(out), "--explainer-ckpt", str(tmp_path / "ckpt")]) == 0
+        np.testing.assert_array_equal(np.load(out / "attributions.npy"), 2.0)
+        assert main(argv + ["--out", str(out)]) == 2  # no checkpoint given
+    finally:
+        registry.LEARNED_METHODS.pop("unit_test_learned")
     assert explain_cli.parse_options(["num_steps=8", "method=riemann_left", "b=[1, 2]"]) == {
         "num_steps": 8,
         "method": "riemann_left",

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastxai_jax.explainers import fastshap
+from fastxai_jax.explainers.learned import fastshap, make_trainer
 from fastxai_jax.train.loop import fit
 from fastxai_jax.train.sharding import data_mesh
 
@@ -55,19 +55,21 @@ def _linear_target(params, x):
 TINY = dict(
     num_classes=2, image_size=16, patch_size=8, hidden_size=16, depth=1, num_heads=2,
     mlp_dim=32, explainer_family="half", target_family="identity", num_samples=8,
-    learning_rate=1e-2, warmup_frac=0.0, total_steps=40,
 )  # fmt: skip
 
 
 def test_training_decreases_loss_and_ranks_the_relevant_quadrant(tmp_path):
     config = fastshap.FastShapConfig(**TINY)
     learned = fastshap.make(config, _linear_target, 6.0)
+    init, update = make_trainer(
+        learned, fastshap.default_optimizer(40, learning_rate=1e-2, warmup_frac=0.0)
+    )
     images = jax.random.uniform(jax.random.key(0), (64, 16, 16, 3))
     batch_fn = lambda step: images[(step % 4) * 16 : (step % 4) * 16 + 16]
-    state = learned.init(jax.random.key(1), images[:2])
+    state = init(jax.random.key(1), images[:2])
     mesh = data_mesh(8)
     state, history = fit(
-        state, learned.update, batch_fn, num_steps=40, key=jax.random.key(2), progress=False,
+        state, update, batch_fn, num_steps=40, key=jax.random.key(2), progress=False,
         mesh=mesh, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=20,
     )  # fmt: skip
     losses = np.array([h["loss"] for h in history])
@@ -79,7 +81,7 @@ def test_training_decreases_loss_and_ranks_the_relevant_quadrant(tmp_path):
     assert inside > outside + 0.1, (inside, outside)
     # resuming from the final checkpoint is a no-op that restores the same params
     resumed, more = fit(
-        learned.init(jax.random.key(9), images[:2]), learned.update, batch_fn, num_steps=40,
+        init(jax.random.key(9), images[:2]), update, batch_fn, num_steps=40,
         key=jax.random.key(2), progress=False, checkpoint_dir=tmp_path / "ckpt",
     )  # fmt: skip
     assert more == []

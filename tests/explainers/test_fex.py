@@ -1,16 +1,17 @@
 """FEX: policy-gradient math in closed form, PPO by hand, update/explain, resume, bad input."""
 
 import itertools
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastxai_jax.explainers import _fex_losses as losses
-from fastxai_jax.explainers import fex
+from fastxai_jax.explainers.learned import _fex_losses as losses
+from fastxai_jax.explainers.learned import fex, fex_benchmark, make_trainer, runs
 from fastxai_jax.models.small_cnn import SmallCNN
-from fastxai_jax.train.loop import fit
+from fastxai_jax.train.loop import fit, make_optimizer
 
 IMAGE, PATCH, CLASSES = 16, 4, 4
 
@@ -26,11 +27,18 @@ def tiny_config(**overrides):
         mlp_dim=32,
         explainer_family="half",
         target_family="half",
-        learning_rate=1e-3,
         num_masks=3,
     )
     options.update(overrides)
     return fex.FexConfig(**options)
+
+
+def make(config, apply_fn, params, optimizer=None, **kwargs):
+    """FEX with ``init``/``update`` bound to an optimizer (Adam 1e-3 by default) and
+    ``explain`` = the ``[B, gh, gw]`` grid."""
+    learned = fex.make(config, apply_fn, params, **kwargs)
+    init, update = make_trainer(learned, optimizer or make_optimizer("adam", 1e-3))
+    return SimpleNamespace(init=init, update=update, explain=learned.explain_grid, learned=learned)
 
 
 def linear_target(key):
@@ -166,7 +174,7 @@ def test_update_trains_the_right_parameters_with_a_cnn_target(mode, key):
     variables = cnn.init(key, jnp.zeros((1, IMAGE, IMAGE, 3)))
     apply_fn = lambda v, x: cnn.apply(v, x * 2.0 - 1.0)[0]
     config = tiny_config(backbone_mode=mode, loss="reinforce" if mode == "lora" else "ppo")
-    learned = fex.make(config, apply_fn, variables)
+    learned = make(config, apply_fn, variables)
     x = images(jax.random.key(1))
     state = learned.init(key, x)
     new_state, metrics = jax.jit(learned.update)(state, x, jax.random.key(2))
@@ -192,7 +200,7 @@ def test_empty_reward_baseline_subtracts_the_blank_image_probability(key):
     x = images(key, 4)
     num_patches = (IMAGE // PATCH) ** 2
     for baseline in ("none", "empty"):
-        learned = fex.make(tiny_config(reward_baseline=baseline), constant, None)
+        learned = make(tiny_config(reward_baseline=baseline), constant, None)
         state = learned.init(key, x)
         _, metrics = jax.jit(learned.update)(state, x, jax.random.key(3))
         if baseline == "empty":
@@ -213,7 +221,7 @@ def test_explain_never_queries_the_target_and_honours_target(key):
         calls.append(x.shape)
         return apply_fn(params, x)
 
-    learned = fex.make(tiny_config(), counting, weights)
+    learned = make(tiny_config(), counting, weights)
     x = images(jax.random.key(1), 4)
     state = learned.init(key, x)
     calls.clear()
@@ -259,7 +267,7 @@ def test_softmax_policy_keeps_each_patch_with_its_class_softmax(key):
 
     apply_fn, weights = linear_target(key)
     config = tiny_config(policy="softmax")
-    learned = fex.make(config, apply_fn, weights)
+    learned = make(config, apply_fn, weights)
     x = images(jax.random.key(1), 4)
     state = learned.init(key, x)
     heat = learned.explain(state.params, x, jnp.asarray([0, 1, 2, 3]))
@@ -281,7 +289,7 @@ def test_epsilon_greedy_exploration_flips_fair_coins(key):
     apply_fn, weights = linear_target(key)
     x = images(key, 8)
     for epsilon, expected in ((0.0, 0.0), (0.5, 0.25), (1.0, 0.5)):
-        learned = fex.make(tiny_config(epsilon=epsilon), apply_fn, weights)
+        learned = make(tiny_config(epsilon=epsilon), apply_fn, weights)
         state = learned.init(key, x)
         actor = jax.tree.map(
             lambda leaf: jnp.full_like(leaf, -50.0) if leaf.ndim == 1 else jnp.zeros_like(leaf),
@@ -311,7 +319,7 @@ def test_initial_keep_shifts_only_the_actor_output_bias(key):
     for a, b in zip(jax.tree.leaves(rest(plain)), jax.tree.leaves(rest(shifted)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     apply_fn, weights = linear_target(key)
-    learned = fex.make(tiny_config(initial_keep=0.88), apply_fn, weights)
+    learned = make(tiny_config(initial_keep=0.88), apply_fn, weights)
     x = images(key, 8)
     state = learned.init(key, x)
     _, metrics = jax.jit(learned.update)(state, x, key)
@@ -322,7 +330,7 @@ def test_initial_keep_shifts_only_the_actor_output_bias(key):
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, key):
     apply_fn, weights = linear_target(key)
-    learned = fex.make(tiny_config(), apply_fn, weights)
+    learned = make(tiny_config(), apply_fn, weights)
     data = np.asarray(images(jax.random.key(5), 32))
     batch_fn = lambda step: data[(step % 4) * 8 : (step % 4) * 8 + 8]
     state0 = learned.init(key, data[:8])
@@ -346,7 +354,7 @@ def test_nan_reward_never_enters_params(key):
         return apply_fn(params, x) + bad[:, None]
 
     config = tiny_config(target_family="identity")  # fill 0 in identity space = black
-    learned = fex.make(config, nan_when_masked, weights)
+    learned = make(config, nan_when_masked, weights)
     x = images(jax.random.key(1))
     state = learned.init(key, x)
     new_state, metrics = jax.jit(learned.update)(state, x, key)
@@ -362,31 +370,31 @@ def test_bad_inputs(key):
     x = images(key, 4)
     with pytest.raises(ValueError, match="does not divide"):
         tiny_config(image_size=18)
-        fex.make(tiny_config(image_size=18), apply_fn, weights)
+        make(tiny_config(image_size=18), apply_fn, weights)
     wrong = lambda p, x: apply_fn(p, x)[:, :3]
     with pytest.raises(ValueError, match="logits of shape"):
-        fex.make(tiny_config(), wrong, weights).init(key, x)
+        make(tiny_config(), wrong, weights).init(key, x)
     with pytest.raises(ValueError, match="NaN"):
-        fex.make(tiny_config(), lambda p, x: apply_fn(p, x) * jnp.nan, weights).init(key, x)
-    learned = fex.make(tiny_config(), apply_fn, weights)
+        make(tiny_config(), lambda p, x: apply_fn(p, x) * jnp.nan, weights).init(key, x)
+    learned = make(tiny_config(), apply_fn, weights)
     state = learned.init(key, x)
     with pytest.raises(ValueError, match="logits of shape"):
-        fex.make(tiny_config(), wrong, weights).update(state, x, key)
+        make(tiny_config(), wrong, weights).update(state, x, key)
     with pytest.raises(ValueError, match=r"\[B, 16, 16, 3\]"):
         learned.explain(state.params, jnp.zeros((2, 20, 20, 3)))
     with pytest.raises(ValueError, match="backbone_mode"):
-        fex.make(tiny_config(backbone_mode="half"), apply_fn, weights)
+        make(tiny_config(backbone_mode="half"), apply_fn, weights)
     with pytest.raises(ValueError, match="reward_baseline"):
-        fex.make(tiny_config(reward_baseline="mean"), apply_fn, weights)
+        make(tiny_config(reward_baseline="mean"), apply_fn, weights)
     with pytest.raises(ValueError, match="backbone_params do not match"):
-        fex.make(tiny_config(), apply_fn, weights, backbone_params={"x": jnp.zeros(3)}).init(key, x)
+        make(tiny_config(), apply_fn, weights, backbone_params={"x": jnp.zeros(3)}).init(key, x)
 
 
 def test_train_on_benchmark_saves_and_loads(tmp_path, key):
     apply_fn, weights = linear_target(key)
     data = np.asarray(images(jax.random.key(5), 16))
-    config = tiny_config(total_steps=3)
-    params = fex.train_fex_on_benchmark(
+    config = tiny_config()
+    trained = fex_benchmark.train_fex_on_benchmark(
         apply_fn,
         weights,
         data,
@@ -395,11 +403,12 @@ def test_train_on_benchmark_saves_and_loads(tmp_path, key):
         key=key,
         workdir=tmp_path,
         config=config,
+        optimizer=dict(name="adam", lr=1e-3, total_steps=3),
         progress=False,
     )
+    params = trained.params
     assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 3
-    explain = fex.load_explainer(tmp_path)
-    heat = explain(data[:2])
+    heat = runs.load(tmp_path).explain(data[:2])
     assert heat.shape == (2, IMAGE, IMAGE)
     direct = fex.upsample(fex.explain_grid(config, params, jnp.asarray(data[:2])), (IMAGE, IMAGE))
     np.testing.assert_allclose(np.asarray(heat), np.asarray(direct), rtol=1e-5, atol=1e-6)
@@ -410,7 +419,7 @@ def test_data_parallel_training_matches_single_device(tmp_path, key):
 
     apply_fn, weights = linear_target(key)
     # SGD: Adam would turn reduction-order noise in ~zero gradients into ±lr steps.
-    learned = fex.make(tiny_config(optimizer="sgd", learning_rate=0.05), apply_fn, weights)
+    learned = make(tiny_config(), apply_fn, weights, make_optimizer("sgd", 0.05))
     data = np.asarray(images(jax.random.key(5), 8))
     state0 = learned.init(key, data)
     kwargs = dict(key=jax.random.key(9), progress=False, num_steps=2)
@@ -424,7 +433,6 @@ def test_data_parallel_training_matches_single_device(tmp_path, key):
 @pytest.mark.slow
 def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
     from fastxai_jax.cli import build_parser
-    from fastxai_jax.cli import explain as explain_cli
     from fastxai_jax.data.groundtruth import NUM_CLASSES
     from fastxai_jax.train.checkpoint import save_params
 
@@ -444,12 +452,9 @@ def test_cli_trains_and_explain_cli_can_load(tmp_path, key):
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     assert (tmp_path / "fex" / "explainer").exists()
-    from fastxai_jax.explainers import fex_train
-
-    saved, _ = fex_train.load(tmp_path / "fex")
+    saved = runs.load(tmp_path / "fex").explainer.config
     assert (saved.policy, saved.epsilon, saved.initial_keep) == ("softmax", 0.05, 0.8)
-    loader = explain_cli._LEARNED["fex"]
-    heat = loader(str(tmp_path / "fex"))(np.zeros((2, 64, 64, 3), np.float32))
+    heat = runs.load(tmp_path / "fex").explain(np.zeros((2, 64, 64, 3), np.float32))
     assert heat.shape == (2, 64, 64)
     with pytest.raises(ValueError, match="unknown --method"):
         bad = build_parser().parse_args(argv[:2] + ["nope"] + argv[3:])

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastxai_jax.data.groundtruth import CLASS_NAMES, make_benchmark
-from fastxai_jax.explainers import fex_train
+from fastxai_jax.explainers.learned import fex_benchmark as fex_train
 from fastxai_jax.models import make_apply_fn
 from fastxai_jax.train import target as target_lib
 from fastxai_jax.train.checkpoint import save_params
@@ -29,7 +29,7 @@ def test_fex_vs_rise_reports_paired_means_and_the_black_image_probability(tmp_pa
     apply_fn = make_apply_fn(module, family)
     train = make_benchmark(8, seed=1)["images"]
     fex_config = fex_train.benchmark_config(
-        len(CLASS_NAMES), 1, target_family=family, hidden_size=16, depth=1, mlp_dim=32
+        len(CLASS_NAMES), target_family=family, hidden_size=16, depth=1, mlp_dim=32
     )
     fex_train.train_fex_on_benchmark(
         apply_fn, variables, train, steps=1, batch_size=4, key=key,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastxai_jax import metrics
-from fastxai_jax.explainers import ltx
+from fastxai_jax.explainers.learned import ltx, make_trainer
 from fastxai_jax.models import make_apply_fn, vit
 from fastxai_jax.models.small_cnn import SmallCNN
 from fastxai_jax.train.loop import fit
@@ -50,19 +50,21 @@ def test_pos_auc_matches_metrics(key):
 @pytest.fixture(scope="module")
 def cnn_stage_a():
     module, variables, apply_fn = _tiny_cnn()
-    config = ltx.LtxConfig(kind="cnn", family="half", lam=1.0, total_steps=20, finetune_steps=4)
-    learned = ltx.make(config, apply_fn, variables, module, variables)
+    config = ltx.LtxConfig(kind="cnn", family="half", lam=1.0, finetune_steps=4)
+    optimizer = ltx.default_optimizer(20)
+    learned = ltx.make(config, apply_fn, variables, module=module)
+    init, update = make_trainer(learned, optimizer)
     x = jax.random.uniform(jax.random.key(3), (8, 16, 16, 3))
-    state = learned.init(jax.random.key(1), x)
+    state = init(jax.random.key(1), x)
     state, history = fit(
-        state, learned.update, lambda step: x, num_steps=20, key=jax.random.key(2),
+        state, update, lambda step: x, num_steps=20, key=jax.random.key(2),
         progress=False, mesh=data_mesh(8),
     )  # fmt: skip
-    return config, module, variables, apply_fn, learned, state, history, x
+    return config, module, variables, apply_fn, learned, state, history, x, optimizer
 
 
 def test_stage_a_trains_and_explains(cnn_stage_a):
-    _, _, _, _, learned, state, history, x = cnn_stage_a
+    _, _, _, _, learned, state, history, x, _ = cnn_stage_a
     losses = [h["loss"] for h in history]
     assert losses[-1] < losses[0] - 1e-3, losses
     masks = learned.explain(state.params, x)
@@ -71,8 +73,8 @@ def test_stage_a_trains_and_explains(cnn_stage_a):
 
 
 def test_stage_b_vmapped_equals_single(cnn_stage_a):
-    config, module, variables, apply_fn, _, state, _, x = cnn_stage_a
-    finetune = ltx.make_finetune(config, apply_fn, variables, module, variables)
+    config, module, variables, apply_fn, _, state, _, x, optimizer = cnn_stage_a
+    finetune = ltx.make_finetune(config, optimizer, apply_fn, variables, module=module)
     masks, info = finetune(state, x[:3])
     assert masks.shape == (3, 16, 16) and info["pos_auc"].shape == (3, 4)
     # the kept mask is the best POS AUC seen (stage-A mask included)
@@ -90,12 +92,13 @@ def test_vit_head_and_frozen_patch_embedding(key):
     )  # fmt: skip
     variables = module.init(key, jnp.zeros((1, 16, 16, 3)))
     apply_fn = make_apply_fn(module, "half")
-    config = ltx.LtxConfig(kind="vit", family="half", lam=1.0, total_steps=4, warmup_frac=0.0)
-    learned = ltx.make(config, apply_fn, variables, module, variables)
+    config = ltx.LtxConfig(kind="vit", family="half", lam=1.0)
+    learned = ltx.make(config, apply_fn, variables, module=module)
+    init, update = make_trainer(learned, ltx.default_optimizer(4, warmup_frac=0.0))
     x = jax.random.uniform(key, (2, 16, 16, 3))
-    state = learned.init(jax.random.key(1), x)
+    state = init(jax.random.key(1), x)
     assert state.params["head"]["dense1"]["kernel"].shape == (8, 8)
-    new_state, metrics_ = jax.jit(learned.update)(state, x, key)
+    new_state, metrics_ = jax.jit(update)(state, x, key)
     assert np.isfinite(float(metrics_["loss"]))
     before = state.params["backbone"]["patch_embed"]["kernel"]
     after = new_state.params["backbone"]["patch_embed"]["kernel"]

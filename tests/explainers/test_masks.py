@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastxai_jax.explainers import _lora, _masks
+from fastxai_jax.explainers import _masks
 from fastxai_jax.explainers._masks import normalise_images as normalise
+from fastxai_jax.explainers.learned import _lora
 
 
 def test_patch_grid_and_bad_divisor():

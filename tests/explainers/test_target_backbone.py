@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from fastxai_jax.explainers import _backbone, fastshap, tve
 from fastxai_jax.explainers._masks import apply_mask, fill_value_01
+from fastxai_jax.explainers.learned import _backbone, fastshap, make_trainer, runs, tve
 from fastxai_jax.models import make_apply_fn
 
 
@@ -45,7 +45,7 @@ def target():
 def _fastshap_config(**overrides):
     options = dict(
         num_classes=3, image_size=8, patch_size=2, backbone="target", target_family="half",
-        num_samples=4, learning_rate=1e-2, warmup_frac=0.0, total_steps=5,
+        num_samples=4,
     )  # fmt: skip
     return fastshap.FastShapConfig(**{**options, **overrides})
 
@@ -54,7 +54,10 @@ def test_fastshap_target_backbone_copies_and_freezes_statistics(target):
     module, variables, apply_fn, x = target
     config = _fastshap_config()
     learned = fastshap.make(config, apply_fn, variables, module=module)
-    state = learned.init(jax.random.key(2), x)
+    init, update = make_trainer(
+        learned, fastshap.default_optimizer(5, learning_rate=1e-2, warmup_frac=0.0)
+    )
+    state = init(jax.random.key(2), x)
     # the backbone starts as an exact copy of the target's variables
     for a, b in zip(
         jax.tree.leaves(state.params["backbone"]), jax.tree.leaves(variables), strict=True
@@ -69,7 +72,7 @@ def test_fastshap_target_backbone_copies_and_freezes_statistics(target):
     np.testing.assert_allclose(
         np.asarray(maps), np.asarray(phi[:, :, 0]).reshape(6, 4, 4), rtol=1e-5, atol=1e-6
     )
-    new, _ = learned.update(state, x, jax.random.key(3))
+    new, _ = update(state, x, jax.random.key(3))
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)
     assert moved["backbone"]["params"]["conv"]["kernel"] > 0  # the trunk is fine-tuned
     assert moved["backbone"]["batch_stats"]["bn"]["mean"] == 0.0  # statistics are not
@@ -85,7 +88,7 @@ def test_target_backbone_errors(target):
     # a player grid that is not the feature grid names patch_size and the stride
     learned = fastshap.make(_fastshap_config(patch_size=4), apply_fn, variables, module=module)
     with pytest.raises(ValueError, match=r"patch_size to the feature stride \(2\)"):
-        learned.init(jax.random.key(0), x)
+        learned.init_params(jax.random.key(0), x)
     with pytest.raises(ValueError, match="feature 'nope'"):
         _backbone.feature_tokens(module, variables, x, "half", "nope")
     config = tve.TveConfig(embed_dim=4, image_size=8, grid=4, patch_size=2, backbone="target")
@@ -104,12 +107,14 @@ def test_tve_all_cells_loss_equals_hand_computed_mean(target):
     config = tve.TveConfig(
         embed_dim=4, image_size=8, grid=4, radius=1, patch_size=2, backbone="target",
         encoder_family="half", head_hidden=8, head_layers=2, cells_per_image=16,
-        learning_rate=1e-3, warmup_frac=0.0, total_steps=2,
     )  # fmt: skip
     encoder = _encoder(module)
     learned = tve.make(config, encoder, variables, module=module)
-    state = learned.init(jax.random.key(4), x)
-    _, metrics = learned.update(state, x, jax.random.key(5))
+    init, update = make_trainer(
+        learned, tve.default_optimizer(2, learning_rate=1e-3, warmup_frac=0.0)
+    )
+    state = init(jax.random.key(4), x)
+    _, metrics = update(state, x, jax.random.key(5))
     pos, neg = tve.predict_embeddings(config, state.params, x, module)
     fill = fill_value_01(0.0, "half")
     errors_pos, errors_neg = [], []
@@ -120,7 +125,7 @@ def test_tve_all_cells_loss_equals_hand_computed_mean(target):
     expected = np.mean(errors_pos) + np.mean(errors_neg)
     np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
     # a different key draws the same (complete) set of cells: same loss
-    _, again = learned.update(state, x, jax.random.key(6))
+    _, again = update(state, x, jax.random.key(6))
     np.testing.assert_allclose(float(again["loss"]), expected, rtol=1e-5)
     # the transfer map runs through the copied trunk
     head = tve.linear_head(variables)
@@ -156,7 +161,6 @@ def test_cli_trains_target_backbone_and_explain_loads_it(tmp_path, method):
     # train-explainer → checkpoint → the explain CLI's loader gives the maps of the
     # trained params (the copied trunk included) on the target it was trained for.
     from fastxai_jax.cli import build_parser
-    from fastxai_jax.cli import explain as explain_cli
     from fastxai_jax.data.groundtruth import NUM_CLASSES
     from fastxai_jax.models.small_cnn import SmallCNN
     from fastxai_jax.train.checkpoint import save_params
@@ -174,10 +178,10 @@ def test_cli_trains_target_backbone_and_explain_loads_it(tmp_path, method):
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     apply_fn = make_apply_fn(module, "imagenet")
-    explain = explain_cli._LEARNED[method](
-        str(tmp_path / method), module=module, variables=variables, family="imagenet",
-        apply_fn=apply_fn, options={},
-    )  # fmt: skip
+    trained = runs.load(
+        tmp_path / method, apply_fn=apply_fn, target_params=variables, module=module
+    )
+    explain = trained.explain
     x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
     maps = np.asarray(explain(x))
     assert maps.shape == (2, 64, 64) and np.all(np.isfinite(maps))
@@ -197,7 +201,7 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
     # experiments/benchmarks/bench_learned.py: the target trunk, 1000 / 900 steps at 3e-3,
     # FastSHAP's players masked black (-1 under "half").
     from fastxai_jax.cli import build_parser
-    from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config
+    from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config, optimizer_settings
     from fastxai_jax.cli.demo import LEARNED_RECIPES
 
     def parse(method):
@@ -205,15 +209,19 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
         return build_parser().parse_args(argv + LEARNED_RECIPES[method])
 
     tve_config = _tve_config(parse("tve"), "half", embed_dim=64)
-    assert (tve_config.backbone, tve_config.head_init, tve_config.total_steps) == (
+    tve_optimizer = optimizer_settings("tve", parse("tve"))
+    assert (tve_config.backbone, tve_config.head_init, tve_optimizer["total_steps"]) == (
         "target", "local", 1000,
     )  # fmt: skip
-    assert tve_config.learning_rate == 3e-3 and tve_config.grid == 8
+    assert tve_optimizer["lr"] == 3e-3 and tve_config.grid == 8
     fex_args = parse("fex")  # the recipe measured on the demo's calibrated target
     assert (fex_args.num_masks, fex_args.initial_keep, fex_args.steps) == (10, 0.88, 700)
     fs_config = _fastshap_config(parse("fastshap"), "half", num_classes=8)
-    assert (fs_config.backbone, fs_config.patch_size, fs_config.total_steps) == ("target", 8, 900)
-    assert fs_config.num_samples == 16 and fs_config.learning_rate == 3e-3
+    fs_optimizer = optimizer_settings("fastshap", parse("fastshap"))
+    assert (fs_config.backbone, fs_config.patch_size, fs_optimizer["total_steps"]) == (
+        "target", 8, 900,
+    )  # fmt: skip
+    assert fs_config.num_samples == 16 and fs_optimizer["lr"] == 3e-3
     assert fs_config.fill == -1.0
 
 

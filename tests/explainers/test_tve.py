@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastxai_jax.explainers import tve
+from fastxai_jax.explainers.learned import make_trainer, tve
 from fastxai_jax.models.tve_head import TveHead
 from fastxai_jax.train.loop import fit
 from fastxai_jax.train.sharding import data_mesh
@@ -79,13 +79,16 @@ def test_pretrain_once_then_explain_two_unseen_heads():
     config = tve.TveConfig(
         embed_dim=12, image_size=16, grid=4, radius=0, patch_size=4, hidden_size=16, depth=1,
         num_heads=2, mlp_dim=32, head_hidden=32, head_layers=2, explainer_family="half",
-        encoder_family="identity", learning_rate=1e-2, warmup_frac=0.0, total_steps=100,
+        encoder_family="identity",
     )  # fmt: skip
     learned = tve.make(config, quadrant_encoder, None)
+    init, update = make_trainer(
+        learned, tve.default_optimizer(100, learning_rate=1e-2, warmup_frac=0.0)
+    )
     images = jax.random.uniform(jax.random.key(0), (64, 16, 16, 3))
-    state = learned.init(jax.random.key(1), images[:2])
+    state = init(jax.random.key(1), images[:2])
     state, history = fit(
-        state, learned.update, lambda s: images[(s % 4) * 16 : (s % 4) * 16 + 16],
+        state, update, lambda s: images[(s % 4) * 16 : (s % 4) * 16 + 16],
         num_steps=100, key=jax.random.key(2), progress=False, mesh=data_mesh(8),
     )  # fmt: skip
     losses = np.array([h["loss"] for h in history])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -31,23 +30,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fastxai_jax.core import LearnedExplainer, Params, check_images, check_target
-from fastxai_jax.explainers import _backbone
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
     normalise_images,
     patch_grid,
-    upsample_bilinear,
     upsample_nearest,
+)
+from fastxai_jax.explainers.learned import _backbone
+from fastxai_jax.explainers.learned._tve_transfer import (
+    EncoderFn,
+    embeddings_to_map,
+    encoder_from_module,
+    linear_head,
+    transfer_map,
 )
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.tve_head import TveHead
 from fastxai_jax.models.vit import vit_from_config
-from fastxai_jax.train.loop import TrainState, make_optimizer
-
-EncoderFn = Callable[[Params, jax.Array], jax.Array]
-"""``encoder_fn(encoder_params, x01 [B, H, W, C]) -> embeddings [B, E]``."""
+from fastxai_jax.train.loop import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,6 @@ class TveConfig:
         update (``2·K`` encoder queries per image). ``1`` is the paper's
         recipe; larger ``K`` gives the per-cell predictor ``K`` times the
         supervision per image at ``K`` times the encoder cost.
-      learning_rate, warmup_frac, total_steps, weight_decay: AdamW.
     """
 
     embed_dim: int
@@ -102,14 +103,10 @@ class TveConfig:
     lam_neg: float = 0.0
     upsample: str = "nearest"
     cells_per_image: int = 1
-    learning_rate: float = 1e-3
-    warmup_frac: float = 0.05
-    total_steps: int = 1000
-    weight_decay: float = 1e-4
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
-        for name in ("embed_dim", "image_size", "grid", "patch_size", "total_steps"):
+        for name in ("embed_dim", "image_size", "grid", "patch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -272,12 +269,30 @@ def tve_loss(
     return jnp.mean((pred_pos - target_pos) ** 2) + jnp.mean((pred_neg - target_neg) ** 2)
 
 
+def default_optimizer(
+    total_steps: int,
+    *,
+    learning_rate: float = 1e-3,
+    warmup_frac: float = 0.05,
+    weight_decay: float = 1e-4,
+) -> optax.GradientTransformation:
+    """AdamW, linear warm-up then cosine decay over ``total_steps``."""
+    return make_optimizer(
+        "adamw",
+        learning_rate,
+        warmup_frac=warmup_frac,
+        total_steps=total_steps,
+        weight_decay=weight_decay,
+    )
+
+
 def make(
     config: TveConfig,
     encoder_fn: EncoderFn,
     encoder_params: Params,
     *,
     module: nn.Module | None = None,
+    head: Params | None = None,
 ) -> LearnedExplainer:
     """TVE meta-attribution pre-training against a frozen encoder.
 
@@ -288,41 +303,36 @@ def make(
       encoder_params: its parameters (closed over).
       module: the encoder's Flax module, for ``backbone="target"`` (the
         explainer's backbone starts from a copy of ``encoder_params``).
+      head: ``{"kernel": [E, K], "bias": [K]}`` of the classifier to explain
+        (:func:`linear_head`); needed by ``explain`` only. Pre-training never
+        sees it, so one TVE transfers to any head (:func:`explain_with_head`).
 
     Returns:
-      ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
-      ``update(state, batch, key)`` (``batch``: images or ``{"images": ...}``),
-      ``explain(params, x) -> (pos, neg)`` per-cell embeddings ``[B, S², E]``;
-      turn them into maps with :func:`explain_with_head`.
+      ``LearnedExplainer``: ``loss_fn(params, batch, key)`` (``2·cells_per_image``
+      encoder queries per image); ``explain(params, x, target=None) -> [B, H, W]``
+      and ``explain_grid -> [B, S, S]`` through ``head``. ``target`` (an int or
+      ``[B]`` ints) is the class explained; ``None`` explains the classifier's
+      own prediction ``argmax(head(encoder(x)))``, which runs the encoder once:
+      ``target_queries_per_explain = 1``. Raw per-cell embeddings:
+      :func:`predict_embeddings`.
     """
     config.validate()
     _backbone.check_backbone(config.backbone, module)
-    optimizer = make_optimizer(
-        "adamw",
-        config.learning_rate,
-        warmup_frac=config.warmup_frac,
-        total_steps=config.total_steps,
-        weight_decay=config.weight_decay,
-    )
-    if config.backbone == "target":
-        template = init_params(config, jax.random.key(0), module=module, variables=encoder_params)
-        optimizer = _backbone.freeze_non_params(optimizer, template)
+    if head is not None:
+        kernel, bias = head["kernel"], head["bias"]
+        if kernel.shape[0] != config.embed_dim or bias.shape != kernel.shape[1:]:
+            raise ValueError(
+                f"head must hold kernel [{config.embed_dim}, K] and bias [K]; got "
+                f"{kernel.shape} and {bias.shape}"
+            )
 
-    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+    def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
         check_images(x, "sample_batch")
         emb = jax.eval_shape(encoder_fn, encoder_params, x[:1])
         if emb.shape != (1, config.embed_dim):
             raise ValueError(f"encoder_fn must return [B, {config.embed_dim}]; got {emb.shape}")
-        params = init_params(config, key, module=module, variables=encoder_params)
-        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
-
-    def loss_fn(params, x, cells):
-        # cells: [B, K] distinct cell indices per image.
-        target_pos, target_neg = cell_embeddings(config, encoder_fn, encoder_params, x, cells)
-        pred_pos, pred_neg = predict_embeddings(config, params, x, module)
-        index = jnp.arange(x.shape[0])[:, None]
-        return tve_loss(pred_pos[index, cells], pred_neg[index, cells], target_pos, target_neg)
+        return init_params(config, key, module=module, variables=encoder_params)
 
     def sample_cells(key: jax.Array, batch: int) -> jax.Array:
         if config.cells_per_image == 1:
@@ -330,32 +340,76 @@ def make(
         scores = jax.random.uniform(key, (batch, config.grid**2))
         return jnp.argsort(scores, axis=-1)[:, : config.cells_per_image].astype(jnp.int32)
 
-    def update(state: TrainState, batch: Any, key: jax.Array):
+    def loss_fn(params: Params, batch: Any, key: jax.Array):
         x = batch["images"] if isinstance(batch, dict) else batch
-        cells = sample_cells(key, x.shape[0])
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, cells)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state), {"loss": loss}
+        cells = sample_cells(key, x.shape[0])  # [B, K] distinct cell indices per image
+        target_pos, target_neg = cell_embeddings(config, encoder_fn, encoder_params, x, cells)
+        pred_pos, pred_neg = predict_embeddings(config, params, x, module)
+        index = jnp.arange(x.shape[0])[:, None]
+        loss = tve_loss(pred_pos[index, cells], pred_neg[index, cells], target_pos, target_neg)
+        return loss, {}
 
-    explain_jit = jax.jit(lambda params, x: predict_embeddings(config, params, x, module))
+    @jax.jit
+    def predicted(x):
+        logits = encoder_fn(encoder_params, x) @ head["kernel"] + head["bias"][None, :]
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    def explain(params: Params, x: Any) -> tuple[jax.Array, jax.Array]:
+    def _target(x: Any, target: Any) -> jax.Array:
         check_images(x, "x")
-        return explain_jit(params, x)
+        if head is None:
+            raise ValueError(
+                "head: this TVE was made without a classifier head; pass head= to make "
+                "(or use explain_with_head / predict_embeddings)"
+            )
+        if target is None:
+            return predicted(x)
+        if isinstance(target, bool):
+            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
+        if jnp.ndim(target) == 0:
+            target = jnp.full((x.shape[0],), target)
+        check_target(target, x.shape[0], head["kernel"].shape[1])
+        return jnp.asarray(target, jnp.int32)
 
-    return LearnedExplainer(init, update, explain)
+    def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
+        return _explain_jit(config, params, x, head, _target(x, target), False, module)
 
+    def explain_grid(params: Params, x: Any, target: Any = None) -> jax.Array:
+        return _explain_jit(config, params, x, head, _target(x, target), True, module)
 
-def _avg_pool_cells(grid_map: jax.Array, radius: int) -> jax.Array:
-    """Mean over the valid ``(2r+1)²`` neighbourhood of each cell, ``[B, S, S]``."""
-    window = (1, 2 * radius + 1, 2 * radius + 1)
-    pads = ((0, 0), (radius, radius), (radius, radius))
-    total = jax.lax.reduce_window(grid_map, 0.0, jax.lax.add, window, (1, 1, 1), pads)
-    count = jax.lax.reduce_window(
-        jnp.ones_like(grid_map), 0.0, jax.lax.add, window, (1, 1, 1), pads
+    frozen = None
+    if config.backbone == "target":
+        frozen = _backbone.frozen_non_params
+    return LearnedExplainer(
+        config=config,
+        init_params=init_params_fn,
+        loss_fn=loss_fn,
+        explain=explain,
+        num_classes=None if head is None else int(head["kernel"].shape[1]),
+        target_queries_per_explain=1,
+        explain_grid=explain_grid,
+        frozen=frozen,
     )
-    return total / count
+
+
+def make_for_classifier(
+    config: TveConfig,
+    apply_fn: ApplyFn | None,
+    target_params: Params,
+    *,
+    module: nn.Module,
+) -> LearnedExplainer:
+    """:func:`make` for a Flax classifier ``module`` whose final Dense ``"head"``
+    sits on ``aux["pre_logits"]``: the encoder is the module up to its pre-logits
+    (:func:`encoder_from_module`, ``config.encoder_family``) and ``head`` its
+    linear head. ``apply_fn`` is not needed (the logits are ``head(encoder(x))``);
+    it is accepted so that every learned method's ``make`` has one signature.
+    """
+    del apply_fn
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be the classifier's Flax module; got {module!r}")
+    encoder_fn = encoder_from_module(module, config.encoder_family)
+    trunk = module if config.backbone == "target" else None
+    return make(config, encoder_fn, target_params, module=trunk, head=linear_head(target_params))
 
 
 def explain_with_head(
@@ -396,55 +450,6 @@ def explain_with_head(
     return _explain_jit(config, params, x, head, target, return_grid, module)
 
 
-def transfer_map(
-    config: TveConfig,
-    pos: jax.Array,
-    neg: jax.Array,
-    head: Params,
-    target: jax.Array | None = None,
-) -> jax.Array:
-    """Cell map from predicted embeddings and a linear head: ``[B, S, S]`` in ``[0, 1]``.
-
-    ``λ_pos·logit_c(pos) − λ_neg·logit_c(neg)`` per cell, average-pooled over the
-    valid ``(2r+1)²`` neighbourhood, min-max normalised per image.
-
-    Args:
-      pos, neg: ``[B, S², E]`` predicted embeddings.
-      head: ``{"kernel": [E, K], "bias": [K]}``.
-      target: ``[B]`` classes or ``None`` (largest mean pos-branch cell logit).
-    """
-    pos_logits = pos @ head["kernel"] + head["bias"][None, None, :]  # [B, S², K]
-    neg_logits = neg @ head["kernel"] + head["bias"][None, None, :]
-    if target is None:
-        target = jnp.argmax(jnp.mean(pos_logits, axis=1), axis=-1)
-    index = jnp.arange(pos.shape[0])
-    score = (
-        config.lam_pos * pos_logits[index, :, target]
-        - config.lam_neg * neg_logits[index, :, target]
-    )
-    grid_map = jnp.reshape(score, (pos.shape[0], config.grid, config.grid))
-    grid_map = _avg_pool_cells(grid_map, config.radius)
-    low = jnp.min(grid_map, axis=(1, 2), keepdims=True)
-    high = jnp.max(grid_map, axis=(1, 2), keepdims=True)
-    return (grid_map - low) / (high - low + 1e-12)
-
-
-def embeddings_to_map(
-    config: TveConfig,
-    pos: jax.Array,
-    neg: jax.Array,
-    head: Params,
-    target: jax.Array | None,
-    size: tuple[int, int],
-) -> jax.Array:
-    """:func:`transfer_map` upsampled (``config.upsample``) to pixels ``[B, *size]``:
-    the map of any per-cell embeddings, predicted or :func:`oracle_embeddings`."""
-    grid_map = transfer_map(config, pos, neg, head, target)
-    if config.upsample == "nearest":
-        return upsample_nearest(grid_map, size)
-    return upsample_bilinear(grid_map, size)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 5, 6))
 def _explain_jit(config, params, x, head, target, return_grid, module=None):
     pos, neg = predict_embeddings(config, params, x, module)
@@ -453,16 +458,22 @@ def _explain_jit(config, params, x, head, target, return_grid, module=None):
     return embeddings_to_map(config, pos, neg, head, target, x.shape[1:3])
 
 
-def encoder_from_module(module: nn.Module, family: str, output: str = "pre_logits") -> EncoderFn:
-    """``encoder_fn(variables, x01) -> aux[output]`` of a Flax target (``[B, E]``)."""
-
-    def encoder_fn(variables, x01):
-        _, aux = module.apply(variables, normalise_images(x01, family), train=False)
-        return aux[output]
-
-    return encoder_fn
-
-
-def linear_head(variables: Params, name: str = "head") -> Params:
-    """``{"kernel", "bias"}`` of a Flax target's final Dense layer ``name``."""
-    return dict(variables["params"][name])
+__all__ = [
+    "EncoderFn",
+    "TveConfig",
+    "build_backbone",
+    "cell_embeddings",
+    "default_optimizer",
+    "embeddings_to_map",
+    "encoder_from_module",
+    "explain_with_head",
+    "init_params",
+    "linear_head",
+    "make",
+    "make_for_classifier",
+    "oracle_embeddings",
+    "predict_embeddings",
+    "square_masks",
+    "transfer_map",
+    "tve_loss",
+]

@@ -37,7 +37,6 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
-from fastxai_jax.explainers import _backbone
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -46,9 +45,10 @@ from fastxai_jax.explainers._masks import (
     upsample_bilinear,
     upsample_nearest,
 )
+from fastxai_jax.explainers.learned import _backbone
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.vit import vit_from_config
-from fastxai_jax.train.loop import TrainState, make_optimizer
+from fastxai_jax.train.loop import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,6 @@ class FastShapConfig:
       target_family: the normalisation ``apply_fn`` applies; masked = ``fill`` there.
       fill: masked value in the target's normalised space.
       num_samples: coalitions per image per update (even: paired sampling).
-      learning_rate, warmup_frac, total_steps, weight_decay: AdamW.
     """
 
     num_classes: int
@@ -84,14 +83,10 @@ class FastShapConfig:
     target_family: str = "imagenet"
     fill: float = 0.0
     num_samples: int = 32
-    learning_rate: float = 2e-4
-    warmup_frac: float = 0.05
-    total_steps: int = 1000
-    weight_decay: float = 1e-4
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
-        for name in ("num_classes", "image_size", "patch_size", "num_samples", "total_steps"):
+        for name in ("num_classes", "image_size", "patch_size", "num_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -227,6 +222,23 @@ def sample_shapley_subsets(key: jax.Array, num_players: int, num_samples: int) -
     return jnp.reshape(paired, (num_samples, num_players))
 
 
+def default_optimizer(
+    total_steps: int,
+    *,
+    learning_rate: float = 2e-4,
+    warmup_frac: float = 0.05,
+    weight_decay: float = 1e-4,
+) -> optax.GradientTransformation:
+    """AdamW, linear warm-up then cosine decay over ``total_steps``."""
+    return make_optimizer(
+        "adamw",
+        learning_rate,
+        warmup_frac=warmup_frac,
+        total_steps=total_steps,
+        weight_decay=weight_decay,
+    )
+
+
 def make(
     config: FastShapConfig,
     apply_fn: ApplyFn,
@@ -234,47 +246,44 @@ def make(
     *,
     module: nn.Module | None = None,
 ) -> LearnedExplainer:
-    """FastSHAP as a ``LearnedExplainer`` for ``train.loop.fit``.
+    """FastSHAP as a ``LearnedExplainer``.
 
     Args:
       config: :class:`FastShapConfig`.
       apply_fn: the target ``apply_fn(target_params, x01) -> logits``.
       target_params: its params (closed over, never trained).
       module: the target's Flax module, for ``backbone="target"`` (the explainer
-        starts from a copy of ``target_params``).
+        starts from a copy of ``target_params``); ignored for ``"vit"``.
 
     Returns:
-      ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
-      ``update(state, batch, key) -> (state, {"loss", ...})`` (``M + 2`` target
-      queries per image), ``explain(params, x, target=None) -> [B, H, W]``.
+      ``LearnedExplainer``: ``loss_fn(params, batch, key) -> (loss, {})`` (``M + 2``
+      target queries per image); ``explain(params, x, target=None) -> [B, H, W]``
+      (bilinear; ``upsample="nearest"`` keyword for blocks) and ``explain_grid ->
+      [B, gh, gw]``, no target query. ``target`` (an int or ``[B]`` ints) selects
+      the class's player values; ``None`` the class with the largest ``Σ_i φ_i``.
     """
     config.validate()
-    _backbone.check_backbone(config.backbone, module)
+    trunk = module if config.backbone == "target" else None
+    _backbone.check_backbone(config.backbone, trunk)
     gh, gw = config.grid
     num_players = config.num_players
     fill01 = fill_value_01(config.fill, config.target_family)
-    optimizer = make_optimizer(
-        "adamw",
-        config.learning_rate,
-        warmup_frac=config.warmup_frac,
-        total_steps=config.total_steps,
-        weight_decay=config.weight_decay,
-    )
-    if config.backbone == "target":
-        template = init_params(config, jax.random.key(0), module=module, variables=target_params)
-        optimizer = _backbone.freeze_non_params(optimizer, template)
 
-    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+    def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         x = sample_batch["images"] if isinstance(sample_batch, dict) else sample_batch
         check_images(x, "sample_batch")
-        logits = jax.eval_shape(apply_fn, target_params, x[:1])
-        if logits.shape != (1, config.num_classes):
-            raise ValueError(f"apply_fn must return [B, {config.num_classes}]; got {logits.shape}")
-        params = init_params(config, key, module=module, variables=target_params)
-        player_values(config, params, x[:1], module)  # checks the player grid
-        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
+        if apply_fn is not None:
+            logits = jax.eval_shape(apply_fn, target_params, x[:1])
+            if logits.shape != (1, config.num_classes):
+                raise ValueError(
+                    f"apply_fn must return [B, {config.num_classes}]; got {logits.shape}"
+                )
+        params = init_params(config, key, module=trunk, variables=target_params)
+        player_values(config, params, x[:1], trunk)  # checks the player grid
+        return params
 
-    def loss_fn(params, x, key):
+    def loss_fn(params: Params, batch: Any, key: jax.Array):
+        x = batch["images"] if isinstance(batch, dict) else batch
         batch = x.shape[0]
         keys = jax.random.split(key, batch)
         subsets = jax.vmap(lambda k: sample_shapley_subsets(k, num_players, config.num_samples))(
@@ -291,27 +300,40 @@ def make(
         values = jax.lax.stop_gradient(
             jnp.reshape(jax.nn.softmax(logits, axis=-1), (batch, count, -1))
         )
-        phi = player_values(config, params, x, module)
+        phi = player_values(config, params, x, trunk)
         phi = jax.vmap(efficiency_normalise)(phi, values[:, 0], values[:, 1])
         per_input = jax.vmap(fastshap_objective)(phi, subsets, values[:, 2:], values[:, 1])
-        return jnp.mean(per_input)
+        return jnp.mean(per_input), {}
 
-    def update(state: TrainState, batch: Any, key: jax.Array):
-        x = batch["images"] if isinstance(batch, dict) else batch
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state), {"loss": loss}
+    def _target(x: Any, target: Any) -> Any:
+        check_images(x, "x")
+        if target is None:
+            return None
+        if isinstance(target, bool):
+            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
+        if jnp.ndim(target) == 0:
+            target = jnp.full((x.shape[0],), target)
+        check_target(target, x.shape[0], config.num_classes)
+        return jnp.asarray(target, jnp.int32)
 
     def explain(params: Params, x: Any, target: Any = None, *, upsample: str = "bilinear"):
-        check_images(x, "x")
-        if target is not None:
-            check_target(target, x.shape[0], config.num_classes)
         if upsample not in ("bilinear", "nearest", "none"):
             raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'none'; got {upsample!r}")
-        return _explain_jit(config, params, x, target, upsample, module)
+        return _explain_jit(config, params, x, _target(x, target), upsample, trunk)
 
-    return LearnedExplainer(init, update, explain)
+    def explain_grid(params: Params, x: Any, target: Any = None):
+        return _explain_jit(config, params, x, _target(x, target), "none", trunk)
+
+    return LearnedExplainer(
+        config=config,
+        init_params=init_params_fn,
+        loss_fn=loss_fn,
+        explain=explain,
+        num_classes=config.num_classes,
+        target_queries_per_explain=0,
+        explain_grid=explain_grid,
+        frozen=_backbone.frozen_non_params if config.backbone == "target" else None,
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))

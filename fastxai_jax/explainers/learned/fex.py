@@ -12,9 +12,12 @@ Usage::
 
     learned = fex.make(fex.FexConfig(num_classes=10, image_size=64, patch_size=8),
                        apply_fn, target_params)
-    state = learned.init(key, images[:8])           # a train.loop.TrainState
-    state, metrics = learned.update(state, images[:32], key)
-    heat = learned.explain(state.params, images)    # [B, 8, 8] in (0, 1)
+    optimizer = optimizer_for(learned, make_optimizer("adam", 5e-5))
+    state = init_train_state(learned, optimizer, key, images[:8])
+    update = make_update(learned.loss_fn, optimizer)
+    state, metrics = update(state, images[:32], key)
+    heat = learned.explain(state.params, images)       # [B, 64, 64] in (0, 1)
+    grid = learned.explain_grid(state.params, images)  # [B, 8, 8]
 """
 
 from __future__ import annotations
@@ -25,11 +28,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
-from fastxai_jax.explainers import _fex_losses as losses
-from fastxai_jax.explainers._lora import lora_init, lora_merge
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -39,10 +39,11 @@ from fastxai_jax.explainers._masks import (
     upsample_bilinear,
     upsample_nearest,
 )
+from fastxai_jax.explainers.learned import _fex_losses as losses
+from fastxai_jax.explainers.learned._lora import lora_init, lora_merge
 from fastxai_jax.models.heads import ActorCriticHeads
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.vit import ViT, vit_from_config
-from fastxai_jax.train.loop import TrainState, make_optimizer
 
 _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
@@ -87,8 +88,9 @@ class FexConfig:
         policy keeps about that share of patches and training prunes masks down
         from nearly whole images (``q = 0.88`` helps when the target only
         recognises a class from its whole object, see the README).
-      optimizer, learning_rate, warmup_frac, total_steps, weight_decay,
-        clip_norm: passed to ``train.loop.make_optimizer`` (authors: Adam 5e-5).
+
+    The optimizer is not part of the config: pass one to ``make_update`` /
+    ``runs.fit`` (authors: Adam 5e-5; ``train.loop.make_optimizer``).
     """
 
     num_classes: int
@@ -117,12 +119,6 @@ class FexConfig:
     policy: str = "sigmoid"
     epsilon: float = 0.0
     initial_keep: float | None = None
-    optimizer: str = "adam"
-    learning_rate: float = 5e-5
-    warmup_frac: float = 0.0
-    total_steps: int | None = None
-    weight_decay: float = 0.0
-    clip_norm: float | None = None
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
@@ -218,21 +214,17 @@ def _shift_output_bias(heads: Params, name: str, shift: float) -> Params:
     return {**heads, name: head}
 
 
-def make_optimizer_for(config: FexConfig, params: Params) -> optax.GradientTransformation:
-    """The configured optimiser; the backbone is frozen (no state, zero update)
-    in ``frozen``/``lora`` mode."""
-    base = make_optimizer(
-        config.optimizer,
-        config.learning_rate,
-        warmup_frac=config.warmup_frac,
-        total_steps=config.total_steps,
-        weight_decay=config.weight_decay,
-        clip_norm=config.clip_norm,
-    )
+def frozen_leaves(config: FexConfig) -> Any:
+    """``frozen(params) -> pytree of bool``: the backbone in ``frozen``/``lora``
+    mode (zero update, no optimizer moments), ``None`` for ``full``."""
     if config.backbone_mode == "full":
-        return base
-    labels = {name: ("frozen" if name == "backbone" else "train") for name in params}
-    return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
+        return None
+
+    def frozen(params: Params) -> Any:
+        return {name: jax.tree.map(lambda _, n=name: n == "backbone", sub)
+                for name, sub in params.items()}  # fmt: skip
+
+    return frozen
 
 
 def forward(config: FexConfig, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -295,45 +287,53 @@ def policy_logits(actor: jax.Array, classes: jax.Array, policy: str = "sigmoid")
 
 def make(
     config: FexConfig,
-    apply_fn: ApplyFn,
+    apply_fn: ApplyFn | None,
     target_params: Params,
     *,
     backbone_params: Params | None = None,
+    module: Any = None,
 ) -> LearnedExplainer:
     """Builds FEX for the target ``apply_fn(target_params, x01) -> logits``.
 
     Args:
       config: :class:`FexConfig`.
-      apply_fn: the target (any framework), taking ``[0, 1]`` images.
+      apply_fn: the target (any framework), taking ``[0, 1]`` images; only
+        ``init_params``/``loss_fn`` query it (``None`` for an explain-only FEX).
       target_params: the target's params (closed over, never trained).
       backbone_params: optional ViT params to initialise the explainer from.
+      module: unused (FEX's explainer is its own ViT); accepted so that every
+        learned method's ``make`` has one signature.
 
     Returns:
-      ``LearnedExplainer(init, update, explain)``:
-      ``init(key, sample_batch) -> TrainState``; ``update(state, batch, key) ->
-      (state, metrics)`` (pure, jit-able; ``batch`` is ``[B, H, W, 3]`` or a dict
-      with ``"images"``); ``explain(params, x, target=None) -> [B, gh, gw]``.
+      ``LearnedExplainer``: ``loss_fn(params, batch, key)`` (``batch``:
+      ``[B, H, W, 3]`` or a dict with ``"images"``; ``B·(K + 1)`` target
+      queries); ``explain(params, x, target=None) -> [B, H, W]`` (bilinear) and
+      ``explain_grid -> [B, gh, gw]``, one explainer forward, no target query:
+      ``target`` (an int or ``[B]`` ints) selects the class's actor output;
+      ``None`` explains the explainer's own predicted class.
     """
+    del module
     config.validate()
     gh, gw = config.grid
     size = config.image_size
     fill01 = fill_value_01(config.fill, config.target_family)
-    optimizer_box: dict[str, optax.GradientTransformation] = {}
 
-    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+    def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         x = _images(sample_batch)
         _check_input(config, x, "sample_batch")
-        _check_logits(config, apply_fn, target_params, x)
-        logits = apply_fn(target_params, x)
-        if not bool(jnp.all(jnp.isfinite(logits))):
-            raise ValueError(
-                "apply_fn returned NaN/Inf logits on sample_batch: rewards would be NaN"
-            )
-        params = init_params(config, key, backbone_params)
-        optimizer = optimizer_box.setdefault("opt", make_optimizer_for(config, params))
-        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None)
+        if apply_fn is not None:  # an explain-only FEX (runs.load) has no target
+            _check_logits(config, apply_fn, target_params, x)
+            logits = apply_fn(target_params, x)
+            if not isinstance(logits, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(logits))):
+                raise ValueError(
+                    "apply_fn returned NaN/Inf logits on sample_batch: rewards would be NaN"
+                )
+        return init_params(config, key, backbone_params)
 
-    def loss_fn(params, x, key):
+    def loss_fn(params: Params, batch: Any, key: jax.Array):
+        x = _images(batch)
+        _check_input(config, x, "batch")
+        _check_logits(config, apply_fn, target_params, x)
         batch = x.shape[0]
         num_masks = config.num_masks
         target_logits = apply_fn(target_params, x)
@@ -400,35 +400,38 @@ def make(
         }
         return loss, metrics
 
-    def update(state: TrainState, batch: Any, key: jax.Array):
-        x = _images(batch)
-        _check_input(config, x, "batch")
-        _check_logits(config, apply_fn, target_params, x)
-        optimizer = optimizer_box.setdefault("opt", make_optimizer_for(config, state.params))
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # Guard: a non-finite loss/gradient (e.g. a target returning NaN) never enters
-        # the params; the NaN loss is reported so train.loop.fit raises FloatingPointError.
-        finite = jnp.isfinite(loss) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-        )
-        params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
-        opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
-        metrics = {"loss": jnp.where(finite, loss, jnp.nan), **metrics}
-        return state._replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    grid_jit = jax.jit(lambda params, x, target: explain_grid(config, params, x, target))
+    pixels_jit = jax.jit(
+        lambda params, x, target: upsample(explain_grid(config, params, x, target), (size, size))
+    )
 
-    explain_jit = jax.jit(lambda params, x, target: explain_grid(config, params, x, target))
+    def _target(x: Any, target: Any) -> Any:
+        _check_input(config, x, "x")
+        if target is None:
+            return None
+        if isinstance(target, bool):
+            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
+        if jnp.ndim(target) == 0:
+            target = jnp.full((x.shape[0],), target)
+        check_target(target, x.shape[0], config.num_classes)
+        return jnp.asarray(target, jnp.int32)
+
+    def explain_grid_fn(params: Params, x: Any, target: Any = None) -> jax.Array:
+        return grid_jit(params, x, _target(x, target))
 
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
-        _check_input(config, x, "x")
-        if target is not None:
-            if isinstance(target, int):
-                target = jnp.full((x.shape[0],), target, jnp.int32)
-            check_target(target, x.shape[0], config.num_classes)
-        return explain_jit(params, x, target)
+        return pixels_jit(params, x, _target(x, target))
 
-    return LearnedExplainer(init, update, explain)
+    return LearnedExplainer(
+        config=config,
+        init_params=init_params_fn,
+        loss_fn=loss_fn,
+        explain=explain,
+        num_classes=config.num_classes,
+        target_queries_per_explain=0,
+        explain_grid=explain_grid_fn,
+        frozen=frozen_leaves(config),
+    )
 
 
 def explain_grid(
@@ -461,17 +464,3 @@ def upsample(heatmap: jax.Array, image_hw: tuple[int, int], method: str = "bilin
     if method == "bilinear":
         return upsample_bilinear(heatmap, image_hw)
     raise ValueError(f"method must be 'bilinear' or 'nearest'; got {method!r}")
-
-
-def train_fex_on_benchmark(*args: Any, **kwargs: Any) -> Params:
-    """See :func:`fastxai_jax.explainers.fex_train.train_fex_on_benchmark`."""
-    from fastxai_jax.explainers import fex_train
-
-    return fex_train.train_fex_on_benchmark(*args, **kwargs)
-
-
-def load_explainer(workdir: Any, **kwargs: Any):
-    """See :func:`fastxai_jax.explainers.fex_train.load_explainer`."""
-    from fastxai_jax.explainers import fex_train
-
-    return fex_train.load_explainer(workdir, **kwargs)

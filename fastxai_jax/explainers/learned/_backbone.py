@@ -77,16 +77,20 @@ def init_from_target(
     return params, jnp.zeros(shape.shape, shape.dtype)
 
 
+def frozen_non_params(params: Params) -> Any:
+    """``True`` at the backbone's non-``"params"`` collections (BatchNorm statistics
+    and the like), which get zero updates; ``False`` elsewhere."""
+
+    def is_frozen(path, _):
+        keys = [str(getattr(p, "key", p)) for p in path]
+        return len(keys) > 1 and keys[0] == "backbone" and keys[1] != "params"
+
+    return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+
 def freeze_non_params(
     optimizer: optax.GradientTransformation, params: Params
 ) -> optax.GradientTransformation:
-    """``optimizer`` for every leaf except the backbone's non-``"params"`` collections
-    (BatchNorm statistics and the like), which get zero updates."""
-
-    def label(path, _):
-        keys = [str(getattr(p, "key", p)) for p in path]
-        frozen = len(keys) > 1 and keys[0] == "backbone" and keys[1] != "params"
-        return "frozen" if frozen else "train"
-
-    labels = jax.tree_util.tree_map_with_path(label, params)
+    """``optimizer`` for every leaf except :func:`frozen_non_params`'s (zero updates)."""
+    labels = jax.tree.map(lambda f: "frozen" if f else "train", frozen_non_params(params))
     return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)

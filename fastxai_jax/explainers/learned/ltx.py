@@ -12,8 +12,8 @@ Patch embeddings are frozen. Objective ``CE(f(x ⊙ m), c) + λ·mean(softplus(m
 plain ``λ·mean(m)``), masking in ``[0, 1]`` before the target's own
 normalisation, ``c = ŷ`` (or the label).
 
-* Stage A (:func:`make`): pre-training as a ``LearnedExplainer`` (AdamW, 20 %
-  linear warm-up) for :func:`fastxai_jax.train.loop.fit`.
+* Stage A (:func:`make`): pre-training as a ``LearnedExplainer`` (the authors'
+  optimizer: :func:`default_optimizer`, AdamW with 20 % linear warm-up).
 * Stage B (:func:`make_finetune`): per-input fine-tuning from the stage-A
   weights *and* optimiser state, up to 25 steps on the single image, keeping the
   mask with the best (lowest) POS-perturbation AUC and stopping once it is below
@@ -35,6 +35,7 @@ import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear
+from fastxai_jax.explainers.learned._update import freeze
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.train.loop import TrainState, make_optimizer
 
@@ -56,8 +57,6 @@ class LtxConfig:
       penalty: ``"softplus"`` (authors) or ``"mean"``.
       class_source: ``"predicted"`` (``ŷ``) or ``"label"`` (batch ``"labels"``).
       frozen: parameter-name fragments kept fixed (the patch embedding).
-      learning_rate, warmup_frac, total_steps, weight_decay: AdamW (the schedule
-        is warm-up then constant, so stage B continues at the peak rate).
       finetune_steps: stage-B steps per input (authors: 25).
       pos_score: ``"top1"`` (LTX) or ``"prob"`` for the stage-B POS AUC.
       pos_threshold: stage-B early stop once the best POS AUC is below this.
@@ -70,10 +69,6 @@ class LtxConfig:
     penalty: str = "softplus"
     class_source: str = "predicted"
     frozen: tuple[str, ...] = ("patch_embed",)
-    learning_rate: float = 2e-3
-    warmup_frac: float = 0.2
-    total_steps: int = 1000
-    weight_decay: float = 1e-2
     finetune_steps: int = 25
     pos_score: str = "top1"
     pos_threshold: float | None = None
@@ -89,7 +84,7 @@ class LtxConfig:
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-        for name in ("total_steps", "finetune_steps"):
+        for name in ("finetune_steps",):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -199,23 +194,37 @@ def make_masks_fn(
     return masks
 
 
-def make_optimizer_for(config: LtxConfig, params: Params) -> optax.GradientTransformation:
-    """AdamW with warm-up (constant after), frozen fragments set to zero update."""
-    adamw = make_optimizer(
+def default_optimizer(
+    total_steps: int,
+    *,
+    learning_rate: float = 2e-3,
+    warmup_frac: float = 0.2,
+    weight_decay: float = 1e-2,
+) -> optax.GradientTransformation:
+    """The authors' AdamW: linear warm-up, then constant (so stage B continues at
+    the peak rate)."""
+    return make_optimizer(
         "adamw",
-        config.learning_rate,
-        warmup_frac=config.warmup_frac,
-        total_steps=config.total_steps,
+        learning_rate,
+        warmup_frac=warmup_frac,
+        total_steps=total_steps,
         schedule="constant",
-        weight_decay=config.weight_decay,
+        weight_decay=weight_decay,
     )
 
-    def label(path, _):
-        names = "/".join(str(getattr(p, "key", p)) for p in path)
-        return "frozen" if any(f in names for f in config.frozen) else "train"
 
-    labels = jax.tree_util.tree_map_with_path(label, params)
-    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
+def frozen_leaves(config: LtxConfig):
+    """``frozen(params) -> pytree of bool``: leaves whose path holds a ``config.frozen``
+    fragment (the patch embedding) get zero updates."""
+
+    def frozen(params: Params) -> Any:
+        def is_frozen(path, _):
+            names = "/".join(str(getattr(p, "key", p)) for p in path)
+            return any(fragment in names for fragment in config.frozen)
+
+        return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+    return frozen
 
 
 def _images_labels(batch: Any) -> tuple[jax.Array, jax.Array | None]:
@@ -237,38 +246,41 @@ def make(
     config: LtxConfig,
     apply_fn: ApplyFn,
     target_params: Params,
-    backbone: nn.Module,
-    backbone_variables: Params,
+    *,
+    module: nn.Module,
+    backbone_variables: Params | None = None,
 ) -> LearnedExplainer:
-    """Stage A of LTX as a ``LearnedExplainer`` for ``train.loop.fit``.
+    """Stage A of LTX as a ``LearnedExplainer``.
 
     Args:
       config: :class:`LtxConfig`.
       apply_fn: the explained target ``apply_fn(target_params, x01) -> logits``.
       target_params: its params (closed over, never trained).
-      backbone: the target's Flax module (returns ``(logits, aux)``); the
+      module: the target's Flax module (returns ``(logits, aux)``); the
         explainer starts as a copy of it.
-      backbone_variables: the variables to copy (usually the target's).
+      backbone_variables: the variables to copy (default ``target_params``).
 
     Returns:
-      ``LearnedExplainer``: ``init(key, sample_batch) -> TrainState``,
-      ``update(state, batch, key)`` (``batch``: images ``[B, H, W, C]`` or a
-      dict with ``"images"`` and, for ``class_source="label"``, ``"labels"``),
-      ``explain(params, x) -> [B, H, W]`` masks in (0, 1).
+      ``LearnedExplainer``: ``loss_fn(params, batch, key)`` (``batch``: images
+      ``[B, H, W, C]`` or a dict with ``"images"`` and, for
+      ``class_source="label"``, ``"labels"``); ``explain(params, x, target=None)
+      -> [B, H, W]`` masks in (0, 1). LTX's mask is trained for the target's
+      predicted class and cannot be conditioned on another: ``explain`` refuses a
+      ``target`` that is not ``None``.
     """
     config.validate()
-    masks_fn = make_masks_fn(config, backbone, backbone_variables)
-    loss_fn = _make_loss(config, apply_fn, target_params, masks_fn)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be the target's Flax module; got {type(module).__name__}")
+    backbone_variables = target_params if backbone_variables is None else backbone_variables
+    masks_fn = make_masks_fn(config, module, backbone_variables)
+    objective = _make_loss(config, apply_fn, target_params, masks_fn)
 
-    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+    def init_params(key: jax.Array, sample_batch: Any) -> Params:
         x, _ = _images_labels(sample_batch)
         check_images(x, "sample_batch")
-        params = init_explainer_params(config, backbone, backbone_variables, x[:1], key)
-        return TrainState(
-            jnp.zeros((), jnp.int32), params, make_optimizer_for(config, params).init(params), None
-        )
+        return init_explainer_params(config, module, backbone_variables, x[:1], key)
 
-    def update(state: TrainState, batch: Any, key: jax.Array):
+    def loss_fn(params: Params, batch: Any, key: jax.Array):
         del key  # deterministic masks
         x, labels = _images_labels(batch)
         if config.class_source == "label":
@@ -277,30 +289,44 @@ def make(
             classes = jnp.asarray(labels, jnp.int32)
         else:
             classes = jnp.argmax(jax.lax.stop_gradient(apply_fn(target_params, x)), axis=-1)
-        optimizer = make_optimizer_for(config, state.params)
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, classes)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state), {"loss": loss, **terms}
+        return objective(params, x, classes)
 
     explain_jit = jax.jit(masks_fn)
 
-    def explain(params: Params, x: Any) -> jax.Array:
+    def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         check_images(x, "x")
+        if target is not None:
+            raise ValueError(
+                "target: LTX explains the target's predicted class only (its mask head has "
+                f"no class input); pass target=None, got {target!r}"
+            )
         return explain_jit(params, x)
 
-    return LearnedExplainer(init, update, explain)
+    return LearnedExplainer(
+        config=config,
+        init_params=init_params,
+        loss_fn=loss_fn,
+        explain=explain,
+        num_classes=getattr(module, "num_classes", None),
+        target_queries_per_explain=0,
+        frozen=frozen_leaves(config),
+        conditions_on_class=False,
+    )
 
 
 def make_finetune(
     config: LtxConfig,
+    optimizer: optax.GradientTransformation,
     apply_fn: ApplyFn,
     target_params: Params,
-    backbone: nn.Module,
-    backbone_variables: Params,
+    *,
+    module: nn.Module,
+    backbone_variables: Params | None = None,
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """Stage B: ``finetune(state, x, target=None) -> (masks [B, H, W], info)``.
 
+    ``optimizer``: stage A's optimizer (its frozen leaves are added here, as
+    ``optimizer_for`` does in stage A), whose state stage B continues.
     Each input starts from the stage-A ``state.params`` and ``state.opt_state``,
     takes up to ``finetune_steps`` AdamW steps on its own loss and keeps the mask
     with the lowest POS AUC (the stage-A mask included; ties keep the earlier);
@@ -310,12 +336,13 @@ def make_finetune(
     ``"loss" [B, steps]``, ``"best_step" [B]`` (0 = the stage-A mask).
     """
     config.validate()
-    masks_fn = make_masks_fn(config, backbone, backbone_variables)
+    backbone_variables = target_params if backbone_variables is None else backbone_variables
+    masks_fn = make_masks_fn(config, module, backbone_variables)
     loss_fn = _make_loss(config, apply_fn, target_params, masks_fn)
+    optimizer = freeze(optimizer, frozen_leaves(config))
     threshold = -jnp.inf if config.pos_threshold is None else config.pos_threshold
 
     def single(params, opt_state, x, target):
-        optimizer = make_optimizer_for(config, params)
         x1, c1 = x[None], target[None]
 
         def pos(p):

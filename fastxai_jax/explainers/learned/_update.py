@@ -1,0 +1,109 @@
+"""The one training step of every learned explainer.
+
+``make_update(loss_fn, optimizer)`` is the only place with ``value_and_grad``,
+the NaN guard and the step counter; a method contributes only its
+``loss_fn(params, batch, key) -> (loss, metrics)`` (optax's
+``GradientTransformation`` split of concerns: the method is pure functions, the
+optimizer is passed in by the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastxai_jax.core import LearnedExplainer, LossFn, Params
+from fastxai_jax.train.loop import TrainState, init_state
+
+__all__ = ["freeze", "init_train_state", "make_trainer", "make_update", "optimizer_for"]
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_update(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """``update(state, batch, key) -> (state, metrics)``: one optimizer step on ``loss_fn``.
+
+    A non-finite loss or gradient never enters the params or the optimizer state;
+    ``metrics["loss"]`` is then NaN, so :func:`fastxai_jax.train.loop.fit` raises
+    ``FloatingPointError`` naming the step.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> (loss, metrics dict)``.
+      optimizer: an optax transformation, built once by the caller
+        (see :func:`optimizer_for` for a method's frozen leaves).
+    """
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}"
+        )
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(state: TrainState, batch: Any, key: jax.Array):
+        (loss, metrics), grads = grad_fn(state.params, batch, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
+        metrics = {"loss": jnp.where(finite, loss, jnp.nan), **metrics}
+        new_state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return update
+
+
+def freeze(
+    optimizer: optax.GradientTransformation, frozen: Callable[[Params], Any]
+) -> optax.GradientTransformation:
+    """``optimizer`` on every leaf except those ``frozen(params)`` marks ``True`` (zero update)."""
+
+    def labels(params):
+        return jax.tree.map(lambda is_frozen: "frozen" if is_frozen else "train", frozen(params))
+
+    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+
+
+def optimizer_for(
+    learned: LearnedExplainer, optimizer: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """``optimizer`` with the method's frozen leaves (if any) set to zero update."""
+    return optimizer if learned.frozen is None else freeze(optimizer, learned.frozen)
+
+
+def init_train_state(
+    learned: LearnedExplainer,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    sample_batch: Any,
+) -> TrainState:
+    """``TrainState`` at step 0: ``learned.init_params`` and ``optimizer.init``
+    (pass the same ``optimizer_for(learned, ...)`` as to :func:`make_update`)."""
+    return init_state(learned.init_params(key, sample_batch), optimizer)
+
+
+def make_trainer(
+    learned: LearnedExplainer, optimizer: optax.GradientTransformation
+) -> tuple[Callable[[jax.Array, Any], TrainState], Callable[..., Any]]:
+    """``(init, update)`` for ``learned`` and ``optimizer`` (frozen leaves added once):
+    ``init(key, sample_batch) -> TrainState`` and ``update = make_update(...)``."""
+    optimizer = optimizer_for(learned, optimizer)
+
+    def init(key: jax.Array, sample_batch: Any) -> TrainState:
+        return init_train_state(learned, optimizer, key, sample_batch)
+
+    return init, make_update(learned.loss_fn, optimizer)
