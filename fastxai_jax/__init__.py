@@ -30,10 +30,7 @@ from fastxai_jax.explainers.gradients import (
     input_x_gradient,
     integrated_gradients,
     integrated_gradients_with_delta,
-    noise_tunnel,
     saliency,
-    smoothgrad,
-    vargrad,
 )
 from fastxai_jax.explainers.learned import (
     fastshap,
@@ -52,9 +49,12 @@ from fastxai_jax.explainers.registry import (
     compute,
     get_method,
     method_cost,
+    noise_tunnel,
     prepare,
     register,
     register_learned,
+    smoothgrad,
+    vargrad,
 )
 from fastxai_jax.metrics import (
     adp_pic,

@@ -12,7 +12,8 @@ The noise tunnel (SmoothGrad / VarGrad) wraps any registered method.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -413,9 +414,7 @@ def _noise_tunnel(
     batch_size,
     per_channel,
 ):
-    from fastxai_jax.explainers.registry import get_method
-
-    base_fn = get_method(base).fn
+    base_fn = base
     keys = jax.random.split(key, num_samples)
 
     def one_sample(sample_key):
@@ -455,6 +454,7 @@ def noise_tunnel(
     batch_size: int | None = 16,
     per_channel: bool = False,
     base_options: dict[str, Any] | None = None,
+    resolve: Callable[[str], Any] | None = None,
 ) -> jax.Array:
     """Noise tunnel over any registered method: SmoothGrad, SmoothGrad², VarGrad.
 
@@ -473,11 +473,13 @@ def noise_tunnel(
       batch_size: noisy copies evaluated at once (memory bound).
       per_channel: ask the base method for ``[B, H, W, C]``.
       base_options: options for the base method (hashable values).
+      resolve: ``resolve(name) -> spec`` with ``spec.fn`` (the method table's
+        ``get_method``, which ``fx.smoothgrad`` and the table pass); ``None``
+        resolves only this module's gradient methods.
 
     Returns:
       ``[B, H, W]`` (or ``[B, H, W, C]``).
     """
-    from fastxai_jax.explainers.registry import get_method
 
     _common.validate(apply_fn, params, x, target, num_samples=num_samples)
     target = jnp.asarray(target, jnp.int32)
@@ -486,7 +488,7 @@ def noise_tunnel(
         raise ValueError("key is required for the noise tunnel (stochastic)")
     if batch_size is not None:
         _common.validate_positive("batch_size", batch_size)
-    get_method(base)  # raises ValueError naming unknown methods
+    base_fn = (resolve or _local_method)(base).fn  # raises ValueError naming unknown methods
     options = tuple(sorted((base_options or {}).items()))
     return _noise_tunnel(
         apply_fn,
@@ -494,7 +496,7 @@ def noise_tunnel(
         x,
         target,
         key,
-        base,
+        base_fn,
         options,
         kind,
         num_samples,
@@ -524,9 +526,31 @@ def _shap_cost(num_samples: int = 50, **_: Any) -> Cost:
 
 
 def _tunnel_cost(
-    base: str = "saliency", num_samples: int = 50, base_options=None, **_: Any
+    base: str = "saliency",
+    num_samples: int = 50,
+    base_options=None,
+    resolve: Callable[[str], Any] | None = None,
+    **_: Any,
 ) -> Cost:
-    from fastxai_jax.explainers.registry import method_cost
-
-    per = method_cost(base, **(base_options or {}))
+    per = (resolve or _local_method)(base).cost(**(base_options or {}))
     return Cost(per.forward * num_samples, per.backward * num_samples)
+
+
+class _LocalSpec(NamedTuple):
+    fn: Callable[..., Any]
+    cost: Callable[..., Cost]
+
+
+def _local_method(name: str) -> _LocalSpec:
+    """This module's gradient methods by table name (the noise tunnel's default bases)."""
+    local = {
+        "saliency": _LocalSpec(saliency, _one_pass_cost),
+        "input_x_gradient": _LocalSpec(input_x_gradient, _one_pass_cost),
+        "ig": _LocalSpec(integrated_gradients, _ig_cost),
+        "integrated_gradients": _LocalSpec(integrated_gradients, _ig_cost),
+    }
+    if name not in local:
+        raise ValueError(
+            f"base must name a method; got {name!r} (without resolve=, one of {sorted(local)})"
+        )
+    return local[name]

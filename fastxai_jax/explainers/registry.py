@@ -27,6 +27,7 @@ from fastxai_jax.core import ApplyFn, Cost, LearnedExplainer, Params, check_imag
 from fastxai_jax.core import resolve_target as _resolve_target
 from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise
 from fastxai_jax.explainers.learned import fastshap, fex, ltx, tve
+from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
 
 
 class MethodSpec(NamedTuple):
@@ -68,15 +69,33 @@ def _one_pass_cost(**_: Any) -> Cost:
     return Cost(1, 1)
 
 
+def _resolve_base(name: str) -> MethodSpec:
+    """The noise tunnel's base method, looked up in this table (any per-input method)."""
+    return get_method(name)
+
+
+def _tunnel(kind: str | None) -> Callable[..., Any]:
+    """SmoothGrad / VarGrad / the noise tunnel over any method of this table."""
+    fn = functools.partial(gradients.noise_tunnel, resolve=_resolve_base)
+    return fn if kind is None else functools.partial(fn, kind=kind)
+
+
+_tunnel_cost = functools.partial(gradients._tunnel_cost, resolve=_resolve_base)
+
+# The flat API's noise tunnels: any registered method as the base.
+noise_tunnel = _tunnel(None)
+smoothgrad = _tunnel("smoothgrad")
+vargrad = _tunnel("vargrad")
+
 METHODS: dict[str, MethodSpec] = {
     "saliency": MethodSpec(gradients.saliency, _one_pass_cost),
     "input_x_gradient": MethodSpec(gradients.input_x_gradient, _one_pass_cost),
     "ig": MethodSpec(gradients.integrated_gradients, gradients._ig_cost),
     "integrated_gradients": MethodSpec(gradients.integrated_gradients, gradients._ig_cost),
     "gradient_shap": MethodSpec(gradients.gradient_shap, gradients._shap_cost, needs_key=True),
-    "smoothgrad": MethodSpec(gradients.smoothgrad, gradients._tunnel_cost, needs_key=True),
-    "vargrad": MethodSpec(gradients.vargrad, gradients._tunnel_cost, needs_key=True),
-    "noise_tunnel": MethodSpec(gradients.noise_tunnel, gradients._tunnel_cost, needs_key=True),
+    "smoothgrad": MethodSpec(_tunnel("smoothgrad"), _tunnel_cost, needs_key=True),
+    "vargrad": MethodSpec(_tunnel("vargrad"), _tunnel_cost, needs_key=True),
+    "noise_tunnel": MethodSpec(_tunnel(None), _tunnel_cost, needs_key=True),
     "mfaba": MethodSpec(mfaba.mfaba, mfaba.mfaba_cost),
     **{
         f"mfaba_{variant}": MethodSpec(
@@ -236,8 +255,6 @@ def prepare(
     spec = None if is_learned(method) else get_method(method)  # unknown names fail first
     check_images(x, "x")
     if spec is None:
-        from fastxai_jax.explainers.learned.runs import Trained, check_num_classes
-
         if not isinstance(explainer, Trained):
             raise ValueError(
                 f"explainer: method {method!r} is learned; pass explainer=<runs.load(...) or "

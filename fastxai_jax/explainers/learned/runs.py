@@ -18,53 +18,20 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params
+from fastxai_jax.explainers import registry
+from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
 from fastxai_jax.explainers.learned._update import init_train_state, make_update, optimizer_for
 from fastxai_jax.train.checkpoint import load_params, save_params
 from fastxai_jax.train.loop import fit as fit_loop
 
 __all__ = ["Trained", "check_num_classes", "fit", "load", "save"]
-
-
-class Trained(NamedTuple):
-    """A learned explainer with its trained params.
-
-    Attributes:
-      method: the method's table name (``"fex"``, ``"ltx"``, ...).
-      explainer: the :class:`~fastxai_jax.core.LearnedExplainer`.
-      params: its trained params.
-      num_classes: the class count of the target it was trained against.
-    """
-
-    method: str
-    explainer: LearnedExplainer
-    params: Params
-    num_classes: int | None
-
-    def explain(self, x: Any, target: Any = None) -> jax.Array:
-        """``explainer.explain(params, x, target) -> [B, H, W]``."""
-        return self.explainer.explain(self.params, x, target)
-
-
-def check_num_classes(
-    num_classes: int | None, apply_fn: ApplyFn, target_params: Params, x: Any, name: str
-) -> None:
-    """Raises ``ValueError`` naming ``name`` when the target's logits do not have
-    ``num_classes`` classes (an explainer built for another target)."""
-    if num_classes is None:
-        return
-    shape = jax.eval_shape(apply_fn, target_params, x).shape
-    if len(shape) != 2 or int(shape[-1]) != int(num_classes):
-        raise ValueError(
-            f"{name}: the target model returns logits of shape {tuple(shape)}, but the "
-            f"learned explainer was built for {num_classes} classes"
-        )
 
 
 def _run_config(method: str, learned: LearnedExplainer, num_classes: Any, extra: Any) -> dict:
@@ -187,8 +154,6 @@ def load(
       ValueError: not a learned-explainer run, another method, or a target whose
         class count differs from the saved one.
     """
-    from fastxai_jax.explainers import registry
-
     path = pathlib.Path(workdir) / "explainer"
     if not path.exists():
         raise FileNotFoundError(f"no trained explainer in {path} (run train-explainer first)")
