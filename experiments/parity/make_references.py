@@ -118,8 +118,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     _stub_torchvision()
     sys.path.insert(0, str(args.mfaba.resolve()))
-    from saliency import saliency_zoo as zoo
     from safetensors.torch import save_file
+    from saliency import saliency_zoo as zoo
 
     args.out.mkdir(parents=True, exist_ok=True)
     net = torch_nets.tiny_resnet(seed=0, num_classes=1000)
@@ -177,9 +177,7 @@ def resnet18_astronaut(path: pathlib.Path, out: pathlib.Path) -> None:
         target = int(logits.argmax(-1))
         logits[0, target].backward()
         grads[name] = _nhwc(xt.grad)
-    np.savez_compressed(
-        out / "resnet18_astronaut.npz", target=np.array(target), **grads
-    )
+    np.savez_compressed(out / "resnet18_astronaut.npz", target=np.array(target), **grads)
 
 
 if __name__ == "__main__":
