@@ -15,6 +15,11 @@
   ``ε·sign(∇ p(c))`` for up to ``max_iter`` steps (stopping per sample once the
   prediction is ``c``) and sum ``−∇ p(target) ⊙ Δx`` along the way.
 
+Authors' quirks as options (clean defaults): BIG ``accumulate_gradients=True``
+and ``ig_method="captum_trapezoid"``; AGI ``from_original=True`` with
+``batch_coupling=True`` (``_agi_authors``). ``tests/parity`` checks them against
+the authors' outputs.
+
 Both return ``[B, H, W]`` (channel sum, signed) or per channel.
 """
 
@@ -28,7 +33,8 @@ import jax.numpy as jnp
 
 from fastxai_jax.core import ApplyFn, Cost, Params
 from fastxai_jax.explainers import _common
-from fastxai_jax.explainers.gradients import _path_integral, ig_alphas_and_weights
+from fastxai_jax.explainers._agi_authors import agi_coupled
+from fastxai_jax.explainers.gradients import IG_METHODS, _path_integral, ig_alphas_and_weights
 
 BIG_EPSILONS = tuple(
     e / 255.0 for e in (36, 64, 0.3 * 255, 0.5 * 255, 0.7 * 255, 0.9 * 255, 1.1 * 255)
@@ -56,6 +62,7 @@ def fgsm_attack(
     num_steps: int = 50,
     step_size: float = 0.001,
     data_range: tuple[float, float] = (0.0, 1.0),
+    accumulate_gradients: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Iterated FGSM away from ``target`` (the MFABA authors' ``FGSM``).
 
@@ -65,16 +72,21 @@ def fgsm_attack(
       num_steps: attack steps.
       step_size: ``α`` per step.
       data_range: clip range.
+      accumulate_gradients: step along the sign of the running sum of the CE
+        gradients (the authors' ``FGSM`` never clears ``dt.grad``).
 
     Returns:
       ``(x_adv [B, H, W, C], success [B] bool)``, success = prediction ≠ target.
     """
 
-    def body(_, xk):
-        moved = xk + step_size * jnp.sign(_ce_grad(apply_fn, params, xk, target))
-        return jnp.clip(x + jnp.clip(moved - x, -epsilon, epsilon), *data_range)
+    def body(_, carry):
+        xk, total = carry
+        grad = _ce_grad(apply_fn, params, xk, target)
+        total = total + grad if accumulate_gradients else grad
+        moved = xk + step_size * jnp.sign(total)
+        return jnp.clip(x + jnp.clip(moved - x, -epsilon, epsilon), *data_range), total
 
-    x_adv = jax.lax.fori_loop(0, num_steps, body, x)
+    x_adv, _ = jax.lax.fori_loop(0, num_steps, body, (x, jnp.zeros_like(x)))
     success = jnp.argmax(apply_fn(params, x_adv), axis=-1) != target
     return x_adv, success
 
@@ -91,6 +103,8 @@ def fgsm_attack(
         "batch_size",
         "data_range",
         "per_channel",
+        "accumulate_gradients",
+        "ig_method",
     ),
 )
 def _big(
@@ -106,6 +120,8 @@ def _big(
     batch_size,
     data_range,
     per_channel,
+    accumulate_gradients,
+    ig_method,
 ):
     def search(carry, indexed_eps):
         chosen, found = carry
@@ -119,6 +135,7 @@ def _big(
             num_steps=num_attack_steps,
             step_size=step_size,
             data_range=data_range,
+            accumulate_gradients=accumulate_gradients,
         )
         take = (~found & success) | (index == 0)
         chosen = jnp.where(_bcast(take, x), x_adv, chosen)
@@ -128,7 +145,7 @@ def _big(
     indices = jnp.arange(len(epsilons))
     init = (x, jnp.zeros((x.shape[0],), bool))
     (boundary, _), _ = jax.lax.scan(search, init, (indices, eps_array))
-    alphas, weights = ig_alphas_and_weights(num_steps, "riemann_trapezoid")
+    alphas, weights = ig_alphas_and_weights(num_steps, ig_method)
     attribution = _path_integral(
         apply_fn,
         params,
@@ -158,6 +175,8 @@ def big(
     batch_size: int | None = 16,
     data_range: tuple[float, float] = (0.0, 1.0),
     per_channel: bool = False,
+    accumulate_gradients: bool = False,
+    ig_method: str = "riemann_trapezoid",
 ) -> jax.Array:
     """BIG: Integrated Gradients from the closest-ε FGSM boundary point.
 
@@ -174,11 +193,21 @@ def big(
       batch_size: IG points evaluated at once.
       data_range: clip range of the attack.
       per_channel: return ``[B, H, W, C]``.
+      accumulate_gradients: ``False`` (default, the BIG paper's FGSM): each step
+        follows ``sign(∇CE(x_k))``. ``True``: the MFABA authors' ``FGSM`` quirk,
+        ``sign(Σ_{s≤k} ∇CE(x_s))`` (they never clear ``dt.grad``).
+      ig_method: IG quadrature: ``"riemann_trapezoid"`` (default, weights sum to
+        1) or ``"captum_trapezoid"``, Captum's rule the authors call (weights sum
+        to ``(n − 1)/n``); see :func:`~fastxai_jax.explainers.gradients.ig_alphas_and_weights`.
+        Parity with the authors' ``big`` needs both options.
 
     Returns:
       ``[B, H, W]`` signed attribution.
     """
     del key
+    if not isinstance(accumulate_gradients, bool):
+        raise ValueError(f"accumulate_gradients must be a bool; got {accumulate_gradients!r}")
+    _common.check_choice("ig_method", ig_method, IG_METHODS)
     _common.validate(
         apply_fn, params, x, target, num_steps=num_steps, num_attack_steps=num_attack_steps
     )
@@ -200,6 +229,8 @@ def big(
         batch_size,
         (float(data_range[0]), float(data_range[1])),
         bool(per_channel),
+        accumulate_gradients,
+        ig_method,
     )
 
 
@@ -279,6 +310,8 @@ def agi(
     num_false_classes: int = 1,
     from_original: bool = False,
     per_channel: bool = False,
+    batch_coupling: bool = False,
+    false_class: int | None = None,
 ) -> jax.Array:
     """AGI (Pan et al., 2021): integrate ``−∇p(target)`` along paths to false classes.
 
@@ -291,6 +324,18 @@ def agi(
       from_original: the MFABA repository's quirk of taking every step from the
         original ``x`` (``x + ε·sign(∇p_c(x_k))``) rather than from ``x_k``.
       per_channel: return ``[B, H, W, C]``.
+      batch_coupling: ``False`` (default, the AGI paper: samples independent).
+        ``True`` runs the MFABA authors' ``pgd_step`` as written, whose numbers
+        depend on the batch: one false class ``c`` for the whole batch (``c + 1``
+        for samples whose ``target`` is ``c``); each sample's gradients are those
+        of the *batch sums* ``Σ_j p(c_j)`` and ``Σ_j p(target_j)`` (their
+        ``output[:, targeted].sum()``); the first step counts for every sample;
+        a sample leaves once it is predicted as its false class, checked by their
+        list-removal loop that skips the element after each removed one. Needs
+        ``from_original=True`` and ``num_false_classes=1`` (their ``topk``).
+      false_class: the batch's false class ``c`` with ``batch_coupling`` (the
+        authors draw ``random.seed(3407); random.sample(range(999), 1)``);
+        ``None`` draws it uniformly from ``[0, K − 1)`` with ``key``.
 
     Returns:
       ``[B, H, W]`` signed attribution.
@@ -299,12 +344,40 @@ def agi(
         apply_fn, params, x, target, max_iter=max_iter, num_false_classes=num_false_classes
     )
     target = jnp.asarray(target, jnp.int32)
-    if key is None:
+    if key is None and not (batch_coupling and false_class is not None):
         raise ValueError("key is required for agi (random false classes)")
     if num_classes < 2:
         raise ValueError(f"agi needs at least 2 classes; apply_fn gives {num_classes}")
     if not float(epsilon) > 0:
         raise ValueError(f"epsilon must be > 0; got {epsilon!r}")
+    if not isinstance(batch_coupling, bool):
+        raise ValueError(f"batch_coupling must be a bool; got {batch_coupling!r}")
+    if false_class is not None and not batch_coupling:
+        raise ValueError("false_class is only used with batch_coupling=True")
+    if batch_coupling:
+        if not from_original:
+            raise ValueError(
+                "batch_coupling=True reproduces the authors' pgd_step, which steps from "
+                "the original x: set from_original=True"
+            )
+        if num_false_classes != 1:
+            raise ValueError(
+                f"batch_coupling=True supports num_false_classes=1; got {num_false_classes}"
+            )
+        if false_class is None:
+            false_class = jax.random.randint(key, (), 0, num_classes - 1)
+        elif not 0 <= int(false_class) < num_classes:
+            raise ValueError(f"false_class must be in [0, {num_classes}); got {false_class!r}")
+        return agi_coupled(
+            apply_fn,
+            params,
+            x,
+            target,
+            jnp.asarray(false_class, jnp.int32),
+            float(epsilon),
+            int(max_iter),
+            bool(per_channel),
+        )
     return _agi(
         apply_fn,
         params,

@@ -28,6 +28,7 @@ IG_METHODS = (
     "riemann_middle",
     "riemann_trapezoid",
     "gauss_legendre",
+    "captum_trapezoid",
 )
 
 
@@ -105,7 +106,8 @@ def input_x_gradient(
 
 
 def ig_alphas_and_weights(num_steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolation points ``α ∈ [0, 1]`` and quadrature weights (summing to 1).
+    """Interpolation points ``α ∈ [0, 1]`` and quadrature weights (summing to 1,
+    except Captum's ``"captum_trapezoid"``).
 
     Args:
       num_steps: number of gradient evaluations.
@@ -128,6 +130,15 @@ def ig_alphas_and_weights(num_steps: int, method: str) -> tuple[np.ndarray, np.n
             alphas = np.linspace(0.0, 1.0, n)
             weights = np.full(n, 1.0 / (n - 1))
             weights[0] = weights[-1] = 0.5 / (n - 1)
+    elif method == "captum_trapezoid":
+        # Captum's "riemann_trapezoid" (the MFABA authors' IG and BIG): nodes
+        # linspace(0, 1, n) but steps 1/n with halved ends, so the weights sum to
+        # (n − 1)/n and the map is scaled by that factor.
+        if n < 2:
+            raise ValueError(f"num_steps must be >= 2 for captum_trapezoid; got {n}")
+        alphas = np.linspace(0.0, 1.0, n)
+        weights = np.full(n, 1.0 / n)
+        weights[0] = weights[-1] = 0.5 / n
     elif method == "gauss_legendre":
         nodes, gl_weights = np.polynomial.legendre.leggauss(n)
         alphas, weights = (nodes + 1.0) / 2.0, gl_weights / 2.0

@@ -31,7 +31,9 @@ one pass. COS needs ``x_T`` before it can weigh any step: it runs the
 step count, the second replays exactly that many steps and accumulates — so
 memory stays independent of ``num_steps`` at twice the compute.
 
-Authors' quirks as options: ``double_softmax=True`` (their models end in
+Authors' quirks as options: ``accumulate_gradients=True`` (SHARP/SMOOTH: their
+batched ``FGSMGrad`` steps along running sums of gradients; see :func:`mfaba`),
+``double_softmax=True`` (their models end in
 softmax), ``per_channel=True`` (their maps are per channel), and for NORM/COS
 ``step="authors_sign"`` (their single-sample sign step *adds*
 ``β·sign`` of the accumulated cross-entropy gradient, one extra backward a step).
@@ -64,6 +66,7 @@ class _Config(NamedTuple):
     early_stop: bool
     data_min: float
     data_max: float
+    accumulate_gradients: bool = False
 
 
 class _State(NamedTuple):
@@ -172,6 +175,11 @@ def _step(state: _State, apply_fn, params, x0, target, cfg: _Config, accumulate,
         done = state.done | (jnp.argmax(logits, axis=-1) != target)
     else:
         done = state.done
+    if cfg.accumulate_gradients:
+        # The authors' dt.grad keeps summing until the batch tensor is rebuilt,
+        # which happens (for every remaining sample) whenever any sample stops.
+        restart = jnp.any(done & ~state.done)
+        grad_new = jnp.where(restart, grad_new, state.grad + grad_new)
     ce_grad = state.ce_grad
     if cfg.step == "authors_sign":
         ce_grad = jnp.where(_bcast(active, x0), ce_grad + ce_new, ce_grad)
@@ -256,6 +264,7 @@ def mfaba(
     step: str | None = None,
     double_softmax: bool = False,
     early_stop: bool = True,
+    accumulate_gradients: bool = False,
     data_range: tuple[float, float] = (0.0, 1.0),
     per_channel: bool = False,
     return_steps: bool = False,
@@ -281,6 +290,15 @@ def mfaba(
         authors' ``"authors_sign"`` quirk; SHARP/SMOOTH fix their own.
       double_softmax: softmax the logits before ``score`` (authors' quirk).
       early_stop: stop each sample once its prediction leaves ``target``.
+      accumulate_gradients: SHARP/SMOOTH only. ``False`` (default, the paper's
+        method): step along ``g_t = ∇s(x_t)``. ``True``: the authors' batched
+        ``FGSMGrad`` quirk (it never clears ``dt.grad``): step along, and weigh
+        the attribution by, the running sum ``Σ_{s≤t} ∇s(x_s)``, restarted for
+        the whole remaining batch whenever any sample stops. Its maps then depend
+        on the batch's composition; with the same batch they equal the authors'
+        ``mfaba_sharp``/``mfaba_smooth`` (``tests/parity``). Their NORM/COS use
+        ``FGSMGradSingle``, which does not accumulate, so ``True`` with those
+        variants raises.
       data_range: ``(min, max)`` the path is clipped to.
       per_channel: return ``[B, H, W, C]`` (authors) instead of the channel sum.
       return_steps: also return the ``[B]`` int32 number of steps each sample took.
@@ -312,6 +330,13 @@ def mfaba(
             raise ValueError(f"{name} must be > 0; got {value!r}")
     if len(data_range) != 2 or not float(data_range[0]) < float(data_range[1]):
         raise ValueError(f"data_range must be (min, max) with min < max; got {data_range!r}")
+    if not isinstance(accumulate_gradients, bool):
+        raise ValueError(f"accumulate_gradients must be a bool; got {accumulate_gradients!r}")
+    if accumulate_gradients and variant not in ("sharp", "smooth"):
+        raise ValueError(
+            "accumulate_gradients=True is the authors' batched FGSMGrad quirk (SHARP/SMOOTH); "
+            f"their {variant.upper()} uses FGSMGradSingle, which does not accumulate"
+        )
     cfg = _Config(
         variant,
         step,
@@ -324,6 +349,7 @@ def mfaba(
         bool(early_stop),
         float(data_range[0]),
         float(data_range[1]),
+        accumulate_gradients,
     )
     loop = _common.resolve_loop(loop, params, x, target, compiled="while")
     run = _mfaba_host if loop == "host" else _mfaba

@@ -104,23 +104,25 @@ class ResNet(nn.Module):
       stage_sizes: blocks per stage, e.g. ``(3, 4, 6, 3)``.
       block: ``"basic"`` or ``"bottleneck"``.
       num_classes: size of the ``fc`` layer.
+      width: stem channels (torchvision: 64); stage ``s`` has ``width·2^s`` planes.
     """
 
     stage_sizes: Sequence[int]
     block: str = "bottleneck"
     num_classes: int = 1000
+    width: int = 64
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         """Args: x: [B, H, W, 3] normalised. Returns (logits [B, K], aux)."""
         block_cls = Bottleneck if self.block == "bottleneck" else BasicBlock
-        x = conv(64, 7, 2, "conv1")(x)
+        x = conv(self.width, 7, 2, "conv1")(x)
         x = nn.relu(batch_norm(train, "bn1")(x))
         x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         features = {}
-        in_planes = 64
+        in_planes = self.width
         for stage, num_blocks in enumerate(self.stage_sizes):
-            planes = 64 * 2**stage
+            planes = self.width * 2**stage
             for index in range(num_blocks):
                 stride = 2 if (stage > 0 and index == 0) else 1
                 needs_projection = index == 0 and (

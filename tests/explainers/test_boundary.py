@@ -111,3 +111,22 @@ def test_agi_matches_loop(tiny, key):
         boundary.agi(apply_fn, params, x, target, key=key, max_iter=0)
     with pytest.raises(ValueError, match="epsilons"):
         boundary.big(apply_fn, params, x, target, epsilons=())
+
+
+@pytest.mark.parametrize(
+    "fn,kwargs,name",
+    [
+        ("big", dict(accumulate_gradients=1), "accumulate_gradients"),
+        ("big", dict(ig_method="simpson"), "ig_method"),
+        ("agi", dict(batch_coupling=True), "from_original"),
+        ("agi", dict(batch_coupling=True, from_original=True, num_false_classes=2), "num_false"),
+        ("agi", dict(false_class=3), "false_class"),
+        ("agi", dict(batch_coupling=True, from_original=True, false_class=99), "false_class"),
+        ("agi", dict(batch_coupling="on"), "batch_coupling"),
+    ],
+)
+def test_bad_quirk_options_raise(tiny, key, fn, kwargs, name):
+    apply_fn, params, x, target = tiny
+    extra = {"key": key} if fn == "agi" else {}
+    with pytest.raises(ValueError, match=name):
+        getattr(boundary, fn)(apply_fn, params, x, target, **extra, **kwargs)

@@ -93,7 +93,9 @@ def test_ig_quadrature_and_linear_closed_form(linear):
     for method in gradients.IG_METHODS:
         alphas, weights = gradients.ig_alphas_and_weights(7, method)
         assert alphas.min() >= 0 and alphas.max() <= 1
-        np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
+        # Captum's trapezoid keeps steps 1/n with halved ends: (n − 1)/n in all
+        expected = 6 / 7 if method == "captum_trapezoid" else 1.0
+        np.testing.assert_allclose(weights.sum(), expected, rtol=1e-6)
     apply_fn, params, x, target, grad = linear
     ig = attribute("ig", apply_fn, params, x, target, num_steps=5, batch_size=2)
     np.testing.assert_allclose(np.asarray(ig), (np.asarray(x) * grad).sum(-1), rtol=1e-4)
@@ -211,3 +213,32 @@ def test_bad_input_raises(linear, key, method, options, x_bad, target_bad, name)
     kwargs = {"key": key} if method in ("gradient_shap", "smoothgrad") else {}
     with pytest.raises(ValueError, match=name):
         fn(apply_fn, params, x, target, **kwargs, **options)
+
+
+def test_resnet18_astronaut_saliency_equals_torch_float64(fixtures_dir):
+    # The 224² astronaut holds 10,956 exact zeros. In float64 (no float32
+    # rounding deciding near-tied max-pool windows) our input gradient equals
+    # torch autograd's; reference from experiments/parity/make_references.py.
+    import pathlib
+
+    from skimage import data, transform
+
+    from fastxai_jax.models import convert
+    from fastxai_jax.models.normalization import normalise
+
+    ref = np.load(
+        pathlib.Path(__file__).parents[1] / "fixtures" / "parity" / "resnet18_astronaut.npz"
+    )
+    state = convert.load_state_dict(fixtures_dir / "torchvision_resnet18.safetensors")
+    module = convert.resnet_module_for(state, 18)
+    image = transform.resize(data.astronaut(), (224, 224), anti_aliasing=True)[None]
+    target = int(ref["target"])
+    with jax.enable_x64(True):
+        variables = jax.tree.map(
+            lambda a: jnp.asarray(a, jnp.float64), convert.convert_torchvision_resnet(state, 18)
+        )
+        grad = jax.grad(lambda x: module.apply(variables, normalise(x))[0][0, target])(
+            jnp.asarray(image.astype(np.float32), jnp.float64)
+        )
+        diff = np.max(np.abs(np.asarray(grad[0]) - ref["float64"][0]))
+    assert diff / np.max(np.abs(ref["float64"])) < 1e-5

@@ -262,6 +262,9 @@ def test_options_and_cost(tiny):
         (dict(num_steps=-3), "num_steps"),
         (dict(variant="blunt"), "variant"),
         (dict(loop="gpu"), "loop"),
+        (dict(accumulate_gradients="yes"), "accumulate_gradients"),
+        (dict(variant="norm", accumulate_gradients=True), "accumulate_gradients"),
+        (dict(variant="cos", accumulate_gradients=True), "accumulate_gradients"),
     ],
 )
 def test_bad_input_raises(tiny, kwargs, name):

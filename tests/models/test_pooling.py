@@ -34,13 +34,27 @@ def test_forward_and_gradient_equal_flax(window, strides, padding, size):
     np.testing.assert_allclose(grad_of(max_pool), grad_of(nn.max_pool), rtol=0, atol=1e-6)
 
 
-def test_tied_maxima_split_the_gradient():
-    # One 2×2 window of four equal values: each gets a quarter (flax sends it all to one).
-    x = jnp.ones((1, 2, 2, 1))
-    grad = jax.grad(lambda x: max_pool(x, 2).sum())(x)
-    np.testing.assert_allclose(np.asarray(grad).ravel(), [0.25] * 4)
-    flax_grad = jax.grad(lambda x: nn.max_pool(x, (2, 2), (2, 2)).sum())(x)
-    assert float(flax_grad.sum()) == pytest.approx(float(grad.sum()))
+@pytest.mark.parametrize("window,strides,padding", CASES)
+def test_tied_maxima_route_to_the_first_as_torch(window, strides, padding):
+    # Quantised input: many tied maxima, positive and negative. torch's max_pool2d
+    # sends each window's gradient to its first maximum in row-major order.
+    torch = pytest.importorskip("torch")
+    if padding == "SAME":
+        pytest.skip("torch has no SAME padding")
+    x = np.round(np.asarray(jax.random.normal(jax.random.key(3), (2, 12, 11, 3))) * 2) / 2
+    out = max_pool(jnp.asarray(x), window, strides, padding)
+    cotangent = np.asarray(jax.random.normal(jax.random.key(4), out.shape))
+    grad = jax.grad(lambda v: jnp.sum(max_pool(v, window, strides, padding) * cotangent))(
+        jnp.asarray(x)
+    )
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    pads = (0, 0) if padding == "VALID" else tuple(p[0] for p in padding)
+    pooled = torch.nn.functional.max_pool2d(xt, window, strides, pads)
+    np.testing.assert_array_equal(np.asarray(out), pooled.detach().numpy().transpose(0, 2, 3, 1))
+    (pooled * torch.tensor(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_allclose(
+        np.asarray(grad), xt.grad.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-6
+    )
 
 
 def test_relu_network_input_gradient_unchanged_by_zero_ties():
