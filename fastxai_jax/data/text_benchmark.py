@@ -117,7 +117,9 @@ def make_text_benchmark(
     input_ids = np.asarray([e.ids for e in encodings], np.int32)
     attention_mask = np.asarray([e.attention_mask for e in encodings], np.int32)
     evidence = np.zeros(input_ids.shape, bool)
-    for row, (encoding, (_, evidence_words, _)) in enumerate(zip(encodings, sentences)):
+    for row, (encoding, (_, evidence_words, _)) in enumerate(
+        zip(encodings, sentences, strict=True)
+    ):
         word_ids = np.asarray([-1 if w is None else w for w in encoding.word_ids])
         evidence[row] = np.isin(word_ids, evidence_words) & (word_ids >= 0)
     return TextBenchmark(
