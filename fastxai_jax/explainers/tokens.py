@@ -366,3 +366,27 @@ def token_rise(
         fns, params, ids, mask, content, target, keys, float(p_keep), fill, chunk_size, valid
     )
     return jnp.where(content, total / (num_masks * float(p_keep)), 0.0)
+
+
+def token_method_cost(name: str, **options: Any) -> tuple[int, int]:
+    """``(forward, backward)`` target passes per sentence of a token method.
+
+    Args:
+      name: ``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``,
+        ``"smoothgrad"``, ``"mfaba"`` or ``"rise"``.
+      **options: the method's size options (``num_steps``, ``num_samples``, ``num_masks``).
+    """
+    if name in ("saliency", "input_x_gradient"):
+        return 1, 1
+    if name == "integrated_gradients":
+        steps = int(options.get("num_steps", 50))
+        return steps, steps
+    if name == "smoothgrad":
+        samples = int(options.get("num_samples", 50))
+        return samples, samples
+    if name == "mfaba":  # at most num_steps steps, one forward+backward each, plus x_0
+        steps = int(options.get("num_steps", 50)) + 1
+        return steps, steps
+    if name == "rise":
+        return int(options.get("num_masks", 1000)), 0
+    raise ValueError(f"name must be a token method; got {name!r}")
