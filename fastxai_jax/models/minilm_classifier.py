@@ -110,7 +110,7 @@ def train_minilm_classifier(
         x, y = batch
 
         def loss_fn(head):
-            logits = x @ head["kernel"] + head["bias"]
+            logits = x @ head["kernel"] + head["bias"][None, :]
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
