@@ -21,7 +21,7 @@ from fastxai_jax.core import (
     check_target,
     resolve_target,
 )
-from fastxai_jax.explainers import dax, fastshap, fex, ltx, rise, tve
+from fastxai_jax.explainers import dax, fastshap, fex, ltx, rise, tokens, tve
 from fastxai_jax.explainers.boundary import agi, big, fgsm_attack
 from fastxai_jax.explainers.cam import gradcam
 from fastxai_jax.explainers.gradients import (
@@ -120,6 +120,7 @@ __all__ = [
     "segmentation_scores",
     "smoothgrad",
     "sparseness",
+    "tokens",
     "train",
     "tve",
     "vargrad",
