@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.core import check_target
 from fastxai_jax.explainers import _common, gradients, mfaba
 from fastxai_jax.explainers._common import check_choice, validate_positive
 
@@ -143,10 +144,15 @@ def _prepare(fns, params, input_ids, attention_mask, target):
     check_tokens(fns, input_ids, attention_mask)
     ids = jnp.asarray(input_ids, jnp.int32)
     mask = jnp.asarray(attention_mask, jnp.int32)
+    embeds = fns.embed(params, ids)
     if target is None:
-        target = jnp.argmax(fns.apply_embeds(params, fns.embed(params, ids), mask), axis=-1)
+        target = jnp.argmax(fns.apply_embeds(params, embeds, mask), axis=-1)
+    else:
+        target = np.asarray(target) if isinstance(target, list | tuple) else target
+        logits = jax.eval_shape(fns.apply_embeds, params, embeds, mask)
+        check_target(target, ids.shape[0], logits.shape[-1])
     target = jnp.asarray(target, jnp.int32)
-    x4 = fns.embed(params, ids)[:, :, None, :]
+    x4 = embeds[:, :, None, :]
     return _lifted(fns.apply_embeds), (params, mask), x4, target, mask
 
 

@@ -115,13 +115,12 @@ def test_rise_never_scores_special_tokens_and_matches_its_estimator(tiny_bert, k
     assert out[0, 0] == 0 and out[0, 4] == 0
     # The estimator written out mask by mask: same keys, same bits.
     keys = jax.random.split(key, 50)
-    total = np.zeros(5)
-    for k in keys:
-        keep = np.asarray(jax.random.bernoulli(k, 0.5, (fns.max_length,)))[:5]
-        keep[[0, 4]] = True
-        masked = np.where(keep, ids[0], 3)[None]
-        logits = fns.apply_embeds(params, fns.embed(params, jnp.asarray(masked)), mask)
-        total += float(jax.nn.softmax(logits)[0, 1]) * keep
+    keep = np.array(jax.vmap(lambda k: jax.random.bernoulli(k, 0.5, (fns.max_length,)))(keys))
+    keep = keep[:, :5]
+    keep[:, [0, 4]] = True
+    masked = jnp.asarray(np.where(keep, ids[0], 3))  # [50, 5], [MASK] = 3
+    logits = fns.apply_embeds(params, fns.embed(params, masked), np.repeat(mask, 50, axis=0))
+    total = np.asarray(jax.nn.softmax(logits)[:, 1]) @ keep
     expected = total / (50 * 0.5)
     expected[[0, 4]] = 0
     np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
@@ -143,6 +142,8 @@ def test_bad_input_raises_naming_the_argument(tiny_bert, key):
         tokens.token_integrated_gradients(fns, params, long_ids, long_mask)
     with pytest.raises(ValueError, match="input_ids must be an int"):
         tokens.token_saliency(fns, params, ids.astype(np.float32), mask)
+    with pytest.raises(ValueError, match="target holds class indices outside"):
+        tokens.token_saliency(fns, params, ids, mask, np.array([3]))
     with pytest.raises(ValueError, match="fill"):
         tokens.token_rise(fns, params, ids, mask, key=key, fill="unk")
     with pytest.raises(ValueError, match="baseline"):
