@@ -9,6 +9,12 @@ curve over ``k ∈ [0, 1]``. Here the units are a sentence's content tokens (rea
 tokens except [CLS]/[SEP]; ``round(k · n)`` of its ``n`` tokens), and a removed
 token becomes ``[MASK]`` (default), ``[PAD]`` (attention kept) or leaves the
 attention (``"drop"``). Ties in the ranking are broken by position.
+
+Measured on ``minilm_classifier`` (16 benchmark sentences, 10 steps): with
+``fill="mask"`` deletion AUC barely separates methods (random 0.645, Saliency
+0.642, RISE-200 0.642), since any [MASK] moves the mean-pooled embedding off the
+head's data; with ``fill="drop"`` it does (random 0.684, Saliency 0.536,
+RISE-200 0.559).
 """
 
 from __future__ import annotations
