@@ -12,7 +12,7 @@ LINT_PATHS := fastxai_jax tests experiments
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[torch,dev]'
+	$(PY) -m pip install -q -e '.[torch,dev,text]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,7 +22,7 @@ from fastxai_jax.core import (
     check_target,
     resolve_target,
 )
-from fastxai_jax.explainers import dax, rise
+from fastxai_jax.explainers import dax, rise, tokens
 from fastxai_jax.explainers.boundary import agi, big, fgsm_attack
 from fastxai_jax.explainers.cam import gradcam
 from fastxai_jax.explainers.gradients import (
@@ -140,6 +140,7 @@ __all__ = [
     "smoothgrad",
     "sparseness",
     "sweep",
+    "tokens",
     "train",
     "tve",
     "vargrad",

@@ -6,7 +6,9 @@ tanh pooler over the first token).
 inputs_embeds=None)`` returns ``(logits, aux)`` with
 ``aux["hidden_states"]`` [B, T, D] (last layer), ``aux["embeddings"]``
 [B, T, D] (word-embedding output, the quantity token attributions are taken
-against), ``aux["pooled"]`` [B, D]. Passing ``inputs_embeds`` replaces the
+against), ``aux["pooled"]`` [B, D] (the tanh pooler over the first token, or with
+``pooling="mean"`` the attention-masked mean of the last hidden states, as
+sentence-transformers' MiniLM; no pooler parameters then). Passing ``inputs_embeds`` replaces the
 word-embedding lookup so gradients can be taken with respect to it; the
 attention mask then defaults to all ones unless ``input_ids`` is also given.
 """
@@ -67,6 +69,9 @@ class BertClassifier(nn.Module):
       max_position_embeddings, type_vocab_size: BERT sizes (base defaults).
       layer_norm_eps: 1e-12 as in Hugging Face.
       dropout_rate: hidden/attention dropout, active only when ``train``.
+      pad_token_id: the id whose positions the default attention mask drops.
+      pooling: ``"cls"`` (tanh pooler over the first token, Hugging Face) or
+        ``"mean"`` (masked mean of the last hidden states, sentence-transformers).
     """
 
     num_classes: int = 2
@@ -80,6 +85,7 @@ class BertClassifier(nn.Module):
     layer_norm_eps: float = 1e-12
     dropout_rate: float = 0.1
     pad_token_id: int = 0
+    pooling: str = "cls"
 
     @nn.compact
     def __call__(
@@ -152,7 +158,13 @@ class BertClassifier(nn.Module):
                 self.dropout_rate,
                 name=f"layer_{i}",
             )(x, key_bias, train)
-        pooled = jnp.tanh(nn.Dense(self.hidden_size, name="pooler")(x[:, 0]))
+        if self.pooling == "mean":
+            weights = attention_mask.astype(x.dtype)[:, :, None]
+            pooled = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+        elif self.pooling == "cls":
+            pooled = jnp.tanh(nn.Dense(self.hidden_size, name="pooler")(x[:, 0]))
+        else:
+            raise ValueError(f"pooling must be 'cls' or 'mean'; got {self.pooling!r}")
         logits = nn.Dense(self.num_classes, name="classifier")(
             nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
         )

