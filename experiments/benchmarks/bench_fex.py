@@ -23,6 +23,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from fastxai_jax.configs import benchmarks as recipes  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
 from fastxai_jax.explainers import fex, fex_train, rise  # noqa: E402
 from fastxai_jax.models import build, make_apply_fn  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
     if args.fex_workdir:
         config, params = fex_train.load(args.fex_workdir)
     else:
-        config = fex_train.benchmark_config(NUM_CLASSES, 1, target_family=family)
+        config = recipes.bench_fex(NUM_CLASSES, family)
         params = fex.init_params(config, jax.random.key(1))
     target = jnp.argmax(apply_fn(variables, x), -1)
 
