@@ -104,8 +104,6 @@ def run(args: argparse.Namespace) -> int:
         isinstance(v, dict) for v in method_options.values()
     ):
         raise ValueError(f"--options must map method names to option dicts; got {args.options!r}")
-    apply_fn, params, family = _load_target(args)
-    data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=args.image_size)
     protocol = Protocol(
         granularity=args.granularity,
         patch_size=args.patch_size,
@@ -113,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
         step_size=args.step_size,
         insertion_substrate=args.insertion_substrate,
         deletion_substrate=args.deletion_substrate,
-        normalisation=family,
         score=args.score,
         iou_threshold=threshold,
-    )
+    )  # validated before any work
+    apply_fn, params, family = _load_target(args)
+    protocol = protocol.replace(normalisation=family)
+    data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=args.image_size)
     summary, curves = evaluate_methods(
         apply_fn,
         params,

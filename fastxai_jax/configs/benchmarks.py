@@ -6,7 +6,7 @@ from typing import Any
 
 from fastxai_jax.configs import demo
 from fastxai_jax.evaluation.protocol import Protocol
-from fastxai_jax.substrate import Substrate
+from fastxai_jax.substrate import Substrate, to_fill
 
 
 def fex_vs_rise(family: str) -> dict[str, Any]:
@@ -45,9 +45,11 @@ def bench_learned() -> dict[str, Any]:
     """
     return {
         "num_train": 512, "num_test": 32, "steps": 300, "ltx_lam": 2.0,
-        "dax_samples": 256, "dax_epochs": 6, "dax_complement": "frozen", "dax_fill": 0.0,
+        "dax_samples": 256, "dax_epochs": 6, "dax_complement": "frozen",
+        "dax_fill": to_fill(demo.BLACK, "pixel"),
         "backbone": "target", "tve_head_init": "local", "tve_steps": 1000, "tve_lr": 3e-3,
-        "fastshap_steps": 900, "fastshap_lr": 3e-3, "fastshap_fill": -1.0, "tve_cells": 1,
+        "fastshap_steps": 900, "fastshap_lr": 3e-3,
+        "fastshap_fill": to_fill(demo.BLACK, "normalised", "half"), "tve_cells": 1,
         "snapshot_every": 100, "train_seed": 101, "test_seed": 202,
     }  # fmt: skip
 

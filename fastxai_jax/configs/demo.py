@@ -21,7 +21,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from fastxai_jax.evaluation.protocol import PatchProtocol, Protocol
-from fastxai_jax.substrate import Substrate
+from fastxai_jax.substrate import Substrate, to_fill
+
+# Black, the deletion metric's substrate, as each explainer's ``fill`` states it: FastSHAP
+# in the small CNN's normalised space ("half": -1), DAX in [0, 1] pixels (0).
+BLACK = Substrate("constant", 0.0)
 
 # The demo's target answers "no class" to an image whose object is blacked out
 # (fastxai_jax.train.target.null_augment), so that deletion curves measure removed
@@ -61,7 +65,8 @@ def fastshap_recipe() -> list[str]:
     Measured (``bench_learned.py``): deletion 0.140, pointing 0.72, 399 s training.
     """
     return ["--explainer-backbone", "target", "--steps", "900", "--batch-size", "32",
-            "--lr", "3e-3", "--fastshap-samples", "16", "--fastshap-fill", "-1"]  # fmt: skip
+            "--lr", "3e-3", "--fastshap-samples", "16",
+            "--fastshap-fill", str(to_fill(BLACK, "normalised", "half"))]  # fmt: skip
 
 
 def ltx_recipe() -> list[str]:
@@ -97,7 +102,7 @@ def dax_recipe() -> dict[str, Any]:
     return {
         "num_samples": 1000, "epochs": 9, "hidden": 64, "features": 8, "patch_size": 8,
         "complement_trains_student": False, "border": 7 / 128, "snapshot_epochs": 9,
-        "fill": 0.0, "batching": "map",
+        "fill": to_fill(BLACK, "pixel"), "batching": "map",
     }  # fmt: skip
 
 
