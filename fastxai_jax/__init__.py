@@ -11,11 +11,12 @@ Sub-packages: :mod:`fastxai_jax.models` (Flax targets, converters),
 :mod:`fastxai_jax.metrics`, :mod:`fastxai_jax.data`, :mod:`fastxai_jax.train`.
 """
 
-from fastxai_jax import data, metrics, models, train
+from fastxai_jax import data, evaluation, metrics, models, train
 from fastxai_jax.core import (
     ApplyFn,
     Cost,
     LearnedExplainer,
+    Substrate,
     check_images,
     check_range,
     check_target,
@@ -67,6 +68,7 @@ __all__ = [
     "ApplyFn",
     "Cost",
     "LearnedExplainer",
+    "Substrate",
     "adp_pic",
     "agi",
     "attribute",
@@ -82,6 +84,7 @@ __all__ = [
     "deletion",
     "deletion_auc",
     "entropy",
+    "evaluation",
     "fastshap",
     "fex",
     "fgsm_attack",
