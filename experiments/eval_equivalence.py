@@ -12,6 +12,11 @@ Command (about 2 minutes on 2 CPU cores)::
 
   git archive <old commit> | tar -x -C /tmp/old_tree
   python experiments/eval_equivalence.py --old /tmp/old_tree --new .
+
+Measured (086ffc3 vs the evaluation library, 8 images, RISE-200, MFABA, IG-8,
+Saliency, random and a stand-in learned explainer): identical per-image scores
+and mean curves (``--atol 0``). The full ``fastxai demo`` of both trees on the
+same trained target and FEX also gave bitwise-identical per-image scores.
 """
 
 from __future__ import annotations
