@@ -27,8 +27,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fastxai_jax.cli.evaluate import default_protocol, evaluate_methods  # noqa: E402
+from fastxai_jax.configs import benchmarks  # noqa: E402
 from fastxai_jax.data.groundtruth import CLASS_NAMES, EVAL_SEED, make_benchmark  # noqa: E402
+from fastxai_jax.evaluation import evaluate_methods  # noqa: E402
 from fastxai_jax.explainers.learned import runs  # noqa: E402
 from fastxai_jax.metrics import paired_difference  # noqa: E402
 from fastxai_jax.models import make_apply_fn  # noqa: E402
@@ -48,7 +49,7 @@ def _load_target(target_dir: pathlib.Path):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", default="runs/demo", help="holds target/ and fex/")
-    parser.add_argument("--num-images", type=int, default=128)
+    parser.add_argument("--num-images", type=int, default=128)  # configs.benchmarks.fex_vs_rise
     parser.add_argument(
         "--data-seed",
         type=int,
@@ -68,19 +69,15 @@ def main(argv: list[str] | None = None) -> dict:
     trained = runs.load(run / "fex", method="fex")
     explain = trained.explain
     data = make_benchmark(args.num_images, seed=args.data_seed)
-    protocol = {
-        **default_protocol(),
-        "normalisation": family,
-        "patch_protocol": {"patch_size": 8, "num_steps": 10, "substrate": "zeros_normalised"},
-    }
+    config = benchmarks.fex_vs_rise(family)
     summary, _ = evaluate_methods(
         apply_fn,
         variables,
         data["images"],
         data["masks"],
-        ["rise", "random"],
+        config["methods"],
         key=jax.random.key(0),
-        protocol=protocol,
+        protocol=config["protocol"],
         explainers={"fex": lambda x, t: explain(x, t)},
         method_options={"rise": {"num_masks": args.rise_masks}},
     )

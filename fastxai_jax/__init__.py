@@ -12,11 +12,12 @@ Sub-packages: :mod:`fastxai_jax.models` (Flax targets, converters),
 :mod:`fastxai_jax.metrics`, :mod:`fastxai_jax.data`, :mod:`fastxai_jax.train`.
 """
 
-from fastxai_jax import data, metrics, models, sweep, train
+from fastxai_jax import data, evaluation, metrics, models, sweep, train
 from fastxai_jax.core import (
     ApplyFn,
     Cost,
     LearnedExplainer,
+    Substrate,
     check_images,
     check_range,
     check_target,
@@ -80,6 +81,7 @@ __all__ = [
     "ApplyFn",
     "Cost",
     "LearnedExplainer",
+    "Substrate",
     "adp_pic",
     "agi",
     "attribute",
@@ -96,6 +98,7 @@ __all__ = [
     "deletion",
     "deletion_auc",
     "entropy",
+    "evaluation",
     "fastshap",
     "fex",
     "fgsm_attack",

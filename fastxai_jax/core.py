@@ -170,3 +170,7 @@ def resolve_target(
         )
     check_target(target, batch_size, logits_shape[-1])
     return jnp.asarray(target, jnp.int32)
+
+
+# --- Substrate: what a removed pixel becomes (one vocabulary, fastxai_jax/substrate.py) ---
+from fastxai_jax.substrate import Substrate, as_substrate, to_fill  # noqa: E402,F401

@@ -23,9 +23,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from fastxai_jax.configs import benchmarks as recipes  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
 from fastxai_jax.explainers import rise  # noqa: E402
-from fastxai_jax.explainers.learned import fex, fex_benchmark, runs  # noqa: E402
+from fastxai_jax.explainers.learned import fex, runs  # noqa: E402
 from fastxai_jax.models import build, make_apply_fn  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         trained = runs.load(args.fex_workdir, method="fex")
         config, params = trained.explainer.config, trained.params
     else:
-        config = fex_benchmark.benchmark_config(NUM_CLASSES, target_family=family)
+        config = recipes.bench_fex(NUM_CLASSES, family)
         params = fex.init_params(config, jax.random.key(1))
     target = jnp.argmax(apply_fn(variables, x), -1)
 

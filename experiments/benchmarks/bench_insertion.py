@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.configs import benchmarks as recipes
 from fastxai_jax.metrics import insertion_deletion
-from fastxai_jax.metrics._substrate import make_substrate
 
 
 def load_model(name: str, image_size: int, seed: int):
@@ -122,6 +122,7 @@ def main() -> None:
     x = jax.random.uniform(keys[0], (num, size, size, 3))
     attribution = jax.random.normal(keys[1], (num, size, size))
     step = size  # RISE: 224 pixels a step on 224²
+    protocol = recipes.bench_insertion()
     num_points = math.ceil(size * size / step) + 1
     chunk = args.chunk_size or max(1, 128 // (2 * num))
     chunk = min(chunk, num_points)
@@ -134,8 +135,8 @@ def main() -> None:
             x,
             attribution,
             step_size=step,
-            insertion_substrate="blur",
-            deletion_substrate="zeros",
+            insertion_substrate=protocol.insertion_substrate,
+            deletion_substrate=protocol.deletion_substrate,
             chunk_size=chunk,
         )
         return result["insertion"].curve, result["deletion"].curve
@@ -154,8 +155,8 @@ def main() -> None:
     fns = {"ours": ours, "limit": limit}
     if not args.skip_loop:
         substrates = {
-            "insertion": make_substrate(x, "blur"),
-            "deletion": make_substrate(x, "zeros"),
+            "insertion": protocol.insertion_substrate.image(x),
+            "deletion": protocol.deletion_substrate.image(x),
         }
         fns["loop"] = lambda: loop_insertion_deletion(
             apply_fn, params, x, attribution, step, substrates

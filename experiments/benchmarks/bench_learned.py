@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from fastxai_jax import metrics  # noqa: E402
-from fastxai_jax.cli.demo import DAX_RECIPE  # noqa: E402
+from fastxai_jax.configs import benchmarks as recipes  # noqa: E402
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark  # noqa: E402
 from fastxai_jax.explainers import dax  # noqa: E402
 from fastxai_jax.explainers.learned import fastshap, ltx, make_trainer, tve  # noqa: E402
@@ -285,11 +285,9 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
 
 def run_dax(apply_fn, variables, test_x, target, args):
     # the demo's DAX recipe, with this run's budget; batching is what is timed here
-    options = {k: v for k, v in DAX_RECIPE.items() if k != "batching"}
-    options.update(
-        num_samples=args.dax_samples, epochs=args.dax_epochs, snapshot_epochs=args.dax_epochs,
-        chunk=256, complement_trains_student=args.dax_complement == "train", fill=args.dax_fill,
-    )  # fmt: skip
+    options = recipes.bench_learned_dax(
+        args.dax_samples, args.dax_epochs, args.dax_complement, args.dax_fill
+    )
     key = jax.random.key(0)
     maps, batched_s = _timed(
         lambda x, t: dax.dax(apply_fn, variables, x, t, key=key, **options), test_x, target
@@ -350,11 +348,14 @@ def main(argv=None) -> dict:
         help="steps between the checkpoints scored for time to quality",
     )  # fmt: skip
     parser.add_argument("--out", default="bench_learned.json")
+    recipe = recipes.bench_learned()  # the defaults above, in one place
+    seeds = {name: recipe.pop(name) for name in ("train_seed", "test_seed")}
+    parser.set_defaults(**recipe)
     args = parser.parse_args(argv)
     module, variables, family = load_target(args.target_dir, args.target_steps)
     apply_fn = make_apply_fn(module, family)
-    train = make_benchmark(args.num_train, seed=101, image_size=64)
-    test = make_benchmark(args.num_test, seed=202, image_size=64)
+    train = make_benchmark(args.num_train, seed=seeds["train_seed"], image_size=64)
+    test = make_benchmark(args.num_test, seed=seeds["test_seed"], image_size=64)
     args.test_labels = test["labels"]
     test_x = jnp.asarray(test["images"])
     masks = jnp.asarray(test["masks"])

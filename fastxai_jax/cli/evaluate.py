@@ -4,7 +4,8 @@ For every method: insertion/deletion AUC (RISE protocol), POS/NEG AUC (LTX),
 ADP/PIC, pointing game, IoU, relevance mass, segmentation AP, sparseness,
 entropy, and cost (time per input, peak memory, model queries). Writes
 ``results.json`` (summary + mean curves), ``results.csv`` (one row per method)
-and PNG plots of the mean curves into ``--out``.
+and PNG plots of the mean curves into ``--out``. Argument parsing only: the
+harness is :mod:`fastxai_jax.evaluation`.
 
 Example::
 
@@ -15,21 +16,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pathlib
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from fastxai_jax import metrics
-from fastxai_jax.core import ApplyFn, Params
-
-CURVES = ("insertion", "deletion", "pos", "neg")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -65,267 +57,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _to_pixels(attribution: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
-    """``[B, H, W]`` map for localisation: channels summed, a grid upsampled nearest."""
-    if attribution.ndim == 4:
-        attribution = jnp.sum(attribution, axis=-1)
-    if attribution.shape[1:] != tuple(image_hw):
-        rows = (np.arange(image_hw[0]) * attribution.shape[1]) // image_hw[0]
-        cols = (np.arange(image_hw[1]) * attribution.shape[2]) // image_hw[1]
-        attribution = attribution[:, rows][:, :, cols]
-    return attribution
-
-
-def _batch_scores(apply_fn, params, x, attribution, masks, protocol) -> dict[str, Any]:
-    """Per-input scores and curves of one batch."""
-    image_hw = x.shape[1:3]
-    pixel_map = _to_pixels(attribution, image_hw)
-    is_grid = attribution.ndim == 3 and attribution.shape[1:] != tuple(image_hw)
-    granularity = "grid" if is_grid else protocol["granularity"]
-    curve_map = attribution if is_grid else pixel_map
-    ins_del = metrics.insertion_deletion(
-        apply_fn,
-        params,
-        x,
-        curve_map,
-        granularity=granularity,
-        patch_size=protocol["patch_size"],
-        num_steps=protocol["num_steps"],
-        step_size=protocol["step_size"] if granularity == "pixel" else None,
-        insertion_substrate=protocol["insertion_substrate"],
-        deletion_substrate=protocol["deletion_substrate"],
-        normalisation=protocol["normalisation"],
-        score=protocol["score"],
-    )
-    patch = protocol.get("patch_protocol")
-    if patch:  # the FEX paper's protocol: patches of the pixel map, few steps, gray fill
-        patch_curves = metrics.insertion_deletion(
-            apply_fn,
-            params,
-            x,
-            pixel_map,
-            granularity="patch",
-            patch_size=patch["patch_size"],
-            num_steps=patch["num_steps"],
-            insertion_substrate=patch["substrate"],
-            deletion_substrate=patch["substrate"],
-            normalisation=protocol["normalisation"],
-            score=protocol["score"],
-        )
-    pos_neg = metrics.pos_neg_perturbation(apply_fn, params, x, pixel_map)
-    adp = metrics.adp_pic(apply_fn, params, x, pixel_map)
-    seg = metrics.segmentation_scores(pixel_map, masks)
-    scores = {
-        "insertion_auc": ins_del["insertion"].auc,
-        "deletion_auc": ins_del["deletion"].auc,
-        "pos_auc": pos_neg["pos"].auc,
-        "neg_auc": pos_neg["neg"].auc,
-        "adp": adp.adp,
-        "pic": adp.pic,
-        "pointing_game": metrics.pointing_game(pixel_map, masks),
-        "iou": metrics.iou(pixel_map, masks, threshold=protocol["iou_threshold"]),
-        "relevance_mass": metrics.relevance_mass(pixel_map, masks),
-        "segmentation_ap": seg.average_precision,
-        "sparseness": metrics.sparseness(pixel_map),
-        "entropy": metrics.entropy(pixel_map),
-    }
-    if patch:
-        scores["patch_insertion_auc"] = patch_curves["insertion"].auc
-        scores["patch_deletion_auc"] = patch_curves["deletion"].auc
-    curves = {name: result for name, result in {**ins_del, **pos_neg}.items()}
-    return {"scores": scores, "curves": curves}
-
-
-def evaluate_methods(
-    apply_fn: ApplyFn,
-    params: Params,
-    images: Any,
-    masks: Any,
-    methods: list[str],
-    *,
-    key: jax.Array,
-    batch_size: int = 16,
-    protocol: dict[str, Any] | None = None,
-    method_options: dict[str, dict[str, Any]] | None = None,
-    explainers: dict[str, Callable[..., Any]] | None = None,
-    progress: bool = True,
-    return_maps: bool = False,
-):
-    """Scores each registered method on ``images`` against ground-truth ``masks``.
-
-    Args:
-      apply_fn: ``apply_fn(params, x01) -> logits``.
-      params: target parameters.
-      images: ``[N, H, W, C]`` in ``[0, 1]``.
-      masks: ``[N, H, W]`` bool ground truth (planted objects).
-      methods: registry names (``fastxai_jax.explainers.registry``).
-      key: PRNG key (folded per method and batch for stochastic methods).
-      batch_size: images per batch.
-      protocol: insertion/deletion options (see :func:`default_protocol`).
-      method_options: ``{method: options}`` passed to ``registry.attribute``.
-      explainers: learned explainers scored after ``methods``, as ``{name:
-        explain(x, target) -> map}``; they explain the target's predicted class and
-        spend no target query themselves (cost 0 forward / 0 backward).
-      progress: show a tqdm bar.
-      return_maps: also return ``{method: [N, H, W] maps}``.
-
-    Returns:
-      ``(summary, curves)``: ``summary[method]`` maps metric → dataset mean
-      (plus cost figures, and ``"per_input"``: metric → per-image scores in image
-      order, for :func:`fastxai_jax.metrics.paired_difference`);
-      ``curves[method][name]`` is ``{"fractions", "mean"}``;
-      with ``return_maps``, ``(summary, curves, maps)``.
-    """
-    from tqdm import tqdm
-
-    from fastxai_jax.explainers import registry
-
-    images, masks = np.asarray(images), np.asarray(masks).astype(bool)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty [N, H, W, C] batch; got {images.shape}")
-    if masks.shape != images.shape[:3]:
-        raise ValueError(f"masks must have shape {images.shape[:3]}; got {masks.shape}")
-    explainers = dict(explainers or {})
-    if not methods and not explainers:
-        raise ValueError("methods must name at least one method")
-    for method in methods:
-        registry.get_method(method)  # unknown names fail before any work
-    protocol = {**default_protocol(), **(protocol or {})}
-    method_options = method_options or {}
-    starts = list(range(0, images.shape[0], batch_size))
-    names = list(methods) + list(explainers)
-    bar = tqdm(total=len(names) * len(starts), disable=not progress, desc="evaluate")
-    summary, all_curves, all_maps = {}, {}, {}
-    predict = jax.jit(lambda x: jnp.argmax(apply_fn(params, x), axis=-1))
-    for method_index, method in enumerate(names):
-        options = method_options.get(method, {})
-        per_input: dict[str, list] = {}
-        curve_rows: dict[str, list] = {name: [] for name in CURVES}
-        fractions: dict[str, np.ndarray] = {}
-        elapsed, record, compiled_shapes = 0.0, None, set()
-        for batch_index, start in enumerate(starts):
-            x = jnp.asarray(images[start : start + batch_size])
-            batch_key = jax.random.fold_in(jax.random.fold_in(key, method_index), batch_index)
-            if method in explainers:
-                target = predict(x)
-                call = lambda x=x, target=target, fn=explainers[method]: fn(x, target)
-                cost_options = {}
-            else:
-                spec = registry.get_method(method)
-                call_key = batch_key if spec.needs_key else None
-                call = lambda x=x, k=call_key, method=method, options=options: registry.attribute(
-                    method, apply_fn, params, x, key=k, **options
-                )
-                cost_options = {"method": method, "options": options}
-            attribution, record = metrics.measure_cost(
-                call,
-                num_inputs=x.shape[0],
-                warmup=x.shape not in compiled_shapes,  # compile (each batch shape) untimed
-                **cost_options,
-            )
-            if method in explainers:  # one explainer forward, no target query
-                record = record._replace(method=method, forward_passes=0, backward_passes=0)
-            if return_maps:
-                all_maps.setdefault(method, []).append(
-                    np.asarray(_to_pixels(jnp.asarray(attribution), x.shape[1:3]))
-                )
-            compiled_shapes.add(x.shape)
-            elapsed += record.time_per_input_s * x.shape[0]
-            batch = _batch_scores(
-                apply_fn,
-                params,
-                x,
-                jnp.asarray(attribution),
-                masks[start : start + batch_size],
-                protocol,
-            )
-            for name, values in batch["scores"].items():
-                per_input.setdefault(name, []).append(np.asarray(values, np.float64))
-            for name in CURVES:
-                curve_rows[name].append(np.asarray(batch["curves"][name].curve, np.float64))
-                fractions[name] = batch["curves"][name].fractions
-            bar.update(1)
-        row = {name: float(np.mean(np.concatenate(v))) for name, v in per_input.items()}
-        # Per-image scores, in image order, for paired comparisons between methods
-        # (fastxai_jax.metrics.paired_difference).
-        row["per_input"] = {name: np.concatenate(v).tolist() for name, v in per_input.items()}
-        row.update(
-            time_per_input_s=elapsed / images.shape[0],
-            peak_memory_bytes=record.peak_memory_bytes,
-            memory_source=record.memory_source,
-            forward_passes=record.forward_passes,
-            backward_passes=record.backward_passes,
-        )
-        summary[method] = row
-        all_curves[method] = {
-            name: {
-                "fractions": [float(f) for f in fractions[name]],
-                "mean": np.concatenate(curve_rows[name]).mean(axis=0).tolist(),
-            }
-            for name in CURVES
-        }
-    bar.close()
-    if return_maps:
-        maps = {name: np.concatenate(parts) for name, parts in all_maps.items()}
-        return summary, all_curves, maps
-    return summary, all_curves
-
-
-def default_protocol() -> dict[str, Any]:
-    """RISE pixel protocol (224 pixels a step; insertion on blur, deletion on black)."""
-    return {
-        "granularity": "pixel",
-        "patch_size": None,
-        "num_steps": None,
-        "step_size": None,
-        "insertion_substrate": "blur",
-        "deletion_substrate": "zeros",
-        "normalisation": None,
-        "score": "prob",
-        "iou_threshold": "mean",
-        # Optional second insertion/deletion protocol (scores patch_*_auc), e.g. the
-        # FEX paper's: {"patch_size": 8, "num_steps": 10, "substrate": "zeros_normalised"}.
-        "patch_protocol": None,
-    }
-
-
-def write_results(out: str | pathlib.Path, summary, curves, config: dict[str, Any]) -> None:
-    """Writes ``results.json``, ``results.csv`` and one PNG per curve kind into ``out``."""
-    from fastxai_jax.plots import plot_curves
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"config": config, "methods": summary, "curves": curves}, indent=1)
-    )
-    scalar = {
-        method: {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
-        for method, row in summary.items()
-    }
-    columns = ["method"] + sorted({key for row in scalar.values() for key in row})
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for method, row in scalar.items():
-            writer.writerow({"method": method, **row})
-    score = config.get("protocol", {}).get("score", "prob")
-    curve_score = "probability of ŷ" if score == "prob" else "top-1 agreement with ŷ"
-    labels = {
-        "insertion": curve_score,
-        "deletion": curve_score,
-        "pos": "top-1 agreement with ŷ",
-        "neg": "top-1 agreement with ŷ",
-    }
-    for name in CURVES:
-        plot_curves(
-            out / f"{name}.png",
-            {method: np.asarray(c[name]["mean"]) for method, c in curves.items()},
-            f"{name} curve ({config.get('model', '')}, N={config.get('num', '')})",
-            fractions=next(iter(curves.values()))[name]["fractions"],
-            ylabel=labels[name],
-        )
-
-
 def _load_target(args: argparse.Namespace):
     from fastxai_jax.data.groundtruth import NUM_CLASSES
     from fastxai_jax.models import build, make_apply_fn
@@ -357,6 +88,7 @@ def _load_target(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
+    from fastxai_jax.evaluation import Protocol, evaluate_methods, write_results
 
     if args.num < 1 or args.batch_size < 1:
         raise ValueError(
@@ -372,20 +104,19 @@ def run(args: argparse.Namespace) -> int:
         isinstance(v, dict) for v in method_options.values()
     ):
         raise ValueError(f"--options must map method names to option dicts; got {args.options!r}")
+    protocol = Protocol(
+        granularity=args.granularity,
+        patch_size=args.patch_size,
+        num_steps=args.num_steps,
+        step_size=args.step_size,
+        insertion_substrate=args.insertion_substrate,
+        deletion_substrate=args.deletion_substrate,
+        score=args.score,
+        iou_threshold=threshold,
+    )  # validated before any work
     apply_fn, params, family = _load_target(args)
+    protocol = protocol.replace(normalisation=family)
     data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=args.image_size)
-    protocol = {
-        **default_protocol(),
-        "granularity": args.granularity,
-        "patch_size": args.patch_size,
-        "num_steps": args.num_steps,
-        "step_size": args.step_size,
-        "insertion_substrate": args.insertion_substrate,
-        "deletion_substrate": args.deletion_substrate,
-        "normalisation": family,
-        "score": args.score,
-        "iou_threshold": threshold,
-    }
     summary, curves = evaluate_methods(
         apply_fn,
         params,

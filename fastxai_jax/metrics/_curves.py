@@ -69,16 +69,20 @@ def _check_inputs(apply_fn, params, x, attribution, target, granularity, per_cha
     return jnp.asarray(x), attribution, target
 
 
-def check_choice(value: Any, name: str, choices: tuple) -> None:
+def check_choice(name: str, value: Any, choices: tuple) -> None:
     """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
 def _check_substrate(substrate: Any, name: str, x: jax.Array, normalisation: str | None) -> None:
-    """A substrate is a known name (with a family where needed) or a broadcastable array."""
-    if isinstance(substrate, str):
-        check_choice(substrate, name, _substrate.SUBSTRATES)
+    """A substrate is a ``Substrate``, a known name (with a family where needed) or a
+    broadcastable array."""
+    if isinstance(substrate, _substrate.Substrate):
+        if substrate.kind == "family_mean" and normalisation is None:
+            raise ValueError(f'{name} of kind "family_mean" needs normalisation= (a family)')
+    elif isinstance(substrate, str):
+        check_choice(name, substrate, _substrate.SUBSTRATES)
         if substrate == "zeros_normalised" and normalisation is None:
             raise ValueError(
                 f'{name}="zeros_normalised" needs normalisation= (a family such as "imagenet")'
@@ -210,9 +214,9 @@ def run_curves(
     counts=None,
 ):
     """Validates the shared options and runs :func:`_curves`; returns (scores, counts, F)."""
-    check_choice(granularity, "granularity", _ranking.GRANULARITIES)
-    check_choice(score, "score", SCORES)
-    check_choice(tie_break, "tie_break", _ranking.TIE_BREAKS)
+    check_choice("granularity", granularity, _ranking.GRANULARITIES)
+    check_choice("score", score, SCORES)
+    check_choice("tie_break", tie_break, _ranking.TIE_BREAKS)
     if per_channel and granularity == "grid":
         raise ValueError('per_channel ranking needs a pixel or patch granularity, not "grid"')
     if granularity == "patch":
@@ -247,8 +251,9 @@ def run_curves(
     chunk_size = min(positive_int(chunk_size, "chunk_size"), len(counts))
     # Balance the chunks so that padding the last one wastes under one step per chunk.
     chunk_size = math.ceil(len(counts) / math.ceil(len(counts) / chunk_size))
-    custom = tuple(None if isinstance(s, str) else jnp.asarray(s, x.dtype) for _, s, _ in plans)
-    plans = tuple((mode, s if isinstance(s, str) else None, neg) for mode, s, neg in plans)
+    named = (str, _substrate.Substrate)
+    custom = tuple(None if isinstance(s, named) else jnp.asarray(s, x.dtype) for _, s, _ in plans)
+    plans = tuple((mode, s if isinstance(s, named) else None, neg) for mode, s, neg in plans)
     scores = _curves(
         apply_fn,
         params,

@@ -306,7 +306,7 @@ def pos_neg_perturbation(
       ``{"pos": CurveResult, "neg": CurveResult}`` (lower POS, higher NEG AUC are better).
     """
     plans = (("deletion", substrate, False), ("deletion", substrate, True))
-    _curves.check_choice(granularity, "granularity", _ranking.GRANULARITIES)
+    _curves.check_choice("granularity", granularity, _ranking.GRANULARITIES)
     grid_hw = tuple(np.shape(attribution)[1:3])
     image_hw = tuple(np.shape(x)[1:3])
     if granularity == "patch":
