@@ -140,8 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--dax-border", type=float, default=0.0, help="DAX border fraction zeroed")
     group.add_argument(
-        "--dax-fill", default="mean", type=_dax_fill,
-        help="DAX off-segment fill: 'mean' (own mean colour, authors) or a number in [0, 1]",
+        "--dax-fill", default="grey", type=_dax_fill,
+        help="DAX off-segment fill: 'grey' (the mean of the segment's channel means, the "
+        "authors' code and the default), 'mean' (its own mean colour, LIME's original) or a "
+        "number in [0, 1]",
     )  # fmt: skip
     group.add_argument("--ltx-lam", type=float, default=None, help="LTX penalty λ (30)")
     group.add_argument("--ltx-penalty", choices=["softplus", "mean"], default="softplus")

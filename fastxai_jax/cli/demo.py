@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastxai_jax.configs import demo as recipe
-from fastxai_jax.configs.demo import DAX_RECIPE, LEARNED_RECIPES, TARGET_OPTIONS  # noqa: F401
-from fastxai_jax.evaluation.report import paired_lines as _paired_lines  # noqa: F401
+from fastxai_jax.configs.demo import TARGET_OPTIONS
+from fastxai_jax.evaluation.report import paired_lines
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -142,7 +142,7 @@ def _report(target_metrics, train_seconds, summary, photos, args, learned=()) ->
     if "fex" in summary and "rise" in summary:
         ratio = summary["rise"]["time_per_input_s"] / max(summary["fex"]["time_per_input_s"], 1e-12)
         lines += ["", f"FEX explains {ratio:.0f}× faster per image than RISE."]
-    lines += _paired_lines(summary, learned)
+    lines += paired_lines(summary, learned)
     lines += [
         "",
         "Insertion restores pixels by rank onto a blurred copy; deletion replaces them "

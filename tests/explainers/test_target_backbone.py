@@ -202,7 +202,7 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
     # FastSHAP's players masked black (-1 under "half").
     from fastxai_jax.cli import build_parser
     from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config, optimizer_settings
-    from fastxai_jax.cli.demo import LEARNED_RECIPES
+    from fastxai_jax.configs.demo import LEARNED_RECIPES
 
     def parse(method):
         argv = ["train-explainer", "--method", method, "--workdir", "unused"]

@@ -60,7 +60,7 @@ def test_bad_input(a, b, kwargs, match):
 
 
 def test_demo_report_states_paired_differences():
-    from fastxai_jax.cli.demo import _paired_lines
+    from fastxai_jax.evaluation.report import paired_lines as _paired_lines
 
     base = np.linspace(0.1, 0.3, 8)
     summary = {

@@ -128,7 +128,8 @@ def test_null_fraction_is_an_opt_in_config_entry(tmp_path):
 
 def test_demo_refuses_a_cache_trained_for_another_target(tmp_path):
     """The demo's learned explainers must not be reused against a different target."""
-    from fastxai_jax.cli.demo import TARGET_OPTIONS, _check_cache
+    from fastxai_jax.cli.demo import _check_cache
+    from fastxai_jax.configs.demo import TARGET_OPTIONS
 
     _check_cache(tmp_path)  # nothing cached yet
     (tmp_path / "target").mkdir()
