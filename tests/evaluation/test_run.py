@@ -78,7 +78,7 @@ def test_validation_runs_once_and_the_compute_gets_resolved_targets(tiny_eval, m
 
     monkeypatch.setattr(run, "check_images", counting_check)
     monkeypatch.setitem(
-        registry._REGISTRY, "probe", registry.MethodSpec(probe, lambda: Cost(0, 0), True, False)
+        registry.METHODS, "probe", registry.MethodSpec(probe, lambda: Cost(0, 0), True, False)
     )
     evaluate_methods(
         apply_fn, params, x, masks, ["probe", "random"], key=jax.random.key(0), batch_size=2,
