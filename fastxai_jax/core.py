@@ -178,7 +178,7 @@ def images_from_uint8(images: Any, name: str = "images") -> jax.Array:
     dtype = np.result_type(images)
     if dtype != np.uint8:
         raise ValueError(f"{name} must have dtype uint8 (values 0..255); got {dtype}")
-    return jnp.asarray(images, jnp.float32) / 255.0
+    return jnp.asarray(np.asarray(images, np.float32) / np.float32(255.0))
 
 
 def check_target(target: Any, batch_size: int, num_classes: int, name: str = "target") -> None:

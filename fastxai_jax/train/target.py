@@ -85,8 +85,9 @@ def _config(seed: int, **overrides: Any) -> dict[str, Any]:
     for name in ("num_train", "num_test", "steps", "batch_size"):
         if not isinstance(config[name], int | np.integer) or config[name] < 1:
             raise ValueError(f"{name} must be a positive int; got {config[name]!r}")
-    if not config["lr"] > 0:
-        raise ValueError(f"lr must be positive; got {config['lr']!r}")
+    lr = config["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     return config
 
 
@@ -363,13 +364,16 @@ def load_or_train_target(
         template = jax.eval_shape(
             module.init, jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32)
         )
-        variables, saved = load_params(params_dir, template=template)
-        saved = saved or {}
+        with Checkpointer(params_dir, max_to_keep=1) as ckpt:
+            saved = ckpt.restore_config()
+        saved = saved if isinstance(saved, dict) else {}
         if saved.get("config") != config:
             raise ValueError(
                 f"{params_dir} holds a target trained with config {saved.get('config')!r}, "
                 f"not the requested {config!r}; use another workdir"
             )
+        variables, saved = load_params(params_dir, template=template)
+        saved = saved or {}
         result = (module, variables, family)
         return (*result, saved.get("metrics", {})) if return_metrics else result
     module, variables, family, metrics = train_target(
