@@ -357,6 +357,8 @@ def load_or_train_target(
     if pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
         raise NotADirectoryError(f"workdir {workdir} exists and is not a directory")
     params_dir = pathlib.Path(workdir) / "params"
+    if params_dir.exists() and not params_dir.is_dir():
+        raise NotADirectoryError(f"{params_dir} exists and is not a directory")
     # A params/ left by a save killed midway holds no step: train (resume) instead.
     if _has_params(params_dir):
         module, family, _ = _build(config)
