@@ -511,6 +511,7 @@ def test_cli_train_target_corrupt_params(tmp_path, capsys):
     _assert_one_line_error(code, err, "is corrupt")
 
 
+@pytest.mark.slow  # trains a few steps: ~10 s idle, ~35 s on 2 shared cores
 def test_cli_train_target_diverges_in_one_line(tmp_path, capsys):
     """``--lr 1e6``: "training diverged at step N", not a FloatingPointError traceback."""
     argv = ["train-target", "--workdir", str(tmp_path / "run"), *SMALL, "--steps", "6"]
