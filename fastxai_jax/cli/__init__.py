@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EXPECTED_ERRORS as err:
-        kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
-        print(f"fastxai {args.verb}: error: {kind}{_one_line(err)}", file=sys.stderr)
+        message = _one_line(err)
+        if isinstance(err, FloatingPointError):  # fit's NaN guard, from any training verb
+            kind = "" if message.startswith("training diverged") else "training diverged: "
+        else:
+            kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
+        print(f"fastxai {args.verb}: error: {kind}{message}", file=sys.stderr)
         return 2
 
 
