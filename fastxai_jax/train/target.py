@@ -218,7 +218,7 @@ def train_target(
     Returns:
       ``(module, variables, family, metrics)`` with ``metrics`` a dict holding
       ``test_accuracy`` (on ``num_test`` held-out images), ``train_accuracy``
-      and ``train_seconds``.
+      and ``train_seconds`` (the whole run, across resumes, from the log).
     """
     config = _config(
         seed,
