@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -97,6 +99,23 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
+_IMAGE_CONTRACT = contextvars.ContextVar("fastxai_image_contract", default=True)
+
+
+@contextlib.contextmanager
+def non_image_inputs():
+    """Within this block :func:`check_images` checks rank, dtype and finiteness only.
+
+    For image methods reused on lifted token embeddings ``[B, T, 1, D]``
+    (``explainers.tokens``), which are neither RGB nor in [0, 1].
+    """
+    token = _IMAGE_CONTRACT.set(False)
+    try:
+        yield
+    finally:
+        _IMAGE_CONTRACT.reset(token)
+
+
 def check_images(
     x: Any,
     name: str = "x",
@@ -119,7 +138,8 @@ def check_images(
         raise ValueError(f"{name} must have rank {rank} ([B, H, W, C]); got shape {shape}")
     if shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {shape})")
-    if channels is not None and shape[-1] != channels:
+    contract = _IMAGE_CONTRACT.get()
+    if contract and channels is not None and shape[-1] != channels:
         raise ValueError(
             f"{name} must have {channels} channels (RGB, channels last); got shape {shape}"
         )
@@ -135,7 +155,7 @@ def check_images(
         return
     if check_finite and not bool(np.all(np.isfinite(np.asarray(x)))):
         raise ValueError(f"{name} contains NaN or Inf values")
-    if unit_range:
+    if contract and unit_range:
         check_range(x, name)
 
 

@@ -55,7 +55,7 @@ BAD_IMAGES = {
     "empty_batch": lambda x: x[:0],
 }
 
-METHODS = fx.available_methods()
+METHODS = [m for m in fx.available_methods() if not registry.is_learned(m)]  # per-input
 
 
 def _options(method, key):
