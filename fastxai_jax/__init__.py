@@ -21,6 +21,7 @@ from fastxai_jax.core import (
     check_images,
     check_range,
     check_target,
+    images_from_uint8,
     resolve_target,
 )
 from fastxai_jax.explainers import dax, rise, tokens
@@ -93,6 +94,7 @@ __all__ = [
     "check_range",
     "check_target",
     "compute",
+    "images_from_uint8",
     "data",
     "dax",
     "deletion",

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -97,41 +99,117 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
-def check_images(x: Any, name: str = "x", *, rank: int = 4, check_finite: bool = True) -> None:
-    """Validates a batch of images at the boundary.
+_IMAGE_CONTRACT = contextvars.ContextVar("fastxai_image_contract", default=True)
+
+
+@contextlib.contextmanager
+def non_image_inputs():
+    """Within this block :func:`check_images` checks rank, dtype and finiteness only.
+
+    For image methods reused on lifted token embeddings ``[B, T, 1, D]``
+    (``explainers.tokens``), which are neither RGB nor in [0, 1].
+    """
+    token = _IMAGE_CONTRACT.set(False)
+    try:
+        yield
+    finally:
+        _IMAGE_CONTRACT.reset(token)
+
+
+def check_images(
+    x: Any,
+    name: str = "x",
+    *,
+    rank: int = 4,
+    channels: int | None = 3,
+    check_finite: bool = True,
+    unit_range: bool = True,
+) -> None:
+    """Validates a batch of images ``x: [B, H, W, C]`` in [0, 1] at the boundary.
 
     Raises ``ValueError`` naming ``name`` when ``x`` is not a floating array of
-    the given rank, or (for concrete arrays) holds NaN/Inf.
+    the given rank, is an empty batch, has other than ``channels`` channels
+    (RGB: a 1- or 4-channel image would be broadcast or fail in the model's
+    normalisation), or (for concrete arrays) holds NaN/Inf or values outside
+    [0, 1]. uint8 images are refused: convert them with :func:`images_from_uint8`.
     """
     shape = _shape(x)
     if len(shape) != rank:
         raise ValueError(f"{name} must have rank {rank} ([B, H, W, C]); got shape {shape}")
     if shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {shape})")
+    contract = _IMAGE_CONTRACT.get()
+    if contract and channels is not None and shape[-1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels (RGB, channels last); got shape {shape}"
+        )
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating array; got dtype {dtype}")
-    if check_finite and not isinstance(x, jax.core.Tracer):
-        if not bool(np.all(np.isfinite(np.asarray(x)))):
-            raise ValueError(f"{name} contains NaN or Inf values")
+        hint = (
+            " (convert uint8 images with fastxai_jax.images_from_uint8)"
+            if dtype == np.uint8
+            else ""
+        )
+        raise ValueError(f"{name} must be a floating array in [0, 1]; got dtype {dtype}{hint}")
+    if isinstance(x, jax.core.Tracer):
+        return
+    if check_finite and not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if contract and unit_range:
+        check_range(x, name)
 
 
 def check_range(x: Any, name: str = "x", low: float = 0.0, high: float = 1.0) -> None:
-    """Raises ``ValueError`` if concrete ``x`` has values outside ``[low, high]``."""
+    """Raises ``ValueError`` if concrete ``x`` has values outside ``[low, high]`` (or NaN)."""
     if isinstance(x, jax.core.Tracer):
         return
     arr = np.asarray(x)
+    if arr.size == 0:
+        return
+    if not bool(np.all(np.isfinite(arr))):
+        raise ValueError(f"{name} contains NaN or Inf values")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < low - 1e-6 or hi > high + 1e-6:
-        raise ValueError(f"{name} must lie in [{low}, {high}]; got values in [{lo:.4g}, {hi:.4g}]")
+        hint = ""
+        if (low, high) == (0.0, 1.0):
+            hint = (
+                " (images in [0, 255]: convert with fastxai_jax.images_from_uint8 or divide by "
+                "255; images in [-0.5, 0.5] or normalised: pass the [0, 1] image, the model "
+                "normalises)"
+            )
+        raise ValueError(
+            f"{name} must lie in [{low}, {high}]; got values in [{lo:.4g}, {hi:.4g}]{hint}"
+        )
+
+
+def images_from_uint8(images: Any, name: str = "images") -> jax.Array:
+    """Converts uint8 images in ``[0, 255]`` to float32 in ``[0, 1]`` (``x / 255``).
+
+    The one explicit way to feed 8-bit images to the library: every public
+    function refuses float images outside [0, 1] and integer images.
+
+    Args:
+      images: ``[..., H, W, C]`` array of dtype ``uint8``.
+      name: argument name used in errors.
+
+    Returns:
+      float32 array of the same shape in ``[0, 1]``.
+    """
+    dtype = np.result_type(images)
+    if dtype != np.uint8:
+        raise ValueError(f"{name} must have dtype uint8 (values 0..255); got {dtype}")
+    return jnp.asarray(np.asarray(images, np.float32) / np.float32(255.0))
 
 
 def check_target(target: Any, batch_size: int, num_classes: int, name: str = "target") -> None:
     """Validates integer class indices ``target: [B]`` (concrete values only)."""
+    if isinstance(target, bool | np.bool_):
+        raise ValueError(f"{name} must hold integer class indices; got the bool {target!r}")
     shape = _shape(target)
     if shape != (batch_size,):
         raise ValueError(f"{name} must have shape ({batch_size},); got {shape}")
-    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+    dtype = jnp.result_type(target)
+    if dtype == jnp.bool_ or not jnp.issubdtype(dtype, jnp.integer):
         raise ValueError(f"{name} must hold integer class indices; got {jnp.result_type(target)}")
     if not isinstance(target, jax.core.Tracer):
         arr = np.asarray(target)
@@ -157,12 +235,16 @@ def resolve_target(
       ``[B]`` int32 class indices.
     """
     batch_size = _shape(x)[0]
+    if isinstance(target, bool | np.bool_):
+        raise ValueError(f"target must be an int class index or [B] ints; got the bool {target!r}")
     if target is None:
         return jnp.argmax(apply_fn(params, x), axis=-1).astype(jnp.int32)
     if isinstance(target, int | np.integer):
         target = jnp.full((batch_size,), int(target), jnp.int32)
     elif isinstance(target, list | tuple):
         target = np.asarray(target)
+    elif isinstance(target, float | str | bytes):
+        raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
     logits_shape = jax.eval_shape(apply_fn, params, x).shape
     if len(logits_shape) != 2 or logits_shape[0] != batch_size:
         raise ValueError(

@@ -5,7 +5,9 @@ Example::
   fastxai train-target --workdir runs/target --steps 1500 --seed 0
 
 Re-running the same command resumes an interrupted run from its last
-checkpoint, or just reports the accuracy of a finished one.
+checkpoint (also one killed while writing its final ``params/``), or just
+reports the accuracy of a finished one. Every argument is checked before any
+compute; a run whose loss turns NaN/Inf stops with "training diverged at step N".
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="share of each batch with the object blacked out and a uniform label (default 0)",
     )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=250, help="steps between resumable checkpoints"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -45,11 +50,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.train.target import load_or_train_target
 
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be a positive int; got {args.checkpoint_every}")
     *_, metrics = load_or_train_target(
         args.workdir,
         seed=args.seed,
         progress=not args.no_progress,
         return_metrics=True,
+        checkpoint_every=args.checkpoint_every,
         steps=args.steps,
         num_train=args.num_train,
         num_test=args.num_test,

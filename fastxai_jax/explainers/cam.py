@@ -95,7 +95,7 @@ def gradcam(
       ``[B, H, W]`` (or ``[B, h, w]``) non-negative map (signed without ``relu``).
     """
     del key
-    check_images(x, "x")
+    check_images(x, "x", unit_range=False)  # in apply_fn's input space, maybe normalised
     _common.check_choice("score", score, _common.SCORES)
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a dict of variables; got {type(params).__name__}")
@@ -127,6 +127,7 @@ def gradcam_method(
     pass ``module=`` and ``family=`` get ``make_apply_fn(module, family,
     with_aux=True)`` in place of ``apply_fn``.
     """
+    check_images(x, "x")  # the registry's contract: [0, 1] images
     if layer is None:
         raise ValueError("gradcam needs layer=<feature map name>")
     if module is not None:

@@ -67,6 +67,28 @@ def rise_masks(
     return rise_masks_from_keys(keys, image_hw, grid_size=grid_size, p_keep=p_keep)
 
 
+def image_keys(key: jax.Array, start: int, batch_size: int) -> jax.Array:
+    """Per-image keys ``fold_in(key, start + i)``, ``i < batch_size``, for :func:`rise`.
+
+    Passing these for the batch of images ``start .. start + batch_size - 1`` of a
+    dataset makes every image's masks depend on its index only, so the maps do
+    not change with the batch size (issue 20).
+    """
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(batch_size))
+
+
+def _is_key_batch(key, batch: int) -> bool:
+    """True for ``[B]`` typed keys (or ``[B, 2]`` raw uint32 keys); False for one key."""
+    shape = jnp.shape(key)
+    if jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+        if shape not in ((), (batch,)):
+            raise ValueError(f"key must be one key or {batch} keys (one per image); got {shape}")
+        return shape == (batch,)
+    if shape not in ((2,), (batch, 2)):
+        raise ValueError(f"key must be one key or {batch} keys (one per image); got {shape}")
+    return shape == (batch, 2)
+
+
 def _validate(x, target, num_masks, grid_size, p_keep, chunk_size) -> None:
     check_images(x, "x")
     if not isinstance(num_masks, int) or num_masks <= 0:
@@ -97,15 +119,17 @@ def rise(
 ) -> jax.Array:
     """RISE saliency maps for a batch (Petsiuk et al. 2018).
 
-    The same ``N`` masks are used for every image of the batch (as in the
-    authors' code).
+    With one ``key`` the same ``N`` masks are used for every image of the batch
+    (as in the authors' code); with ``[B]`` keys (:func:`image_keys`) image ``b``
+    gets its own masks from ``key[b]``, so a dataset explained batch by batch
+    gives maps independent of the batch size.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits [B, K]`` on ``[0, 1]`` images.
       params: target parameters.
       x: ``[B, H, W, C]`` images in ``[0, 1]``.
       target: ``[B]`` int classes to explain.
-      key: PRNG key for the masks.
+      key: PRNG key for the masks, or ``[B]`` keys, one per image.
       num_masks: ``N`` (cost: N target forwards per image).
       grid_size: ``s`` cells per side.
       p_keep: ``p``.
@@ -127,27 +151,42 @@ def rise(
     logits_shape = jax.eval_shape(apply_fn, params, x).shape
     if len(logits_shape) != 2 or logits_shape[0] != batch:
         raise ValueError(f"apply_fn must return logits of shape ({batch}, K); got {logits_shape}")
+    per_image = _is_key_batch(key, batch)
     # Mask i comes from split(key, N)[i]; the padding of a partial last chunk
     # reuses key 0 and gets weight 0.
-    mask_keys = jax.random.split(key, num_masks)
     index = jnp.concatenate(
         [jnp.arange(num_masks), jnp.zeros((num_chunks * chunk_size - num_masks,), jnp.int32)]
     )
-    chunk_keys = mask_keys[index].reshape((num_chunks, chunk_size) + mask_keys.shape[1:])
+    if per_image:  # [B] keys -> [num_chunks, chunk, B] keys
+        mask_keys = jax.vmap(lambda k: jax.random.split(k, num_masks)[index])(key)
+        mask_keys = jnp.moveaxis(mask_keys, 0, 1)
+    else:
+        mask_keys = jax.random.split(key, num_masks)[index]
+    chunk_keys = mask_keys.reshape((num_chunks, chunk_size) + mask_keys.shape[1:])
     target = jnp.asarray(target, jnp.int32)
 
     def body(saliency, inputs):
         keys, chunk_index = inputs
-        masks = rise_masks_from_keys(keys, (height, width), grid_size=grid_size, p_keep=p_keep)
+        if per_image:  # [chunk, B, H, W]
+            masks = jax.vmap(
+                lambda k: rise_masks_from_keys(
+                    k, (height, width), grid_size=grid_size, p_keep=p_keep
+                )
+            )(keys)
+        else:  # [chunk, 1, H, W], shared by the batch
+            masks = rise_masks_from_keys(keys, (height, width), grid_size=grid_size, p_keep=p_keep)[
+                :, None
+            ]
         # The last chunk may be partial: padded masks get weight 0.
         valid = (chunk_index * chunk_size + jnp.arange(chunk_size)) < num_masks
-        masked = apply_mask(x[None], masks[:, None], fill01)  # [chunk, B, H, W, C]
+        masked = apply_mask(x[None], masks, fill01)  # [chunk, B, H, W, C]
         logits = apply_fn(params, masked.reshape((chunk_size * batch, height, width, channels)))
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         probs = probs.reshape((chunk_size, batch, -1))
         scores = jnp.take_along_axis(probs, target[None, :, None], axis=-1)[..., 0]
         scores = scores * valid[:, None].astype(scores.dtype)
-        return saliency + jnp.einsum("nb,nhw->bhw", scores, masks), None
+        masks = jnp.broadcast_to(masks, (chunk_size, batch, height, width))
+        return saliency + jnp.einsum("nb,nbhw->bhw", scores, masks), None
 
     init = jnp.zeros((batch, height, width), jnp.float32)
     saliency, _ = jax.lax.scan(body, init, (chunk_keys, jnp.arange(num_chunks)))

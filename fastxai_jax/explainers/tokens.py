@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.core import check_target
+from fastxai_jax.core import check_target, non_image_inputs
 from fastxai_jax.explainers import _common, gradients, mfaba
 from fastxai_jax.explainers._common import check_choice, validate_positive
 
@@ -140,6 +140,17 @@ def _lifted(apply_embeds: Callable) -> Callable:
     return apply4
 
 
+def _on_embeddings(fn):
+    """Runs a token method with the image contract off: x4 holds embeddings."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with non_image_inputs():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _prepare(fns, params, input_ids, attention_mask, target):
     check_tokens(fns, input_ids, attention_mask)
     ids = jnp.asarray(input_ids, jnp.int32)
@@ -162,6 +173,7 @@ def _finish(per_token: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(mask.astype(bool), per_token, 0.0)
 
 
+@_on_embeddings
 def token_saliency(fns, params, input_ids, attention_mask, target=None, *, score="logit"):
     """Saliency (Simonyan et al., 2014) per token: ``‖∂ f_target / ∂e_t‖₂`` over the embedding axis.
 
@@ -183,6 +195,7 @@ def token_saliency(fns, params, input_ids, attention_mask, target=None, *, score
     return _finish(jnp.sqrt(jnp.sum(jnp.square(grad), axis=-1)), mask)
 
 
+@_on_embeddings
 def token_input_x_gradient(fns, params, input_ids, attention_mask, target=None, *, score="logit"):
     """Input×Gradient (Shrikumar et al., 2016) per token: ``Σ_d e_td ∂f/∂e_td`` (signed).
 
@@ -202,6 +215,7 @@ def ig_baseline_embeddings(fns, params, input_ids, attention_mask, baseline="pad
     return jnp.broadcast_to(pad, embeds.shape)
 
 
+@_on_embeddings
 def token_integrated_gradients(
     fns, params, input_ids, attention_mask, target=None, *, baseline="pad", num_steps=50, **options
 ):
@@ -243,6 +257,7 @@ def _smoothgrad_scan(apply4, packed, x4, target, keys, sigma):
 _smoothgrad_scan_jit = jax.jit(_smoothgrad_scan, static_argnames=("apply4",))
 
 
+@_on_embeddings
 def token_smoothgrad(
     fns, params, input_ids, attention_mask, target=None, *, key, num_samples=50, noise_level=0.15
 ):
@@ -274,6 +289,7 @@ def token_smoothgrad(
     return _finish(jnp.sqrt(jnp.sum(jnp.square(grad), axis=-1)), mask)
 
 
+@_on_embeddings
 def token_mfaba(fns, params, input_ids, attention_mask, target=None, **options):
     """MFABA (Zhu et al., AAAI 2024) along the embedding path, summed per token.
 
@@ -321,6 +337,7 @@ def _rise_scan(fns, params, ids, mask, content, target, keys, p_keep, fill, chun
 _rise_scan_jit = jax.jit(_rise_scan, static_argnames=("fns", "p_keep", "fill", "chunk_size"))
 
 
+@_on_embeddings
 def token_rise(
     fns,
     params,

@@ -230,6 +230,13 @@ def run_curves(
     )
     for mode, substrate, _ in plans:
         _check_substrate(substrate, f"{mode} substrate", x, normalisation)
+    if granularity == "patch":
+        height, width = x.shape[1:3]
+        if patch_size > min(height, width) or height % patch_size or width % patch_size:
+            raise ValueError(
+                f"patch_size must divide the image's sides {(height, width)} (and not exceed "
+                f"them); got {patch_size}"
+            )
     grid_hw = tuple(attribution.shape[1:3])
     _, num_features = _ranking.feature_index_map(x.shape[1:3], granularity, patch_size, grid_hw)
     if counts is None:
@@ -244,6 +251,11 @@ def run_curves(
             step_size = positive_int(step_size, "step_size")
         else:
             num_steps = positive_int(num_steps, "num_steps")
+            if num_steps > num_features:
+                raise ValueError(
+                    f"num_steps must be at most the number of features ranked ({num_features} "
+                    f"{granularity}s); got {num_steps}"
+                )
         counts = _ranking.step_counts(num_features, num_steps, step_size)
     rows = x.shape[0] * len(plans)
     if chunk_size is None:

@@ -75,7 +75,17 @@ def _check_ground_truth(ground_truth: Any, attribution: jax.Array) -> jax.Array:
             f"ground_truth must be a mask of shape {attribution.shape} or boxes of shape "
             f"({attribution.shape[0]}, 4); got {shape}"
         )
-    return jnp.asarray(ground_truth).astype(bool)
+    ground_truth = jnp.asarray(ground_truth)
+    if ground_truth.dtype != jnp.bool_ and not isinstance(ground_truth, jax.core.Tracer):
+        # A float mask of 0.1 everywhere must not count as "inside" everywhere.
+        values = np.asarray(ground_truth)
+        if not bool(np.all((values == 0) | (values == 1))):
+            raise ValueError(
+                "ground_truth must be a bool mask or hold only 0 and 1; got values in "
+                f"[{np.nanmin(values):.4g}, {np.nanmax(values):.4g}] (threshold a soft mask "
+                "yourself)"
+            )
+    return ground_truth.astype(bool)
 
 
 def _check_threshold(threshold: Any) -> None:
@@ -83,6 +93,8 @@ def _check_threshold(threshold: Any) -> None:
         if threshold != "mean":
             raise ValueError(f'threshold must be a float in [0, 1] or "mean"; got {threshold!r}')
         return
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
+        raise ValueError(f'threshold must be a float in [0, 1] or "mean"; got {threshold!r}')
     value = float(threshold)
     if not 0.0 <= value <= 1.0:
         raise ValueError(
@@ -165,8 +177,13 @@ def pointing_game(
     """
     attribution = _check_map(attribution)
     ground_truth = _check_ground_truth(ground_truth, attribution)
-    if float(tolerance) < 0:
-        raise ValueError(f"tolerance must be ≥ 0 pixels; got {tolerance}")
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float | np.number)
+        or not float(tolerance) >= 0
+        or not np.isfinite(float(tolerance))
+    ):
+        raise ValueError(f"tolerance must be a finite number ≥ 0 (pixels); got {tolerance!r}")
     if ties not in ("first", "centre"):
         raise ValueError(f"ties must be 'first' or 'centre'; got {ties!r}")
     batch, height, width = attribution.shape

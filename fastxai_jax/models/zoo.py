@@ -298,6 +298,15 @@ def _converter(name: str, layout: str, num_heads: int | None):
     return builder, lambda sd, m: convert_fn(sd, module=m)
 
 
+def _check_finite_weights(variables: Any, path: Any) -> None:
+    """Refuses converted weights holding NaN/Inf, naming the file and the first bad array."""
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path)
+            raise ValueError(f"path {path} holds NaN or Inf weights (in {name})")
+
+
 def load_pretrained(
     name: str,
     path: str | os.PathLike | None,
@@ -337,8 +346,12 @@ def load_pretrained(
     if layout not in info.layouts:
         raise ValueError(f"layout {layout!r} is not one of {name!r}'s layouts {info.layouts}")
     builder, convert_fn = _converter(name, layout, num_heads)
-    module = builder(state_dict)
-    variables = convert_fn(state_dict, module)
+    try:
+        module = builder(state_dict)
+        variables = convert_fn(state_dict, module)
+    except (KeyError, IndexError) as err:  # another model's weights in the same layout
+        raise ValueError(f"path {path} does not hold {name!r} weights: missing {err}") from err
+    _check_finite_weights(variables, path)
     if num_classes is not None and num_classes != module.num_classes:
         raise ValueError(
             f"num_classes={num_classes} but {path} has a {module.num_classes}-class head"

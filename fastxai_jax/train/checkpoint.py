@@ -13,11 +13,22 @@ A checkpoint directory holds one sub-directory per saved step (orbax
 Saves are synchronous (``wait_until_finished``) and atomic: orbax writes to a
 temporary directory and renames it on success, so an interrupted save never
 leaves a half-written step behind.
+
+Orbax has no integrity check of its own for array data, so every save also
+stores a SHA-256 digest of each array (dtype, shape and bytes) in the
+``config`` item; restore recomputes them and refuses a checkpoint whose bytes
+changed on disk, naming the file and the array. Checkpoints written before
+digests existed load unverified.
+
+:func:`rewind_log` and :func:`log_seconds` keep a JSONL training log
+consistent across a resume (no duplicate steps, total training time).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -26,10 +37,44 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "save_params", "load_params"]
+__all__ = ["Checkpointer", "save_params", "load_params", "rewind_log", "log_seconds"]
 
 _STATE = "state"
 _CONFIG = "config"
+_DIGESTS = "sha256"
+
+
+def _digest(array: Any) -> str:
+    arr = np.ascontiguousarray(np.asarray(array))
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _digests(nested: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a/b/leaf": sha256}`` over a nested dict of host arrays."""
+    if isinstance(nested, dict):
+        out: dict[str, str] = {}
+        for name, value in nested.items():
+            out.update(_digests(value, f"{prefix}{name}/"))
+        return out
+    return {prefix[:-1]: _digest(nested)}
+
+
+def _verify(nested: Any, saved: dict[str, str] | None, where: pathlib.Path) -> None:
+    """Raises ``ValueError`` naming ``where`` if ``nested`` differs from its saved digests."""
+    if saved is None:  # written before digests were stored
+        return
+    found = _digests(nested)
+    if set(found) != set(saved):
+        missing = sorted(set(saved) ^ set(found))[:3]
+        raise ValueError(f"checkpoint file {where} is corrupt: arrays {missing} missing or extra")
+    for name, digest in saved.items():
+        if found[name] != digest:
+            raise ValueError(
+                f"checkpoint file {where} is corrupt: array {name!r} does not match the "
+                f"SHA-256 checksum stored when it was saved"
+            )
 
 
 def _key_name(entry: Any) -> str:
@@ -206,10 +251,11 @@ class Checkpointer:
         manager.reload()
         if step in manager.all_steps():
             manager.delete(step)
+        nested = _to_nested(state)
         args = ocp.args.Composite(
             **{
-                _STATE: ocp.args.StandardSave(_to_nested(state)),
-                _CONFIG: ocp.args.JsonSave({"config": config}),
+                _STATE: ocp.args.StandardSave(nested),
+                _CONFIG: ocp.args.JsonSave({"config": config, _DIGESTS: _digests(nested)}),
             }
         )
         manager.save(step, args=args, force=True)
@@ -271,6 +317,7 @@ class Checkpointer:
         nested = restored[_STATE]
         if not isinstance(nested, dict):
             raise ValueError(f"checkpoint file {where / _STATE} is corrupt: no state tree")
+        _verify(nested, (restored[_CONFIG] or {}).get(_DIGESTS), where / _STATE)
         state = _from_nested(nested, template, str(where / _STATE))
         config = (restored[_CONFIG] or {}).get("config")
         return state, config
@@ -288,6 +335,9 @@ class Checkpointer:
             )
         except Exception as err:
             raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
+        if not isinstance(restored[_STATE], dict):
+            raise ValueError(f"checkpoint file {where / _STATE} is corrupt: no state tree")
+        _verify(restored[_STATE], (restored[_CONFIG] or {}).get(_DIGESTS), where / _STATE)
         return restored[_STATE], (restored[_CONFIG] or {}).get("config")
 
     def close(self) -> None:
@@ -333,3 +383,44 @@ def load_params(path: str | os.PathLike, template: Any = None) -> tuple[Any, Any
             nested, config = ckpt.restore_raw()
             return nested, config
         return ckpt.restore(template)
+
+
+def _read_log(path: pathlib.Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    return records
+
+
+def rewind_log(path: str | os.PathLike, step: int) -> float:
+    """Drops the records of steps ``>= step`` from a JSONL log; returns the last kept ``time``.
+
+    A run resumed from the checkpoint of ``step`` recomputes those steps; without
+    this they would be logged twice. ``fit`` continues its ``time`` column from
+    the returned value, so that ``time`` counts the whole run across resumes.
+    The rewrite is atomic (temporary file, then rename).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return 0.0
+    text = path.read_text()
+    records = [r for r in _read_log(path) if isinstance(r, dict)]
+    kept = [r for r in records if not r.get("step", -1) >= step]
+    if len(kept) != len(records) or (text and not text.endswith("\n")):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return log_seconds(path)
+
+
+def log_seconds(path: str | os.PathLike) -> float:
+    """Training seconds of the whole run logged at ``path`` by ``fit``: the last ``time``."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return 0.0
+    times = [r.get("time") for r in _read_log(path) if isinstance(r, dict)]
+    times = [float(t) for t in times if isinstance(t, int | float) and math.isfinite(t)]
+    return times[-1] if times else 0.0

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from fastxai_jax.train.checkpoint import Checkpointer
+from fastxai_jax.train.checkpoint import Checkpointer, rewind_log
 from fastxai_jax.train.sharding import replicate, shard_batch
 
 __all__ = ["TrainState", "fit", "make_optimizer", "init_state"]
@@ -211,7 +211,9 @@ def fit(
         equal ``config``).
       checkpoint_every: steps between checkpoints.
       log_path: JSONL file appended with ``{"step", **metrics, "time"}`` per step
-        (``step`` is the 0-based index of the update; ``time`` seconds since start).
+        (``step`` is the 0-based index of the update; ``time`` seconds since the
+        run started, across resumes; records of steps a resume recomputes are
+        dropped first).
       mesh: a ``data_mesh``; batches are sharded along ``"data"``, the state
         replicated.
       progress: show a tqdm progress bar with live metrics.
@@ -254,13 +256,15 @@ def fit(
     start = int(state.step)
     step_fn = jax.jit(_make_step(update), donate_argnums=0)
 
-    log_file = None
+    log_file, logged_seconds = None, 0.0
     if log_path is not None:
         pathlib.Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        # Issue 20: a resumed run drops the records it will recompute and continues their time.
+        logged_seconds = rewind_log(log_path, start)
         log_file = open(log_path, "a")
     bar = tqdm(total=num_steps, initial=min(start, num_steps), disable=not progress, leave=True)
     history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - logged_seconds
     last_saved = start
     try:
         for step in range(start, num_steps):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import time
 from typing import Any
 
 import jax
@@ -45,11 +44,12 @@ import numpy as np
 import optax
 
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark
-from fastxai_jax.train.checkpoint import load_params, save_params
+from fastxai_jax.train.checkpoint import Checkpointer, load_params, log_seconds, save_params
 from fastxai_jax.train.loop import fit, init_state, make_optimizer
 
 __all__ = [
     "DEFAULTS",
+    "check_workdir",
     "evaluate_accuracy",
     "load_or_train_target",
     "load_target",
@@ -85,9 +85,42 @@ def _config(seed: int, **overrides: Any) -> dict[str, Any]:
     for name in ("num_train", "num_test", "steps", "batch_size"):
         if not isinstance(config[name], int | np.integer) or config[name] < 1:
             raise ValueError(f"{name} must be a positive int; got {config[name]!r}")
-    if not config["lr"] > 0:
-        raise ValueError(f"lr must be positive; got {config['lr']!r}")
+    lr = config["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     return config
+
+
+def check_workdir(workdir: str | os.PathLike, name: str = "workdir") -> pathlib.Path:
+    """Creates ``workdir`` if needed and checks that files can be written in it.
+
+    Raises:
+      NotADirectoryError: ``workdir`` (or a parent) is a file.
+      PermissionError: ``workdir`` cannot be created or written to.
+    """
+    if not isinstance(workdir, str | os.PathLike) or not str(workdir):
+        raise ValueError(f"{name} must be a directory path; got {workdir!r}")
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name} {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".fastxai-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{name} {path}: a parent of it is a file") from None
+    except OSError as err:
+        raise PermissionError(f"{name} {path} is not writable: {err.strerror or err}") from None
+    return path
+
+
+def _has_params(params_dir: pathlib.Path) -> bool:
+    """True when ``params_dir`` holds a finished save (not just a save killed midway)."""
+    if not params_dir.is_dir():
+        return False
+    with Checkpointer(params_dir, max_to_keep=1) as ckpt:
+        return ckpt.latest_step() is not None
 
 
 def _build(config: dict[str, Any]):
@@ -185,7 +218,7 @@ def train_target(
     Returns:
       ``(module, variables, family, metrics)`` with ``metrics`` a dict holding
       ``test_accuracy`` (on ``num_test`` held-out images), ``train_accuracy``
-      and ``train_seconds``.
+      and ``train_seconds`` (the whole run, across resumes, from the log).
     """
     config = _config(
         seed,
@@ -197,8 +230,13 @@ def train_target(
         null_fraction=null_fraction,
     )
     null_fraction = config.get("null_fraction", 0.0)
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, int | np.integer)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(f"checkpoint_every must be a positive int; got {checkpoint_every!r}")
+    workdir = check_workdir(workdir)
     module, family, apply_fn = _build(config)
     size = config["image_size"]
     train = make_benchmark(config["num_train"], seed=2 * config["seed"], image_size=size)
@@ -251,20 +289,27 @@ def train_target(
             batch["masks"] = train["masks"][index]
         return batch
 
-    start = time.perf_counter()
-    state, _ = fit(
-        state,
-        update,
-        batch_fn,
-        num_steps=config["steps"],
-        key=train_key,
-        checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=checkpoint_every,
-        log_path=workdir / "train_log.jsonl",
-        progress=progress,
-        config=config,
-    )
-    train_seconds = time.perf_counter() - start
+    try:
+        state, _ = fit(
+            state,
+            update,
+            batch_fn,
+            num_steps=config["steps"],
+            key=train_key,
+            checkpoint_dir=workdir / "checkpoints",
+            checkpoint_every=checkpoint_every,
+            log_path=workdir / "train_log.jsonl",
+            progress=progress,
+            config=config,
+        )
+    except FloatingPointError as err:
+        step = int(getattr(err, "state", state).step)
+        raise FloatingPointError(
+            f"training diverged at step {step} (non-finite loss or weights; lr "
+            f"{config['lr']:g} may be too large)"
+        ) from err
+    # fit's log times the whole run, across resumes (issue 20).
+    train_seconds = log_seconds(workdir / "train_log.jsonl")
     variables = {"params": jax.device_get(state.params)}
     metrics = {
         "test_accuracy": evaluate_accuracy(apply_fn, variables, test["images"], test["labels"]),
@@ -285,6 +330,7 @@ def load_or_train_target(
     seed: int = 0,
     progress: bool = True,
     return_metrics: bool = False,
+    checkpoint_every: int = 250,
     **options: Any,
 ):
     """Loads the trained target from ``workdir/params`` if it was trained with the
@@ -295,6 +341,7 @@ def load_or_train_target(
       seed: as in :func:`train_target`.
       progress: progress bar while training.
       return_metrics: also return the metrics dict.
+      checkpoint_every: steps between checkpoints while training.
       **options: ``num_train``, ``num_test``, ``steps``, ``batch_size``, ``lr``,
         ``null_fraction``.
 
@@ -305,24 +352,34 @@ def load_or_train_target(
       ValueError: ``workdir/params`` holds weights trained with other options.
     """
     config = _config(seed, **options)
+    if not isinstance(workdir, str | os.PathLike) or not str(workdir):
+        raise ValueError(f"workdir must be a directory path; got {workdir!r}")
+    if pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
+        raise NotADirectoryError(f"workdir {workdir} exists and is not a directory")
     params_dir = pathlib.Path(workdir) / "params"
-    if params_dir.exists():
+    if params_dir.exists() and not params_dir.is_dir():
+        raise NotADirectoryError(f"{params_dir} exists and is not a directory")
+    # A params/ left by a save killed midway holds no step: train (resume) instead.
+    if _has_params(params_dir):
         module, family, _ = _build(config)
         size = config["image_size"]
         template = jax.eval_shape(
             module.init, jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32)
         )
-        variables, saved = load_params(params_dir, template=template)
-        saved = saved or {}
+        with Checkpointer(params_dir, max_to_keep=1) as ckpt:
+            saved = ckpt.restore_config()
+        saved = saved if isinstance(saved, dict) else {}
         if saved.get("config") != config:
             raise ValueError(
                 f"{params_dir} holds a target trained with config {saved.get('config')!r}, "
                 f"not the requested {config!r}; use another workdir"
             )
+        variables, saved = load_params(params_dir, template=template)
+        saved = saved or {}
         result = (module, variables, family)
         return (*result, saved.get("metrics", {})) if return_metrics else result
     module, variables, family, metrics = train_target(
-        workdir, seed=seed, progress=progress, **options
+        workdir, seed=seed, progress=progress, checkpoint_every=checkpoint_every, **options
     )
     return (module, variables, family, metrics) if return_metrics else (module, variables, family)
 
@@ -337,7 +394,7 @@ def load_target(workdir: str | os.PathLike):
       FileNotFoundError: ``workdir/params`` does not exist.
     """
     params_dir = pathlib.Path(workdir) / "params"
-    if not params_dir.exists():
+    if not _has_params(params_dir):
         raise FileNotFoundError(f"no trained target in {params_dir}")
     _, saved = load_params(params_dir)
     config = (saved or {}).get("config") or {}

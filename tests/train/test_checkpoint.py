@@ -1,5 +1,6 @@
 """Checkpointer / save_params: round trips, retention, and the errors users see."""
 
+import json
 import pathlib
 
 import jax
@@ -108,3 +109,53 @@ def test_save_params_overwrites_and_loads_without_template(tmp_path):
 def test_config_must_be_json(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         Checkpointer(tmp_path / "run").save(0, {"w": np.zeros(1)}, config={"f": object()})
+
+
+def _flip_largest(directory: pathlib.Path) -> pathlib.Path:
+    largest = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 64):
+        data[i] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    return largest
+
+
+def test_flipped_bytes_are_refused_naming_the_file(tmp_path):
+    """Issue 20: orbax returned NaN / 2.5e38 weights from a damaged file without error."""
+    params = {"conv": {"kernel": np.linspace(-1, 1, 8192, dtype=np.float32).reshape(64, 128)}}
+    save_params(tmp_path / "params", params, {"model": "x"})
+    _flip_largest(tmp_path / "params")
+    where = tmp_path.absolute() / "params" / "0" / "state"
+    with pytest.raises(
+        ValueError, match=f"checkpoint file {where} is corrupt: array 'conv/kernel'"
+    ):
+        load_params(tmp_path / "params")
+    with pytest.raises(ValueError, match=f"checkpoint file {where} is corrupt"):
+        load_params(tmp_path / "params", template=params)
+
+
+def test_checkpoint_without_digests_still_loads(tmp_path):
+    """Checkpoints written before the digests existed load (unverified)."""
+    from fastxai_jax.train import checkpoint
+
+    params = {"w": np.arange(6, dtype=np.float32)}
+    original = checkpoint._digests
+    checkpoint._digests = lambda nested: None
+    try:
+        save_params(tmp_path / "p", params)
+    finally:
+        checkpoint._digests = original
+    loaded, _ = load_params(tmp_path / "p")
+    np.testing.assert_array_equal(loaded["w"], params["w"])
+
+
+def test_rewind_log_drops_recomputed_steps_and_returns_their_time(tmp_path):
+    from fastxai_jax.train.checkpoint import log_seconds, rewind_log
+
+    log = tmp_path / "log.jsonl"
+    records = [{"step": s, "loss": 1.0, "time": 1.5 * (s + 1)} for s in range(5)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "lo')
+    assert rewind_log(log, 3) == 4.5  # the time of step 2, the last one kept
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [0, 1, 2]
+    assert log_seconds(log) == 4.5
+    assert rewind_log(tmp_path / "absent.jsonl", 0) == 0.0

@@ -229,3 +229,25 @@ def test_keyboard_interrupt_saves_and_resumes(key, tmp_path):
     assert hist[0]["step"] == 7
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+def test_resume_after_records_past_the_checkpoint_logs_each_step_once(key, tmp_path):
+    """Issue 20: a run killed after step 3 but checkpointed at 2 logged 2 and 3 twice."""
+    import shutil
+
+    opt = make_optimizer("adam", 0.02)
+    update = _make_update(opt)
+    run = dict(key=key, progress=False, checkpoint_every=2, checkpoint_dir=tmp_path / "ckpt")
+    log = tmp_path / "log.jsonl"
+    fit(_init(opt), update, _batch_fn, num_steps=4, log_path=log, **run)
+    shutil.rmtree(tmp_path / "ckpt" / "4")  # as if killed while saving step 4
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    state, history = fit(_init(opt), update, _batch_fn, num_steps=6, log_path=log, **run)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(6))
+    assert [h["step"] for h in history] == [2, 3, 4, 5]
+    assert records[:2] == first[:2]
+    times = [r["time"] for r in records]
+    assert times == sorted(times) and times[2] > first[1]["time"]  # one clock for the run
+    full, _ = fit(_init(opt), update, _batch_fn, num_steps=6, key=key, progress=False)
+    np.testing.assert_array_equal(np.asarray(state.params["w"]), np.asarray(full.params["w"]))
