@@ -86,6 +86,19 @@ def _preprocess(image: np.ndarray, size: int) -> np.ndarray:
     return resize_and_center_crop(np.asarray(image), size)[0]
 
 
+class _Subset:
+    """``source[chosen[i]]`` as item ``i``."""
+
+    def __init__(self, source: Any, chosen: np.ndarray):
+        self.source, self.chosen = source, chosen
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.source[int(self.chosen[i])]
+
+
 def _tfds(data: Mapping[str, Any]) -> ImageSource:
     from fastxai_jax.data.tfds_sources import load_split, resolve_name
 
@@ -101,6 +114,12 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         raise _field("data.split", str(err)) from err
     size = int(data.get("image_size", 224))
     num = min(len(source), int(data.get("num_images", len(source))))
+    subset_seed = data.get("subset_seed")
+    if subset_seed is not None:  # num_images drawn without replacement, kept in split order
+        if not isinstance(subset_seed, int) or isinstance(subset_seed, bool):
+            raise _field("data.subset_seed", f"must be an int; got {subset_seed!r}")
+        chosen = np.sort(np.random.default_rng(subset_seed).choice(len(source), num, False))
+        source = _Subset(source, chosen)
     if spec.kind == "detection":  # VOC: the label of the largest object, the union of boxes
         from fastxai_jax.data.preprocess import make_preprocess
 
