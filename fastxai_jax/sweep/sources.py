@@ -121,9 +121,17 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         chosen = np.sort(np.random.default_rng(subset_seed).choice(len(source), num, False))
         source = _Subset(source, chosen)
     if spec.kind == "detection":  # VOC: the label of the largest object, the union of boxes
-        from fastxai_jax.data.preprocess import make_preprocess
+        from fastxai_jax.data.preprocess import boxes_to_mask, resize_and_center_crop
 
-        preprocess = make_preprocess(data["name"], image_size=size)
+        def preprocess(example: dict[str, Any]) -> dict[str, Any]:
+            image, transform = resize_and_center_crop(example[spec.input_key], size)
+            mask, boxes = boxes_to_mask(example["objects"]["bbox"], transform, size)
+            labels = np.asarray(example["objects"]["label"], np.int32).reshape(-1)
+            count = min(len(labels), len(boxes))
+            areas = (boxes[:count, 2] - boxes[:count, 0]) * (boxes[:count, 3] - boxes[:count, 1])
+            label = labels[int(np.argmax(areas))] if count else -1
+            return {"image": image, "mask": mask, "label": label}
+
         last: dict[tuple, Any] = {}
 
         def examples(indices: np.ndarray) -> list[dict[str, Any]]:
