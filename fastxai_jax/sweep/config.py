@@ -111,7 +111,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
       ValueError: naming the offending field.
     """
     from fastxai_jax.models.zoo import available_models
-    from fastxai_jax.sweep.step import lookup_method, lookup_metric
+    from fastxai_jax.sweep.step import lookup_method, lookup_metric, metric_option_names
 
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict; got {type(config)}")
@@ -157,6 +157,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             lookup_metric(metric["name"])
         except ValueError as err:
             raise _fail(f"metrics[{i}].name", str(err)) from err
+        known = metric_option_names(metric["name"])
+        for option in metric["options"]:
+            if option not in known:
+                raise _fail(
+                    f"metrics[{i}].options.{option}",
+                    f"unknown option of {metric['name']!r}; known: {sorted(known)}",
+                )
         if metric["options"].get("tie_break", "index") != "index":
             raise _fail(f"metrics[{i}].options.tie_break", "a sweep supports 'index' only")
     data = config["data"]

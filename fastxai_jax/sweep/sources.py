@@ -108,16 +108,18 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         raise _field("data.name", str(err)) from err
     if spec.kind == "text":
         raise _field("data.name", f"{data['name']!r} is a text dataset; a sweep explains images")
+    subset_seed = data.get("subset_seed")
+    if subset_seed is not None and (
+        not isinstance(subset_seed, int) or isinstance(subset_seed, bool)
+    ):
+        raise _field("data.subset_seed", f"must be an int; got {subset_seed!r}")
     try:
         source = load_split(data["name"], data.get("split", ""), data_dir=data.get("data_dir"))
     except (ValueError, FileNotFoundError) as err:
         raise _field("data.split", str(err)) from err
     size = int(data.get("image_size", 224))
     num = min(len(source), int(data.get("num_images", len(source))))
-    subset_seed = data.get("subset_seed")
     if subset_seed is not None:  # num_images drawn without replacement, kept in split order
-        if not isinstance(subset_seed, int) or isinstance(subset_seed, bool):
-            raise _field("data.subset_seed", f"must be an int; got {subset_seed!r}")
         chosen = np.sort(np.random.default_rng(subset_seed).choice(len(source), num, False))
         source = _Subset(source, chosen)
     if spec.kind == "detection":  # VOC: the label of the largest object, the union of boxes

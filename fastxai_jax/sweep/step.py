@@ -29,6 +29,7 @@ __all__ = [
     "lookup_metric",
     "make_step",
     "method_key",
+    "metric_option_names",
 ]
 
 
@@ -104,6 +105,29 @@ _METRICS: dict[str, Callable[..., dict[str, jax.Array]]] = {
 
 #: Metrics scored against the data's ground-truth object masks (``data`` must carry them).
 MASK_METRICS = frozenset({"pointing_game", "iou", "relevance_mass", "segmentation"})
+
+
+#: The library function behind each metric (its keyword options are the metric's options).
+_LIBRARY = {
+    "insertion_deletion": "insertion_deletion",
+    "pos_neg": "pos_neg_perturbation",
+    "sparseness": "sparseness",
+    "entropy": "entropy",
+    "pointing_game": "pointing_game",
+    "iou": "iou",
+    "relevance_mass": "relevance_mass",
+    "segmentation": "segmentation_scores",
+}
+
+
+def metric_option_names(name: str) -> set[str]:
+    """The options a metric accepts: its library function's keyword-only arguments."""
+    import inspect
+
+    from fastxai_jax import metrics
+
+    parameters = inspect.signature(getattr(metrics, _LIBRARY[name])).parameters.values()
+    return {p.name for p in parameters if p.kind == p.KEYWORD_ONLY} - {"key"}
 
 
 def available_metrics() -> list[str]:

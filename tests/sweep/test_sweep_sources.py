@@ -99,3 +99,20 @@ def test_voc_boxes_are_the_masks_of_localisation_metrics(tmp_path):
     np.testing.assert_allclose([r["iou"] for r in rows], iou, atol=1e-5)
     mass = localisation.relevance_mass(maps, masks)
     np.testing.assert_allclose([r["relevance_mass"] for r in rows], mass, atol=1e-5)
+
+
+def test_subset_seed_draws_the_seeded_images(tmp_path):
+    """``data.subset_seed`` (FEX: 1000 val images at seed 42) reads the seeded draw, in order."""
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = tfds.data_source("cifar10", split="test")
+        chosen = np.sort(np.random.default_rng(42).choice(8, 4, replace=False))
+        data = {"source": "tfds", "name": "cifar10", "split": "test", "image_size": 24,
+                "num_images": 4, "subset_seed": 42}  # fmt: skip
+        images = np.stack([resize_and_center_crop(source[int(i)]["image"], 24)[0] for i in chosen])
+        labels = [int(source[int(i)]["label"]) for i in chosen]
+        config = tiny_config(tmp_path / "out", data=data, methods=[{"name": "saliency"}],
+                             shard_size=8)  # fmt: skip
+        rows = fx.sweep.run(config, progress=False)["table"]["rows"]
+    assert list(chosen) != [0, 1, 2, 3] and [r["label"] for r in rows] == labels
+    _, insertion, _ = _direct(images)
+    np.testing.assert_allclose([r["insertion_auc"] for r in rows], insertion, atol=1e-5)
