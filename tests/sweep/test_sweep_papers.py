@@ -130,7 +130,7 @@ def test_tve_smoke_two_heads_equal_library_calls(tmp_path):
     assert np.abs(np.asarray(aucs[0]) - np.asarray(aucs[1])).max() > 1e-4  # two distinct heads
 
 
-@pytest.mark.slow  # ~60 s: DAX's per-image fits compile once per sweep
+@pytest.mark.slow  # ~1-2 min: DAX's per-image fits compile once per sweep
 def test_dax_smoke_equals_library_calls(tmp_path):
     config, table = _run_smoke("dax", tmp_path)
     bench = make_benchmark(8, seed=EVAL_SEED, image_size=32)
@@ -147,7 +147,7 @@ def test_dax_smoke_equals_library_calls(tmp_path):
     assert len(dax_rows) == 8 and all(0 <= r["iou"] <= 1 for r in dax_rows)
 
 
-@pytest.mark.slow  # ~1-2 min: EfficientNet-Lite0 at 224² on CPU, MFABA / RISE compiles
+@pytest.mark.slow  # 4-5 min each on 2 shared CPU cores (EfficientNet-Lite0 at 224², 8 devices)
 @pytest.mark.parametrize("paper", ["mfaba", "fex"])
 def test_lite0_photo_smokes_equal_library_calls(tmp_path, paper):
     config, table = _run_smoke(paper, tmp_path)
