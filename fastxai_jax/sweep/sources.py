@@ -15,6 +15,15 @@ import numpy as np
 __all__ = ["ImageSource", "load_model", "num_shards", "open_source", "shard_indices"]
 
 _GROUNDTRUTH_SPLITS = ("train", "test", "explainer", "eval")
+#: Photos of ``skimage.data`` (natural RGB images; no labels, no masks).
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "hubble_deep_field",
+)
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -26,11 +35,15 @@ class ImageSource(NamedTuple):
       read: ``read(indices) -> (images [n, S, S, 3] float32 in [0, 1], labels [n] int32)``;
         labels are -1 where the source has none.
       has_labels: whether the source has class labels.
+      read_masks: ``read_masks(indices) -> [n, S, S] bool`` ground-truth object
+        masks (the localisation metrics' reference), or None where the source
+        has none.
     """
 
     num_images: int
     read: Any
     has_labels: bool = True
+    read_masks: Any = None
 
 
 def _field(name: str, message: str) -> ValueError:
@@ -60,13 +73,30 @@ def _groundtruth(data: Mapping[str, Any]) -> ImageSource:
         bench = cache["bench"]
         return bench["images"][indices], bench["labels"][indices].astype(np.int32)
 
-    return ImageSource(num, read)
+    def read_masks(indices: np.ndarray):
+        read(indices[:0])
+        return cache["bench"]["masks"][indices]
+
+    return ImageSource(num, read, True, read_masks)
 
 
 def _preprocess(image: np.ndarray, size: int) -> np.ndarray:
     from fastxai_jax.data.preprocess import resize_and_center_crop
 
     return resize_and_center_crop(np.asarray(image), size)[0]
+
+
+class _Subset:
+    """``source[chosen[i]]`` as item ``i``."""
+
+    def __init__(self, source: Any, chosen: np.ndarray):
+        self.source, self.chosen = source, chosen
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.source[int(self.chosen[i])]
 
 
 def _tfds(data: Mapping[str, Any]) -> ImageSource:
@@ -78,12 +108,50 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         raise _field("data.name", str(err)) from err
     if spec.kind == "text":
         raise _field("data.name", f"{data['name']!r} is a text dataset; a sweep explains images")
+    subset_seed = data.get("subset_seed")
+    if subset_seed is not None and (
+        not isinstance(subset_seed, int) or isinstance(subset_seed, bool)
+    ):
+        raise _field("data.subset_seed", f"must be an int; got {subset_seed!r}")
     try:
         source = load_split(data["name"], data.get("split", ""), data_dir=data.get("data_dir"))
     except (ValueError, FileNotFoundError) as err:
         raise _field("data.split", str(err)) from err
     size = int(data.get("image_size", 224))
     num = min(len(source), int(data.get("num_images", len(source))))
+    if subset_seed is not None:  # num_images drawn without replacement, kept in split order
+        chosen = np.sort(np.random.default_rng(subset_seed).choice(len(source), num, False))
+        source = _Subset(source, chosen)
+    if spec.kind == "detection":  # VOC: the label of the largest object, the union of boxes
+        from fastxai_jax.data.preprocess import boxes_to_mask, resize_and_center_crop
+
+        def preprocess(example: dict[str, Any]) -> dict[str, Any]:
+            image, transform = resize_and_center_crop(example[spec.input_key], size)
+            mask, boxes = boxes_to_mask(example["objects"]["bbox"], transform, size)
+            labels = np.asarray(example["objects"]["label"], np.int32).reshape(-1)
+            count = min(len(labels), len(boxes))
+            areas = (boxes[:count, 2] - boxes[:count, 0]) * (boxes[:count, 3] - boxes[:count, 1])
+            label = labels[int(np.argmax(areas))] if count else -1
+            return {"image": image, "mask": mask, "label": label}
+
+        last: dict[tuple, Any] = {}
+
+        def examples(indices: np.ndarray) -> list[dict[str, Any]]:
+            key = tuple(int(i) for i in indices)
+            if key not in last:  # read() and read_masks() of one batch decode once
+                last.clear()
+                last[key] = [preprocess(source[i]) for i in key]
+            return last[key]
+
+        def read_detection(indices: np.ndarray):
+            done = examples(indices)
+            images = np.stack([e["image"] for e in done]).astype(np.float32)
+            return images, np.asarray([e["label"] for e in done], np.int32)
+
+        def read_masks(indices: np.ndarray):
+            return np.stack([e["mask"] for e in examples(indices)])
+
+        return ImageSource(num, read_detection, True, read_masks)
 
     def read(indices: np.ndarray):
         examples = [source[int(i)] for i in indices]
@@ -92,6 +160,25 @@ def _tfds(data: Mapping[str, Any]) -> ImageSource:
         return images.astype(np.float32), np.asarray(labels, np.int32)
 
     return ImageSource(num, read, spec.label_key is not None)
+
+
+def _skimage(data: Mapping[str, Any]) -> ImageSource:
+    """The photos of ``skimage.data`` named in ``data.names`` (in memory; offline)."""
+    names = data.get("names", list(SKIMAGE_PHOTOS))
+    if not isinstance(names, list | tuple) or not names:
+        raise _field("data.names", f"must be a non-empty list of photo names; got {names!r}")
+    for i, name in enumerate(names):
+        if name not in SKIMAGE_PHOTOS:
+            raise _field(f"data.names[{i}]", f"unknown photo {name!r}; known: {SKIMAGE_PHOTOS}")
+    size = int(data.get("image_size", 224))
+
+    def read(indices: np.ndarray):
+        import skimage.data
+
+        photos = [_preprocess(getattr(skimage.data, names[int(i)])(), size) for i in indices]
+        return np.stack(photos).astype(np.float32), np.full(len(indices), -1, np.int32)
+
+    return ImageSource(len(names), read, has_labels=False)
 
 
 def _folder(data: Mapping[str, Any]) -> ImageSource:
@@ -115,7 +202,8 @@ def _folder(data: Mapping[str, Any]) -> ImageSource:
 
 def open_source(data: Mapping[str, Any]) -> ImageSource:
     """Opens ``config["data"]`` (no images decoded yet); ValueError names the bad field."""
-    return {"groundtruth": _groundtruth, "tfds": _tfds, "folder": _folder}[data["source"]](data)
+    readers = {"groundtruth": _groundtruth, "tfds": _tfds, "folder": _folder, "skimage": _skimage}
+    return readers[data["source"]](data)
 
 
 def load_model(model: Mapping[str, Any], sample: np.ndarray) -> tuple[Any, Any]:
@@ -136,6 +224,9 @@ def load_model(model: Mapping[str, Any], sample: np.ndarray) -> tuple[Any, Any]:
             module, normalise_images(sample, family), seed=int(weights.split(":", 1)[1]),
             train=False,
         )  # fmt: skip
+    elif weights == "pretrained":  # weights that ship in a package (EfficientNet-Lite0)
+        module, variables = zoo.load_pretrained(model["name"], None, **model["options"])
+        family = zoo.MODEL_ZOO[model["name"]].family
     elif weights.startswith("target:"):
         from fastxai_jax.train.target import load_target
 

@@ -22,7 +22,15 @@ from jax.sharding import PartitionSpec as P
 from fastxai_jax.core import ApplyFn
 from fastxai_jax.train.sharding import DATA_AXIS
 
-__all__ = ["lookup_method", "lookup_metric", "available_metrics", "method_key", "make_step"]
+__all__ = [
+    "MASK_METRICS",
+    "available_metrics",
+    "lookup_method",
+    "lookup_metric",
+    "make_step",
+    "method_key",
+    "metric_option_names",
+]
 
 
 def lookup_method(name: str) -> Callable[..., Any]:
@@ -43,6 +51,13 @@ def _insertion_deletion(apply_fn, params, x, attribution, target, **options):
     return {"insertion_auc": curves["insertion"].auc, "deletion_auc": curves["deletion"].auc}
 
 
+def _pos_neg(apply_fn, params, x, attribution, target, **options):
+    from fastxai_jax.metrics import pos_neg_perturbation
+
+    curves = pos_neg_perturbation(apply_fn, params, x, attribution, target, **options)
+    return {"pos_auc": curves["pos"].auc, "neg_auc": curves["neg"].auc}
+
+
 def _complexity(name: str) -> Callable[..., dict[str, jax.Array]]:
     def score(apply_fn, params, x, attribution, target, **options):
         from fastxai_jax import metrics
@@ -53,11 +68,66 @@ def _complexity(name: str) -> Callable[..., dict[str, jax.Array]]:
     return score
 
 
+def _localisation(name: str) -> Callable[..., dict[str, jax.Array]]:
+    """A map-vs-mask metric of :mod:`fastxai_jax.metrics.localisation` (no model query)."""
+
+    def score(apply_fn, params, x, attribution, target, *, ground_truth, **options):
+        from fastxai_jax.metrics import localisation
+
+        del apply_fn, params, x, target
+        return {name: getattr(localisation, name)(attribution, ground_truth, **options)}
+
+    return score
+
+
+def _segmentation(apply_fn, params, x, attribution, target, *, ground_truth, **options):
+    from fastxai_jax.metrics import segmentation_scores
+
+    del apply_fn, params, x, target
+    result = segmentation_scores(attribution, ground_truth, **options)
+    return {
+        "pixel_accuracy": result.pixel_accuracy,
+        "miou": result.miou,
+        "average_precision": result.average_precision,
+    }
+
+
 _METRICS: dict[str, Callable[..., dict[str, jax.Array]]] = {
     "insertion_deletion": _insertion_deletion,
+    "pos_neg": _pos_neg,
     "sparseness": _complexity("sparseness"),
     "entropy": _complexity("entropy"),
+    "pointing_game": _localisation("pointing_game"),
+    "iou": _localisation("iou"),
+    "relevance_mass": _localisation("relevance_mass"),
+    "segmentation": _segmentation,
 }
+
+#: Metrics scored against the data's ground-truth object masks (``data`` must carry them).
+MASK_METRICS = frozenset({"pointing_game", "iou", "relevance_mass", "segmentation"})
+
+
+#: The library function behind each metric (its keyword options are the metric's options).
+_LIBRARY = {
+    "insertion_deletion": "insertion_deletion",
+    "pos_neg": "pos_neg_perturbation",
+    "sparseness": "sparseness",
+    "entropy": "entropy",
+    "pointing_game": "pointing_game",
+    "iou": "iou",
+    "relevance_mass": "relevance_mass",
+    "segmentation": "segmentation_scores",
+}
+
+
+def metric_option_names(name: str) -> set[str]:
+    """The options a metric accepts: its library function's keyword-only arguments."""
+    import inspect
+
+    from fastxai_jax import metrics
+
+    parameters = inspect.signature(getattr(metrics, _LIBRARY[name])).parameters.values()
+    return {p.name for p in parameters if p.kind == p.KEYWORD_ONLY} - {"key"}
 
 
 def available_metrics() -> list[str]:
@@ -66,7 +136,10 @@ def available_metrics() -> list[str]:
 
 
 def lookup_metric(name: str) -> Callable[..., dict[str, jax.Array]]:
-    """``score(apply_fn, params, x, attribution, target, **options) -> {column: [B]}``."""
+    """``score(apply_fn, params, x, attribution, target, **options) -> {column: [B]}``.
+
+    A metric in :data:`MASK_METRICS` also takes ``ground_truth=[B, H, W]`` bool masks.
+    """
     if name not in _METRICS:
         raise ValueError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}")
     return _METRICS[name]
@@ -86,7 +159,7 @@ def make_step(
     *,
     target_mode: str = "predicted",
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
-    """Builds ``step(params, images, labels, index, key) -> (attribution, columns)``.
+    """Builds ``step(params, images, labels, index, key[, masks]) -> (attribution, columns)``.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
@@ -99,32 +172,39 @@ def make_step(
 
     Returns:
       A jitted step over ``images [B, H, W, C]``, ``labels [B]`` int,
-      ``index [B]`` int (global image indices) and the method's base key;
-      outputs are sharded over ``"data"``: the attribution ``[B, H, W]`` and
-      ``{"label", "target", "predicted", <metric columns>}`` each ``[B]``.
+      ``index [B]`` int (global image indices), the method's base key and,
+      when a metric is in :data:`MASK_METRICS`, ``masks [B, H, W]`` bool (the
+      ground truth); outputs are sharded over ``"data"``: the attribution
+      ``[B, H, W]`` and ``{"label", "target", "predicted", <metric columns>}``
+      each ``[B]``.
     """
     if target_mode not in ("predicted", "label"):
         raise ValueError(f"target_mode must be 'predicted' or 'label'; got {target_mode!r}")
     method_fn = functools.partial(lookup_method(method), **dict(method_options))
-    scorers = [functools.partial(lookup_metric(name), **dict(opts)) for name, opts in metrics]
+    scorers = [
+        (name in MASK_METRICS, functools.partial(lookup_metric(name), **dict(opts)))
+        for name, opts in metrics
+    ]
+    use_masks = any(needs for needs, _ in scorers)
 
     def explain_one(params, image, target, key):
         return method_fn(apply_fn, params, image[None], target[None], key=key)[0]
 
-    def step(params, images, labels, index, key):
+    def step(params, images, labels, index, key, masks=None):
         predicted = jnp.argmax(apply_fn(params, images), axis=-1).astype(jnp.int32)
         target = predicted if target_mode == "predicted" else labels.astype(jnp.int32)
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
         attribution = jax.vmap(explain_one, in_axes=(None, 0, 0, 0))(params, images, target, keys)
         columns = {"label": labels.astype(jnp.int32), "target": target, "predicted": predicted}
-        for scorer in scorers:
-            columns.update(scorer(apply_fn, params, images, attribution, target))
+        for needs_masks, scorer in scorers:
+            extra = {"ground_truth": masks} if needs_masks else {}
+            columns.update(scorer(apply_fn, params, images, attribution, target, **extra))
         return attribution, columns
 
     data = NamedSharding(mesh, P(DATA_AXIS))
     replicated = NamedSharding(mesh, P())
     return jax.jit(
         step,
-        in_shardings=(replicated, data, data, data, replicated),
+        in_shardings=(replicated, data, data, data, replicated) + ((data,) if use_masks else ()),
         out_shardings=(data, data),
     )

@@ -1,8 +1,10 @@
 """Real multi-process and kill-and-resume runs of `fastxai sweep` in subprocesses."""
 
+import json
 import signal
 import socket
 
+import numpy as np
 import pytest
 from _sweep_helpers import cli, finish, launch, tiny_config, write_config
 
@@ -39,7 +41,23 @@ def test_two_processes_equal_one_process(tmp_path):
     assert merged == (tmp_path / "one" / "results.csv").read_text()
     assert len(merged.splitlines()) == 1 + 2 * 10  # header + 2 methods × 10 images
     assert not (tmp_path / "two" / "results.json").read_text() == ""
-    assert len(store.computed_log(tmp_path / "two")) == 4  # only process 0 writes
+    assert len(store.computed_log(tmp_path / "two")) == 4  # only process 0 writes markers
+    # Each process wrote its own rows (no gather); the marker lists both parts.
+    for method in ("saliency", "ig"):
+        for shard, rows in ((0, [4, 4]), (1, [2, 0])):  # 10 images: shard 1 has 2 real rows
+            marker = json.loads(store.shard_paths(tmp_path / "two", "cnn", method, shard)[2]
+                                .read_text())  # fmt: skip
+            assert [p["num_images"] for p in marker["parts"]] == rows
+            assert [p["npy"]["name"] for p in marker["parts"]] == [
+                f"shard_{shard:05d}.part000.npy",
+                f"shard_{shard:05d}.part001.npy",
+            ]
+            part = np.load(store.shard_paths(tmp_path / "two", "cnn", method, shard, 1)[0])
+            assert part.shape == (rows[1], 24, 24)
+            np.testing.assert_array_equal(
+                store.read_shard_attributions(tmp_path / "two", "cnn", method, shard),
+                store.read_shard_attributions(tmp_path / "one", "cnn", method, shard),
+            )
 
 
 @pytest.mark.slow  # ~45 s wall: three sweep processes

