@@ -20,7 +20,7 @@ from fastxai_jax.core import Params
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear, upsample_nearest
 
 if TYPE_CHECKING:
-    from fastxai_jax.explainers.learned.tve import TveConfig
+    from fastxai_jax.explainers.learned._tve_config import TveConfig
 
 EncoderFn = Callable[[Params, jax.Array], jax.Array]
 """``encoder_fn(encoder_params, x01 [B, H, W, C]) -> embeddings [B, E]``."""
