@@ -129,12 +129,30 @@ def test_stage_a_forward_and_loss():
     assert not np.isclose(pixel_terms["mask_penalty"], refs["mask_loss"], rtol=2 * RTOL, atol=0)
 
 
-def test_stage_a_gradient_and_three_adamw_steps():
+@functools.cache
+def _stage_a():
+    """Three jitted stage-A steps from the fixture's weights: ``(learned, base
+    optimizer, frozen optimizer, state, losses, first gradient)``."""
     refs = _refs("ltx_stage_a")
-    module, variables, backbone, apply_fn, params_from, params = _setup()
+    module, variables, backbone, apply_fn, _, params = _setup()
     learned = ltx.make(_config(), apply_fn, variables, module=module, backbone_variables=backbone)
     batch = {"images": _nhwc(refs["images"]), "labels": jnp.asarray(refs["target_class"])}
-    grads = jax.grad(lambda p: learned.loss_fn(p, batch, jax.random.key(0))[0])(params)
+    base = ltx.default_optimizer(TOTAL, learning_rate=LR)
+    optimizer = freeze(base, learned.frozen)
+    state = init_state(params, optimizer)
+    update = jax.jit(ltx_update(learned, optimizer))
+    losses, grads = [], []
+    for _ in range(3):
+        state, loss, grad = update(state, batch)
+        losses.append(loss)
+        grads.append(grad)
+    return learned, base, optimizer, state, losses, grads[0]
+
+
+def test_stage_a_gradient_and_three_adamw_steps():
+    refs = _refs("ltx_stage_a")
+    _, _, _, _, params_from, params = _setup()
+    learned, _, optimizer, state, losses, grads = _stage_a()
     ref_grads = _trained_leaves(params_from(_sub(refs, "grad0/vit_for_patch_classification.")))
     ours = _trained_leaves(grads)
     assert set(ours) == set(ref_grads) and len(ours) == 22
@@ -143,13 +161,6 @@ def test_stage_a_gradient_and_three_adamw_steps():
     # the authors' AdamW (wd 0.01) and linear warm-up / decay schedule, lr 0 first
     schedule = ltx.linear_warmup_decay(LR, WARMUP, TOTAL)
     _close([schedule(t) for t in range(3)], refs["step_lr"], atol=1e-9)
-    optimizer = freeze(ltx.default_optimizer(TOTAL, learning_rate=LR), learned.frozen)
-    state = init_state(params, optimizer)
-    update = jax.jit(ltx_update(learned, optimizer))
-    losses = []
-    for _ in range(3):
-        state, loss = update(state, batch)
-        losses.append(loss)
     _close(losses, refs["step_loss"])
     after = _trained_leaves(params_from(_sub(refs, "after/explainer/")))
     ours = _trained_leaves(state.params)
@@ -162,9 +173,10 @@ def test_stage_a_gradient_and_three_adamw_steps():
             _close(ours[name], ref, atol=1e-6)
     # AdamW + schedule alone, on the authors' three gradients: every leaf
     state = init_state(params, optimizer)
+    step = jax.jit(optimizer.update)
     for i in range(3):
         torch_grads = params_from(_sub(refs, f"grad{i}/vit_for_patch_classification."))
-        updates, opt_state = optimizer.update(torch_grads, state.opt_state, state.params)
+        updates, opt_state = step(torch_grads, state.opt_state, state.params)
         state = state._replace(
             params=optax.apply_updates(state.params, updates), opt_state=opt_state
         )
@@ -181,7 +193,7 @@ def ltx_update(learned, optimizer):
         loss, grads = jax.value_and_grad(lambda p: learned.loss_fn(p, batch, None)[0])(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss, grads
 
     return update
 
@@ -200,16 +212,8 @@ def test_pos_auc_tie_free():
 @pytest.fixture(scope="module")
 def stage_b():
     """Stage A's three steps, then stage B (6 epochs) per fixture run."""
-    refs = _refs("ltx_stage_a")
-    module, variables, backbone, apply_fn, _, params = _setup()
-    learned = ltx.make(_config(), apply_fn, variables, module=module, backbone_variables=backbone)
-    batch = {"images": _nhwc(refs["images"]), "labels": jnp.asarray(refs["target_class"])}
-    base = ltx.default_optimizer(TOTAL, learning_rate=LR)
-    optimizer = freeze(base, learned.frozen)
-    state = init_state(params, optimizer)
-    update = jax.jit(ltx_update(learned, optimizer))
-    for _ in range(3):
-        state, _ = update(state, batch)
+    module, variables, backbone, apply_fn, _, _ = _setup()
+    _, base, _, state, _, _ = _stage_a()
     out = {}
     for keys in (("img0", "img1", "img2", "img3"), ("img2_stop40",)):  # one compile per stop
         runs = [_sub(_refs("ltx_stage_b"), f"{key}/") for key in keys]
