@@ -345,6 +345,10 @@ def make_finetune(
     fitting each input alone. ``info`` (``[B, ...]``): ``"best_pos_auc"``,
     ``"best_step"`` (0-based epoch of the kept mask), ``"pos_auc"`` and
     ``"loss"`` per epoch (NaN after a stop), ``"epochs_run"``, ``"stopped_early"``.
+
+    With :func:`default_optimizer`'s linear decay a stage A run to its
+    ``total_steps`` leaves lr 0 for stage B: size ``total_steps`` to cover both
+    stages, or use ``schedule="constant"`` in both (the benchmark's recipe).
     """
     config.validate()
     backbone_variables = target_params if backbone_variables is None else backbone_variables
