@@ -159,7 +159,9 @@ def _batches(images, batch_size, seed):
 
 def run_ltx(module, variables, apply_fn, train, test_x, args):
     config = ltx.LtxConfig(kind="cnn", family="half", lam=args.ltx_lam, finetune_steps=10)
-    optimizer = ltx.default_optimizer(args.steps)
+    # the README's recipe: peak rate after the warm-up, so that stage B (which
+    # continues the step count) does not run at the authors' decayed lr 0
+    optimizer = ltx.default_optimizer(args.steps, schedule="constant")
     learned = ltx.make(config, apply_fn, variables, module=module)
     init, update = make_trainer(learned, optimizer)
     state = init(jax.random.key(0), train[:2])
@@ -173,8 +175,8 @@ def run_ltx(module, variables, apply_fn, train, test_x, args):
     steps = config.finetune_steps
     return {
         "stage_a": (maps_a, train_s, explain_s, 0, history),
-        # stage B per input: steps × (1 fwd + 1 bwd through the target) + (steps + 1) × 10 POS
-        "stage_b": (maps_b, train_s, finetune_s, steps + 10 * (steps + 1), history),
+        # stage B per input: steps × (1 fwd + 1 bwd through the target) + steps × 10 POS
+        "stage_b": (maps_b, train_s, finetune_s, steps + 10 * steps, history),
         "peak_bytes": _peak_bytes(learned.explain, state.params, test_x),
         "snapshots": snapshots,
     }
@@ -207,7 +209,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
         embed_dim=embed_dim, image_size=64, grid=8, radius=1, patch_size=8, hidden_size=64,
         depth=2, num_heads=4, mlp_dim=128, head_hidden=64, head_layers=3,
         explainer_family="half", encoder_family=family, cells_per_image=args.tve_cells,
-        backbone=args.backbone, head_init=args.tve_head_init,
+        backbone=args.backbone, head_init=args.tve_head_init, arch="shared",
     )  # fmt: skip
     tve_module = module if args.backbone == "target" else None
     learned = tve.make(config, encoder_fn, variables, module=tve_module)

@@ -213,6 +213,7 @@ def _tve_config(args, family, embed_dim):
         depth=args.depth or 2, num_heads=4, mlp_dim=4 * (args.hidden_size or 64),
         explainer_family="half", encoder_family=family, backbone=args.explainer_backbone,
         cells_per_image=args.tve_cells, head_init=args.tve_head_init,
+        arch="shared",  # the README's TVE recipe (head_init="local" needs it)
     )  # fmt: skip
 
 

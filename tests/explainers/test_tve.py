@@ -1,5 +1,7 @@
 """TVE (SPEC §5): loss, squares, transfer map, pre-training and transfer to unseen heads."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,3 +172,49 @@ def test_local_head_init_maps_tokens_to_the_cells_under_them(key):
     assert diff[3] > 1e-3 and np.all(np.delete(diff, 3) == 0.0), diff
     with pytest.raises(ValueError, match="head_init"):
         tve.TveConfig(embed_dim=4, image_size=16, grid=4, patch_size=4, head_init="eye").validate()
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"arch": "twin"}, "arch"),
+        ({"cell_order": "diagonal"}, "cell_order"),
+        ({"normalise": "column"}, "normalise"),
+        ({"head_init": "local"}, "head_init"),  # the authors' head has no locality init
+        ({"arch": "shared", "head_init": "local", "cell_order": "column"}, "head_init"),
+        ({"head_layers": 0}, "head_layers"),
+        ({"pool": 1}, "pool"),
+    ],
+)
+def test_option_validation(options, name):
+    with pytest.raises(ValueError, match=name):
+        tve.TveConfig(embed_dim=4, image_size=16, grid=4, patch_size=4, **options).validate()
+
+
+def test_authors_arch_has_two_backbones_and_column_order_transposes(key):
+    config = tve.TveConfig(
+        embed_dim=3, image_size=8, grid=2, radius=0, patch_size=4, hidden_size=8, depth=1,
+        num_heads=2, mlp_dim=8, head_layers=2,
+    )  # fmt: skip
+    params = tve.init_params(config, key)
+    assert set(params) == {"backbone", "backbone_neg", "pos", "neg"}
+    # the head sees CLS + 4 patch tokens and emits 4 cells + the extra token (last)
+    assert params["pos"]["input"]["dense2"]["kernel"].shape == (5, 5)
+    pos, neg = tve.predict_embeddings(config, params, jax.random.uniform(key, (2, 8, 8, 3)))
+    assert pos.shape == neg.shape == (2, 4, 3)
+    # cell_order="column": token k is cell (row k % S, col k // S); maps come back in
+    # image layout, i.e. the row-order map of the transposed token grid
+    pos_t = pos.reshape(2, 2, 2, 3).transpose(0, 2, 1, 3).reshape(2, 4, 3)
+    head = {"kernel": jax.random.normal(key, (3, 2)), "bias": jnp.zeros(2)}
+    target = jnp.array([0, 1])
+    column = dataclasses.replace(config, cell_order="column")
+    np.testing.assert_allclose(
+        tve.transfer_map(column, pos, pos, head, target),
+        tve.transfer_map(config, pos_t, pos_t, head, target),
+        atol=1e-6,
+    )
+    # the same cell's square: column index k ↔ row index (k % S)·S + k // S
+    np.testing.assert_array_equal(
+        tve.square_masks(jnp.array([1]), 2, 0, 8, "column"),
+        tve.square_masks(jnp.array([2]), 2, 0, 8, "row"),
+    )

@@ -78,12 +78,13 @@ def init_from_target(
 
 
 def frozen_non_params(params: Params) -> Any:
-    """``True`` at the backbone's non-``"params"`` collections (BatchNorm statistics
-    and the like), which get zero updates; ``False`` elsewhere."""
+    """``True`` at the backbones' non-``"params"`` collections (BatchNorm statistics
+    and the like; every top-level ``"backbone*"`` entry), which get zero updates;
+    ``False`` elsewhere."""
 
     def is_frozen(path, _):
         keys = [str(getattr(p, "key", p)) for p in path]
-        return len(keys) > 1 and keys[0] == "backbone" and keys[1] != "params"
+        return len(keys) > 1 and keys[0].startswith("backbone") and keys[1] != "params"
 
     return jax.tree_util.tree_map_with_path(is_frozen, params)
 

@@ -20,7 +20,7 @@ from fastxai_jax.core import Params
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear, upsample_nearest
 
 if TYPE_CHECKING:
-    from fastxai_jax.explainers.learned.tve import TveConfig
+    from fastxai_jax.explainers.learned._tve_config import TveConfig
 
 EncoderFn = Callable[[Params, jax.Array], jax.Array]
 """``encoder_fn(encoder_params, x01 [B, H, W, C]) -> embeddings [B, E]``."""
@@ -44,13 +44,17 @@ def transfer_map(
     head: Params,
     target: jax.Array | None = None,
 ) -> jax.Array:
-    """Cell map from predicted embeddings and a linear head: ``[B, S, S]`` in ``[0, 1]``.
+    """Cell map from predicted embeddings and a linear head: ``[B, S, S]`` in ``[0, 1]``,
+    image layout (row = image row) whatever ``config.cell_order``.
 
-    ``λ_pos·logit_c(pos) − λ_neg·logit_c(neg)`` per cell, average-pooled over the
-    valid ``(2r+1)²`` neighbourhood, min-max normalised per image.
+    ``λ_pos·logit_c(pos) − λ_neg·logit_c(neg)`` per cell (bias included, as the
+    authors' ``generate_attr``), average-pooled over the valid ``(2r+1)²``
+    neighbourhood (``config.pool``; torch ``avg_pool2d(count_include_pad=False)``),
+    min-max normalised per map or, ``normalise="row"``, per row of the token grid
+    (the authors' quirk).
 
     Args:
-      pos, neg: ``[B, S², E]`` predicted embeddings.
+      pos, neg: ``[B, S², E]`` predicted embeddings in ``config.cell_order``.
       head: ``{"kernel": [E, K], "bias": [K]}``.
       target: ``[B]`` classes or ``None`` (largest mean pos-branch cell logit).
     """
@@ -63,11 +67,14 @@ def transfer_map(
         config.lam_pos * pos_logits[index, :, target]
         - config.lam_neg * neg_logits[index, :, target]
     )
-    grid_map = jnp.reshape(score, (pos.shape[0], config.grid, config.grid))
-    grid_map = _avg_pool_cells(grid_map, config.radius)
-    low = jnp.min(grid_map, axis=(1, 2), keepdims=True)
-    high = jnp.max(grid_map, axis=(1, 2), keepdims=True)
-    return (grid_map - low) / (high - low + 1e-12)
+    grid_map = jnp.reshape(score, (pos.shape[0], config.grid, config.grid))  # token layout
+    if config.pool:
+        grid_map = _avg_pool_cells(grid_map, config.radius)
+    axes = (2,) if config.normalise == "row" else (1, 2)
+    low = jnp.min(grid_map, axis=axes, keepdims=True)
+    high = jnp.max(grid_map, axis=axes, keepdims=True)
+    grid_map = (grid_map - low) / (high - low + 1e-12)
+    return jnp.swapaxes(grid_map, 1, 2) if config.cell_order == "column" else grid_map
 
 
 def embeddings_to_map(

@@ -7,18 +7,29 @@ The explainer is a copy of the explained backbone with a mask head:
 * CNN: ``1×1 conv → sigmoid`` on the last feature grid
   (``aux["features"][feature]``), bilinearly upsampled.
 
-Patch embeddings are frozen. Objective ``CE(f(x ⊙ m), c) + λ·mean(softplus(m))``
-(the authors' BCE-with-logits-on-a-sigmoid quirk; ``penalty="mean"`` gives the
-plain ``λ·mean(m)``), masking in ``[0, 1]`` before the target's own
-normalisation, ``c = ŷ`` (or the label).
+The embeddings (patch projection, CLS token, position embeddings) are frozen,
+as the authors' ``vit.embeddings``. Objective ``CE(f(x ⊙ m), c) +
+λ·mean(softplus(m_tok))`` (the authors' BCE-with-logits-on-a-sigmoid quirk,
+``penalty="mean"`` gives ``λ·mean(m_tok)``), masking in ``[0, 1]`` before the
+target's own normalisation. Defaults follow the authors' code (LTX-Code/LTX,
+checked against it in ``tests/parity/test_ltx_parity.py``):
+
+* the penalty is on the patch-grid (token) mask ``m_tok``
+  (``penalty_on="tokens"``); ``"pixels"`` puts it on the upsampled mask;
+* ``c = ŷ`` by default, because the ``LearnedExplainer`` contract explains the
+  target's prediction without labels; the authors train on the ground truth
+  (``train_model_by_target_gt_class``), reachable as ``class_source="label"``.
 
 * Stage A (:func:`make`): pre-training as a ``LearnedExplainer`` (the authors'
-  optimizer: :func:`default_optimizer`, AdamW with 20 % linear warm-up).
+  optimizer: :func:`default_optimizer`, AdamW, weight decay 0.01, linear warm-up
+  over ``total // 5`` steps from lr 0 then linear decay to 0).
 * Stage B (:func:`make_finetune`): per-input fine-tuning from the stage-A
-  weights *and* optimiser state, up to 25 steps on the single image, keeping the
-  mask with the best (lowest) POS-perturbation AUC and stopping once it is below
-  ``pos_threshold``. Written for one input and ``vmap``ped over the batch, with
-  ``lax.scan`` over the steps.
+  weights *and* optimiser state, up to 25 epochs of one step on the single
+  image. As the authors: each epoch scores the mask from the weights *before*
+  its step with the POS AUC (top-1 agreement × 100); a strictly lower AUC
+  replaces the best mask, and only on such a new best below ``pos_threshold``
+  (authors: 6.0) does it stop. Written for one input and ``vmap``ped over the
+  batch, with ``lax.scan`` over the epochs.
 """
 
 from __future__ import annotations
@@ -35,14 +46,41 @@ import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear
+from fastxai_jax.explainers.learned._ltx_recipe import (
+    POS_FRACTIONS,
+    default_optimizer,
+    linear_warmup_decay,
+    pos_auc_from_keep,
+    pos_auc_single,
+    pos_keep_masks,
+)
 from fastxai_jax.explainers.learned._update import freeze
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
-from fastxai_jax.train.loop import TrainState, make_optimizer
+from fastxai_jax.train.loop import TrainState
 
 _KINDS = ("vit", "cnn")
 _PENALTIES = ("softplus", "mean")
+_PENALTY_ON = ("tokens", "pixels")
+AUTHORS_POS_AUC_STOP = 6.0
+__all__ = [
+    "AUTHORS_POS_AUC_STOP",
+    "POS_FRACTIONS",
+    "LtxConfig",
+    "LtxMaskHead",
+    "default_optimizer",
+    "frozen_leaves",
+    "init_explainer_params",
+    "linear_warmup_decay",
+    "ltx_objective",
+    "make",
+    "make_finetune",
+    "make_grid_masks_fn",
+    "make_masks_fn",
+    "pos_auc_from_keep",
+    "pos_auc_single",
+    "pos_keep_masks",
+]
 _SCORES = ("top1", "prob")
-POS_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(10))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +93,16 @@ class LtxConfig:
       feature: CNN feature map name in ``aux["features"]``.
       lam: penalty weight (authors: 50 ViT-B, 30 ViT-S).
       penalty: ``"softplus"`` (authors) or ``"mean"``.
-      class_source: ``"predicted"`` (``ŷ``) or ``"label"`` (batch ``"labels"``).
-      frozen: parameter-name fragments kept fixed (the patch embedding).
-      finetune_steps: stage-B steps per input (authors: 25).
-      pos_score: ``"top1"`` (LTX) or ``"prob"`` for the stage-B POS AUC.
-      pos_threshold: stage-B early stop once the best POS AUC is below this.
+      penalty_on: ``"tokens"`` (authors: the patch-grid mask before upsampling)
+        or ``"pixels"`` (the upsampled mask; this library's behaviour before
+        issue 18).
+      class_source: ``"predicted"`` (``ŷ``, default: the contract explains the
+        prediction) or ``"label"`` (batch ``"labels"``; the authors' default).
+      frozen: parameter-name fragments kept fixed (authors: the embeddings).
+      finetune_steps: stage-B epochs per input (authors: 25).
+      pos_score: ``"top1"`` (LTX: agreement × 100) or ``"prob"`` for the POS AUC.
+      pos_threshold: stage-B stop once a new best POS AUC is below this
+        (authors: 6.0); ``None`` never stops early.
     """
 
     kind: str = "vit"
@@ -67,17 +110,19 @@ class LtxConfig:
     feature: str = "conv_last"
     lam: float = 30.0
     penalty: str = "softplus"
+    penalty_on: str = "tokens"
     class_source: str = "predicted"
-    frozen: tuple[str, ...] = ("patch_embed",)
+    frozen: tuple[str, ...] = ("patch_embed", "cls_token", "pos_embed")
     finetune_steps: int = 25
     pos_score: str = "top1"
-    pos_threshold: float | None = None
+    pos_threshold: float | None = AUTHORS_POS_AUC_STOP
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
         for name, value, choices in (
             ("kind", self.kind, _KINDS),
             ("penalty", self.penalty, _PENALTIES),
+            ("penalty_on", self.penalty_on, _PENALTY_ON),
             ("class_source", self.class_source, ("predicted", "label")),
             ("pos_score", self.pos_score, _SCORES),
             ("family", self.family, tuple(FAMILY_NORMALISATION)),
@@ -90,6 +135,8 @@ class LtxConfig:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         if self.lam < 0:
             raise ValueError(f"lam must be >= 0; got {self.lam}")
+        if self.pos_threshold is not None and not np.isfinite(self.pos_threshold):
+            raise ValueError(f"pos_threshold must be finite or None; got {self.pos_threshold}")
 
 
 class LtxMaskHead(nn.Module):
@@ -115,7 +162,8 @@ def ltx_objective(
     Args:
       logits: ``[B, K]`` target logits on the masked images.
       classes: ``[B]`` int classes ``c``.
-      mask: ``[B, H, W]`` masks in ``[0, 1]``.
+      mask: the penalised masks in ``[0, 1]``: ``[B, h, w]`` token masks (authors)
+        or ``[B, H, W]`` pixel masks.
       lam: penalty weight ``λ``.
       penalty: ``"softplus"`` (authors' quirk) or ``"mean"``.
 
@@ -125,39 +173,6 @@ def ltx_objective(
     ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, classes))
     size = jnp.mean(jax.nn.softplus(mask)) if penalty == "softplus" else jnp.mean(mask)
     return ce + lam * size, {"ce": ce, "mask_penalty": size}
-
-
-def pos_auc_single(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    saliency: jax.Array,
-    target: jax.Array,
-    score: str = "top1",
-) -> jax.Array:
-    """POS perturbation AUC of one input (lower is better), as in SPEC §7.
-
-    Deletes (zero in ``[0, 1]``) the top ``int(F·p)`` pixels for
-    ``p = 0, 0.1, …, 0.9`` (ties broken by index), scores top-1 agreement with
-    ``target`` (or its probability) and returns ``100 × 0.9 ×`` the normalised
-    trapezoid — :func:`fastxai_jax.metrics.pos_neg_perturbation`'s ``"pos"``.
-
-    Args:
-      x: ``[H, W, C]``; saliency: ``[H, W]``; target: scalar int.
-    """
-    num = saliency.size
-    order = jnp.argsort(-jnp.reshape(saliency, (-1,)), stable=True)
-    rank = jnp.zeros((num,), jnp.int32).at[order].set(jnp.arange(num, dtype=jnp.int32))
-    counts = jnp.asarray([int(num * p) for p in POS_FRACTIONS], jnp.int32)
-    keep = (rank[None, :] >= counts[:, None]).astype(x.dtype)
-    keep = jnp.reshape(keep, (len(POS_FRACTIONS),) + saliency.shape + (1,))
-    logits = apply_fn(params, keep * x[None])
-    if score == "top1":
-        curve = (jnp.argmax(logits, axis=-1) == target).astype(x.dtype)
-    else:
-        curve = jax.nn.softmax(logits, axis=-1)[:, target]
-    auc = (jnp.sum(curve) - 0.5 * curve[0] - 0.5 * curve[-1]) / (curve.shape[0] - 1)
-    return 100.0 * POS_FRACTIONS[-1] * auc
 
 
 def init_explainer_params(
@@ -178,10 +193,12 @@ def _features(config, backbone, variables, x):
     return aux["features"][config.feature]
 
 
-def make_masks_fn(
+def make_grid_masks_fn(
     config: LtxConfig, backbone: nn.Module, backbone_variables: Params
-) -> Callable[[Params, jax.Array], jax.Array]:
-    """``masks(params, x [B, H, W, C]) -> [B, H, W]`` in (0, 1): the LTX explainer."""
+) -> Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]:
+    """``masks(params, x [B, H, W, C]) -> (grid [B, h, w], pixels [B, H, W])``: the
+    explainer's patch-grid (token) mask and its bilinear upsampling (half-pixel,
+    edge-clamped: torch's ``interpolate(..., align_corners=False)``)."""
     constants = {k: v for k, v in backbone_variables.items() if k != "params"}
 
     def masks(params, x):
@@ -189,28 +206,17 @@ def make_masks_fn(
         grid = LtxMaskHead(config.kind).apply(
             {"params": params["head"]}, _features(config, backbone, variables, x)
         )
-        return upsample_bilinear(grid, x.shape[1:3])
+        return grid, upsample_bilinear(grid, x.shape[1:3])
 
     return masks
 
 
-def default_optimizer(
-    total_steps: int,
-    *,
-    learning_rate: float = 2e-3,
-    warmup_frac: float = 0.2,
-    weight_decay: float = 1e-2,
-) -> optax.GradientTransformation:
-    """The authors' AdamW: linear warm-up, then constant (so stage B continues at
-    the peak rate)."""
-    return make_optimizer(
-        "adamw",
-        learning_rate,
-        warmup_frac=warmup_frac,
-        total_steps=total_steps,
-        schedule="constant",
-        weight_decay=weight_decay,
-    )
+def make_masks_fn(
+    config: LtxConfig, backbone: nn.Module, backbone_variables: Params
+) -> Callable[[Params, jax.Array], jax.Array]:
+    """``masks(params, x [B, H, W, C]) -> [B, H, W]`` in (0, 1): the LTX explainer."""
+    grid_masks = make_grid_masks_fn(config, backbone, backbone_variables)
+    return lambda params, x: grid_masks(params, x)[1]
 
 
 def frozen_leaves(config: LtxConfig):
@@ -233,11 +239,12 @@ def _images_labels(batch: Any) -> tuple[jax.Array, jax.Array | None]:
     return batch, None
 
 
-def _make_loss(config, apply_fn, target_params, masks_fn):
+def _make_loss(config, apply_fn, target_params, grid_masks_fn):
     def loss_fn(params, x, classes):
-        mask = masks_fn(params, x)
+        grid, mask = grid_masks_fn(params, x)
         logits = apply_fn(target_params, x * mask[..., None])
-        return ltx_objective(logits, classes, mask, config.lam, config.penalty)
+        penalised = grid if config.penalty_on == "tokens" else mask
+        return ltx_objective(logits, classes, penalised, config.lam, config.penalty)
 
     return loss_fn
 
@@ -272,8 +279,9 @@ def make(
     if not isinstance(module, nn.Module):
         raise ValueError(f"module must be the target's Flax module; got {type(module).__name__}")
     backbone_variables = target_params if backbone_variables is None else backbone_variables
+    grid_masks_fn = make_grid_masks_fn(config, module, backbone_variables)
     masks_fn = make_masks_fn(config, module, backbone_variables)
-    objective = _make_loss(config, apply_fn, target_params, masks_fn)
+    objective = _make_loss(config, apply_fn, target_params, grid_masks_fn)
 
     def init_params(key: jax.Array, sample_batch: Any) -> Params:
         x, _ = _images_labels(sample_batch)
@@ -326,55 +334,75 @@ def make_finetune(
     """Stage B: ``finetune(state, x, target=None) -> (masks [B, H, W], info)``.
 
     ``optimizer``: stage A's optimizer (its frozen leaves are added here, as
-    ``optimizer_for`` does in stage A), whose state stage B continues.
-    Each input starts from the stage-A ``state.params`` and ``state.opt_state``,
-    takes up to ``finetune_steps`` AdamW steps on its own loss and keeps the mask
-    with the lowest POS AUC (the stage-A mask included; ties keep the earlier);
-    once the best AUC is below ``pos_threshold`` it stops updating. Inputs are
-    independent: the batch is ``vmap``ped, so the result equals fitting each
-    input alone. ``info``: ``"best_pos_auc" [B]``, ``"pos_auc" [B, steps]``,
-    ``"loss" [B, steps]``, ``"best_step" [B]`` (0 = the stage-A mask).
+    ``optimizer_for`` does in stage A), whose state (step count included) stage
+    B continues. Each input starts from the stage-A ``state.params`` and
+    ``state.opt_state`` and runs up to ``finetune_steps`` epochs, as the
+    authors' ``..._opt.py``: epoch ``e`` computes the mask from the current
+    weights, takes one AdamW step on its loss, then scores that (pre-step) mask
+    with the POS AUC; a strictly lower AUC (the best starts at +inf) makes it
+    the best mask, and only then, if below ``pos_threshold``, stage B stops.
+    Inputs are independent: the batch is ``vmap``ped, so the result equals
+    fitting each input alone. ``info`` (``[B, ...]``): ``"best_pos_auc"``,
+    ``"best_step"`` (0-based epoch of the kept mask), ``"pos_auc"`` and
+    ``"loss"`` per epoch (NaN after a stop), ``"epochs_run"``, ``"stopped_early"``.
+
+    With :func:`default_optimizer`'s linear decay a stage A run to its
+    ``total_steps`` leaves lr 0 for stage B: size ``total_steps`` to cover both
+    stages, or use ``schedule="constant"`` in both (the benchmark's recipe).
     """
     config.validate()
     backbone_variables = target_params if backbone_variables is None else backbone_variables
-    masks_fn = make_masks_fn(config, module, backbone_variables)
-    loss_fn = _make_loss(config, apply_fn, target_params, masks_fn)
+    grid_masks_fn = make_grid_masks_fn(config, module, backbone_variables)
+    loss_fn = _make_loss(config, apply_fn, target_params, grid_masks_fn)
     optimizer = freeze(optimizer, frozen_leaves(config))
     threshold = -jnp.inf if config.pos_threshold is None else config.pos_threshold
 
     def single(params, opt_state, x, target):
         x1, c1 = x[None], target[None]
 
-        def pos(p):
-            mask = masks_fn(p, x1)[0]
-            return mask, pos_auc_single(apply_fn, target_params, x, mask, target, config.pos_score)
-
-        mask0, auc0 = pos(params)
-
-        def step(carry, index):
-            params, opt_state, best_mask, best_auc, best_step = carry
-            done = best_auc < threshold
+        def step(carry, _):
+            params, opt_state, best_mask, best_auc, best_step, done, epoch = carry
+            mask = grid_masks_fn(params, x1)[1][0]
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x1, c1)
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             params = jax.tree.map(lambda n, o: jnp.where(done, o, n), new_params, params)
             opt_state = jax.tree.map(lambda n, o: jnp.where(done, o, n), new_opt_state, opt_state)
-            mask, auc = pos(params)
+            auc = pos_auc_single(apply_fn, target_params, x, mask, target, config.pos_score)
             better = (auc < best_auc) & ~done
             carry = (
                 params,
                 opt_state,
                 jnp.where(better, mask, best_mask),
                 jnp.where(better, auc, best_auc),
-                jnp.where(better, index + 1, best_step),
+                jnp.where(better, epoch, best_step),
+                done | (better & (auc < threshold)),
+                epoch + 1,
             )
-            return carry, (loss, auc)
+            nan = jnp.asarray(jnp.nan, auc.dtype)
+            return carry, (jnp.where(done, nan, loss), jnp.where(done, nan, auc), ~done)
 
-        init = (params, opt_state, mask0, auc0, jnp.zeros((), jnp.int32))
-        (_, _, best_mask, best_auc, best_step), (losses, aucs) = jax.lax.scan(
-            step, init, jnp.arange(config.finetune_steps)
+        zero = jnp.zeros((), jnp.int32)
+        mask0 = jnp.zeros(x.shape[:2], x.dtype)
+        init = (
+            params,
+            opt_state,
+            mask0,
+            jnp.asarray(jnp.inf, x.dtype),
+            zero,
+            jnp.asarray(False),
+            zero,
         )
-        info = {"best_pos_auc": best_auc, "pos_auc": aucs, "loss": losses, "best_step": best_step}
+        carry, (losses, aucs, ran) = jax.lax.scan(step, init, None, length=config.finetune_steps)
+        _, _, best_mask, best_auc, best_step, done, _ = carry
+        info = {
+            "best_pos_auc": best_auc,
+            "pos_auc": aucs,
+            "loss": losses,
+            "best_step": best_step,
+            "epochs_run": jnp.sum(ran.astype(jnp.int32)),
+            "stopped_early": done,
+        }
         return best_mask, info
 
     batched = jax.jit(jax.vmap(single, in_axes=(None, None, 0, 0)))

@@ -1,8 +1,8 @@
 """TVE — transferable vision explainer (Wang et al., ICML 2024; SPEC §5).
 
-Meta-attribution pre-training: a generic backbone (here the project's ViT)
-with two :class:`~fastxai_jax.models.tve_head.TveHead` branches predicts, for
-every cell of an ``S×S`` grid, the frozen target *encoder*'s embedding of
+Meta-attribution pre-training: two branches (pos, neg), each a backbone (the
+project's ViT, or a copy of the encoder's trunk) and a mixing head, predict,
+for every cell of an ``S×S`` grid, the frozen target *encoder*'s embedding of
 
 * ``pos``: the image keeping only the square of radius ``r`` around the cell,
 * ``neg``: the image with that square removed,
@@ -17,11 +17,33 @@ to logits, the explained class's logit taken, and the map is
 ``λ_pos·pos − λ_neg·neg``, average-pooled with a ``(2r+1)`` window, min-max
 normalised and upsampled (:func:`explain_with_head`). One pre-trained TVE
 explains *any* linear head on the encoder.
+
+Defaults follow the authors' code (guanchuwang/TVE, checked in
+``tests/parity/test_tve_parity.py``) where it is their design, and the paper
+where their code has a quirk that changes the map:
+
+* ``arch="authors"``: one backbone *per branch* and the authors' head
+  (:class:`~fastxai_jax.models.tve_head.TveAuthorsHead`; backbone tokens with
+  CLS first, ``S²+1`` output tokens, the extra one last and dropped).
+  ``arch="shared"`` is this library's earlier single shared backbone with the
+  GELU/LayerNorm :class:`~fastxai_jax.models.tve_head.TveHead`, kept because the
+  README's TVE benchmark rows (``head_init="local"``) were measured with it.
+* ``cell_order="row"``: head token ``k`` is cell (row ``k // S``, col ``k % S``),
+  the paper's layout. The authors' loss compares their ``cx`` with the row index
+  but indexes token ``cy·S + cx``, so their token ``k`` is cell (row ``k % S``,
+  col ``k // S``): ``cell_order="column"`` (needed for their checkpoints). Maps
+  come back in image layout either way.
+* ``normalise="map"``: min-max over the whole map (the paper). The authors'
+  ``min(-1).min(-1)`` reduces over a size-1 axis the second time, i.e. each
+  row of their token grid (with their column order: each image column) is
+  stretched to ``[0, 1]`` on its own: ``normalise="row"``.
+* ``lam_neg=0``: the authors' demo (``heatmap_demo.py``) and SPEC; their
+  ``generate_attr`` defaults to ``lambda_neg=1``. ``pool=True``: their
+  ``heatmap_pooling`` (the demo's map); ``False`` gives their ``heatmap``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -35,10 +57,10 @@ from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
     normalise_images,
-    patch_grid,
     upsample_nearest,
 )
 from fastxai_jax.explainers.learned import _backbone
+from fastxai_jax.explainers.learned._tve_config import TveConfig
 from fastxai_jax.explainers.learned._tve_transfer import (
     EncoderFn,
     embeddings_to_map,
@@ -46,93 +68,9 @@ from fastxai_jax.explainers.learned._tve_transfer import (
     linear_head,
     transfer_map,
 )
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
-from fastxai_jax.models.tve_head import TveHead
+from fastxai_jax.models.tve_head import TveAuthorsHead, TveHead
 from fastxai_jax.models.vit import vit_from_config
 from fastxai_jax.train.loop import make_optimizer
-
-
-@dataclasses.dataclass(frozen=True)
-class TveConfig:
-    """TVE options.
-
-    Attributes:
-      embed_dim: ``E``, the encoder's embedding width.
-      image_size: input side.
-      grid: ``S``, cells per side (must divide ``image_size``).
-      radius: ``r``, square half-width in cells.
-      patch_size, vit_preset, hidden_size, depth, num_heads, mlp_dim: the
-        backbone ViT (``None`` = preset's value).
-      backbone: ``"vit"`` (generic ViT, the paper's setting) or ``"target"``
-        (a copy of the encoder's own trunk up to ``feature``, its cells as
-        tokens; pass ``module=``). Either way pre-training sees no classifier
-        head, so transfer to new heads is unchanged.
-      feature: the encoder module's ``aux["features"]`` map for ``"target"``.
-      head_hidden, head_layers: mixing head width and depth.
-      head_init: ``"random"`` (default initialisers) or ``"local"`` (token-mixing
-        kernels start at the token→cell area-overlap matrix; see
-        :class:`~fastxai_jax.models.tve_head.TveHead`).
-      explainer_family: normalisation of the explainer's own input.
-      encoder_family: normalisation the encoder applies; masked pixels are 0 there.
-      lam_pos, lam_neg: transfer weights (authors: 1, 0).
-      upsample: ``"nearest"`` or ``"bilinear"`` cells → pixels.
-      cells_per_image: ``K`` distinct random cells supervised per image per
-        update (``2·K`` encoder queries per image). ``1`` is the paper's
-        recipe; larger ``K`` gives the per-cell predictor ``K`` times the
-        supervision per image at ``K`` times the encoder cost.
-    """
-
-    embed_dim: int
-    image_size: int = 224
-    grid: int = 14
-    radius: int = 1
-    patch_size: int = 16
-    vit_preset: str = "vit_ti16"
-    hidden_size: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    backbone: str = "vit"
-    feature: str = "conv_last"
-    head_hidden: int = 128
-    head_layers: int = 3
-    head_init: str = "random"
-    explainer_family: str = "imagenet"
-    encoder_family: str = "imagenet"
-    lam_pos: float = 1.0
-    lam_neg: float = 0.0
-    upsample: str = "nearest"
-    cells_per_image: int = 1
-
-    def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad field."""
-        for name in ("embed_dim", "image_size", "grid", "patch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if not isinstance(self.radius, int) or self.radius < 0:
-            raise ValueError(f"radius must be a non-negative int; got {self.radius!r}")
-        for name in ("explainer_family", "encoder_family"):
-            if getattr(self, name) not in FAMILY_NORMALISATION:
-                raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
-        if self.upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"upsample must be 'nearest' or 'bilinear'; got {self.upsample!r}")
-        if not isinstance(self.cells_per_image, int) or not (
-            1 <= self.cells_per_image <= self.grid**2
-        ):
-            raise ValueError(
-                f"cells_per_image must be an int in [1, grid² = {self.grid**2}]; "
-                f"got {self.cells_per_image!r}"
-            )
-        if self.head_init not in ("random", "local"):
-            raise ValueError(f"head_init must be 'random' or 'local'; got {self.head_init!r}")
-        if self.backbone not in _backbone.BACKBONES:
-            raise ValueError(
-                f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
-            )
-        if self.image_size % self.grid:
-            raise ValueError(f"grid {self.grid} must divide image_size {self.image_size}")
-        patch_grid((self.image_size,) * 2, self.patch_size, "image_size")
 
 
 def build_backbone(config: TveConfig) -> nn.Module:
@@ -140,7 +78,9 @@ def build_backbone(config: TveConfig) -> nn.Module:
     return vit_from_config(config)
 
 
-def _head(config: TveConfig) -> TveHead:
+def _head(config: TveConfig) -> nn.Module:
+    if config.arch == "authors":
+        return TveAuthorsHead(config.grid**2, config.embed_dim, config.head_layers)
     return TveHead(
         config.grid**2,
         config.embed_dim,
@@ -150,6 +90,11 @@ def _head(config: TveConfig) -> TveHead:
     )
 
 
+def _backbone_names(config: TveConfig) -> tuple[str, str]:
+    """Params keys of the pos and neg backbones (one shared in ``arch="shared"``)."""
+    return ("backbone", "backbone_neg") if config.arch == "authors" else ("backbone", "backbone")
+
+
 def init_params(
     config: TveConfig,
     key: jax.Array,
@@ -157,61 +102,89 @@ def init_params(
     module: nn.Module | None = None,
     variables: Params | None = None,
 ) -> Params:
-    """Fresh ``{"backbone", "pos", "neg"}`` parameters.
+    """Fresh ``{"backbone", "pos", "neg"}`` parameters (``arch="authors"`` adds
+    ``"backbone_neg"``: ``"backbone"`` is then the pos branch's).
 
-    With ``backbone="target"`` the backbone is a copy of ``variables`` (the
-    encoder module's) and only the two heads are fresh.
+    With ``backbone="target"`` each backbone is a copy of ``variables`` (the
+    encoder module's) and only the heads are fresh.
     """
     _backbone.check_backbone(config.backbone, module)
-    keys = jax.random.split(key, 3)
-    if config.backbone == "target":
-        backbone_params, tokens = _backbone.init_from_target(
-            module, variables, config.image_size, config.encoder_family, config.feature
-        )
-    else:
-        x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-        backbone = build_backbone(config)
-        backbone_params = backbone.init(keys[0], x)["params"]
-        tokens = jnp.zeros((1, backbone.num_patches, backbone.hidden_size), jnp.float32)
+    keys = jax.random.split(key, 4)
+    backbones = {}
+    for name, bkey in zip(sorted(set(_backbone_names(config))), keys[2:], strict=False):
+        if config.backbone == "target":
+            backbones[name], _ = _backbone.init_from_target(
+                module, variables, config.image_size, config.encoder_family, config.feature
+            )
+        else:
+            x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+            backbones[name] = build_backbone(config).init(bkey, x)["params"]
+    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    tokens = jax.eval_shape(lambda p: _tokens(config, p, x, module), backbones["backbone"])
+    tokens = jnp.zeros(tokens.shape, tokens.dtype)
     head = _head(config)
     return {
-        "backbone": backbone_params,
-        "pos": head.init(keys[1], tokens)["params"],
-        "neg": head.init(keys[2], tokens)["params"],
+        **backbones,
+        "pos": head.init(keys[0], tokens)["params"],
+        "neg": head.init(keys[1], tokens)["params"],
     }
+
+
+def _tokens(config: TveConfig, backbone_params: Params, x: jax.Array, module) -> jax.Array:
+    """One backbone's tokens ``[B, T, D]`` (``arch="authors"`` ViT: CLS first)."""
+    if config.backbone == "target":
+        _backbone.check_backbone(config.backbone, module)
+        tokens, _ = _backbone.feature_tokens(
+            module, backbone_params, x, config.encoder_family, config.feature
+        )
+        return tokens
+    x_norm = normalise_images(x, config.explainer_family)
+    _, aux = build_backbone(config).apply({"params": backbone_params}, x_norm)
+    if config.arch == "authors":
+        return jnp.concatenate([aux["cls"][:, None], aux["patch_tokens"]], axis=1)
+    return aux["patch_tokens"]
 
 
 def predict_embeddings(
     config: TveConfig, params: Params, x: jax.Array, module: nn.Module | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]``.
+    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]`` in
+    ``config.cell_order`` token order (the authors' extra last token dropped).
 
     ``module``: the encoder's Flax module, needed for ``backbone="target"``.
     """
-    if config.backbone == "target":
-        _backbone.check_backbone(config.backbone, module)
-        tokens, _ = _backbone.feature_tokens(
-            module, params["backbone"], x, config.encoder_family, config.feature
-        )
-    else:
-        x_norm = normalise_images(x, config.explainer_family)
-        _, aux = build_backbone(config).apply({"params": params["backbone"]}, x_norm)
-        tokens = aux["patch_tokens"]
+    name_pos, name_neg = _backbone_names(config)
+    tokens_pos = _tokens(config, params[name_pos], x, module)
+    tokens_neg = (
+        tokens_pos if name_neg == name_pos else _tokens(config, params[name_neg], x, module)
+    )
     head = _head(config)
+    cells = config.grid**2
     return (
-        head.apply({"params": params["pos"]}, tokens),
-        head.apply({"params": params["neg"]}, tokens),
+        head.apply({"params": params["pos"]}, tokens_pos)[:, :cells],
+        head.apply({"params": params["neg"]}, tokens_neg)[:, :cells],
     )
 
 
-def square_masks(cells: jax.Array, grid: int, radius: int, image_size: int) -> jax.Array:
-    """Pixel masks ``[B, H, W]``: 1 inside the ``(2r+1)²`` cell square around each cell.
+def cell_rows_cols(cells: jax.Array, grid: int, cell_order: str = "row"):
+    """``(row, col)`` of token indices ``cells`` on the ``S×S`` grid: row-major, or
+    the authors' column-major (``idx = cy·S + cx`` with ``cx`` the row)."""
+    if cell_order == "column":
+        return cells % grid, cells // grid
+    return cells // grid, cells % grid
+
+
+def square_masks(
+    cells: jax.Array, grid: int, radius: int, image_size: int, cell_order: str = "row"
+) -> jax.Array:
+    """Pixel masks ``[B, H, W]``: 1 inside the ``(2r+1)²`` cell square around each
+    cell, clipped at the border (nearest upsampling, as the authors).
 
     Args:
-      cells: ``[B]`` int cell indices in ``[0, S²)`` (row-major).
+      cells: ``[B]`` int token indices in ``[0, S²)`` (``cell_order``).
     """
     rows = jnp.arange(grid)
-    cy, cx = cells // grid, cells % grid
+    cy, cx = cell_rows_cols(cells, grid, cell_order)
     inside_y = jnp.abs(rows[None, :] - cy[:, None]) <= radius  # [B, S]
     inside_x = jnp.abs(rows[None, :] - cx[:, None]) <= radius
     square = (inside_y[:, :, None] & inside_x[:, None, :]).astype(jnp.float32)
@@ -230,11 +203,13 @@ def cell_embeddings(
 
     Args:
       x: ``[B, H, W, C]`` images in ``[0, 1]``.
-      cells: ``[B, K]`` int cell indices in ``[0, S²)`` (row-major).
+      cells: ``[B, K]`` int token indices in ``[0, S²)`` (``config.cell_order``).
     """
     batch, k = cells.shape
     fill01 = fill_value_01(0.0, config.encoder_family)
-    squares = square_masks(cells.reshape(-1), config.grid, config.radius, config.image_size)
+    squares = square_masks(
+        cells.reshape(-1), config.grid, config.radius, config.image_size, config.cell_order
+    )
     x_rep = jnp.repeat(x, k, axis=0)  # [B·K, H, W, C], image-major like cells.reshape(-1)
     both = jnp.concatenate(
         [apply_mask(x_rep, squares, fill01), apply_mask(x_rep, 1.0 - squares, fill01)], axis=0
