@@ -127,6 +127,12 @@ def save(
     return path
 
 
+# Config fields whose default changed after runs were saved without them: a saved
+# run keeps the behaviour it was trained with (TVE's default became the authors'
+# two-backbone head in issue 18; earlier runs hold the shared-backbone head).
+_DEFAULTS_BEFORE_CHANGE: dict[str, dict[str, Any]] = {"tve": {"arch": "shared"}}
+
+
 def _config_fields(config_cls: type, fields: dict[str, Any]) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(config_cls)}
     # Runs saved before issue 17 also hold optimizer settings, now outside the config.
@@ -165,6 +171,7 @@ def load(
         raise ValueError(f"{path} holds a {name} explainer, not {method!r}")
     spec = registry.LEARNED_METHODS[name]
     fields = saved["config"] if "config" in saved else saved[name]  # pre-issue-17 runs: [name]
+    fields = {**_DEFAULTS_BEFORE_CHANGE.get(name, {}), **fields}
     config = spec.config_cls(**_config_fields(spec.config_cls, fields))
     learned = spec.make(config, apply_fn, target_params, module=module)
     num_classes = saved.get("num_classes") or learned.num_classes
