@@ -235,11 +235,7 @@ def integrated_gradients(
     by a Riemann rule or Gauss–Legendre quadrature (Captum's default).
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
-      params: target parameters.
-      x: ``[B, H, W, C]`` inputs.
-      target: ``[B]`` int classes.
-      key: unused.
+      apply_fn, params, x, target, key: as :func:`saliency`.
       baseline: ``None`` (black, zeros), a scalar, or an array broadcastable to ``x``.
       num_steps: gradient evaluations along the path.
       method: one of :data:`IG_METHODS`.
