@@ -26,16 +26,15 @@ config, so the JAX side can load them with ``models.convert_transformers``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import HIDDEN, IMG, NUM_CLASSES, PATCH, parse_args, state_arrays, tiny_vit_config
 
 B, K, MINI_BATCH = 4, 2, 4  # B·K // MINI_BATCH = 2 minibatch steps
-IMG, PATCH, HIDDEN, NUM_CLASSES = 16, 4, 16, 5
 CONFIG = {
     "num_steps": K,
     "mini_batch_size": MINI_BATCH,
@@ -66,36 +65,14 @@ def _install_stubs() -> None:
     sys.modules["maskgen.utils"] = mu
 
 
-def _vit_config(initializer_range: float = 0.02):
-    from transformers import ViTConfig
-
-    return ViTConfig(
-        initializer_range=initializer_range,
-        image_size=IMG,
-        patch_size=PATCH,
-        num_channels=3,
-        hidden_size=HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=NUM_CLASSES,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-
-
-def _params(module: torch.nn.Module, prefix: str) -> dict:
-    return {f"{prefix}{k}": v.detach().numpy().copy() for k, v in module.state_dict().items()}
-
-
 def _build(seed: int):
     from maskgen.vision_models.vision_maskgen import MaskGeneratingModel
     from transformers import ViTForImageClassification, ViTModel
 
     torch.manual_seed(seed)
     # a large init makes the tiny target's prediction depend on the pixels
-    target = ViTForImageClassification(_vit_config(0.5)).eval()
-    base = ViTModel(_vit_config(0.2), add_pooling_layer=False)
+    target = ViTForImageClassification(tiny_vit_config(0.5)).eval()
+    base = ViTModel(tiny_vit_config(0.2), add_pooling_layer=False)
     maskgen = MaskGeneratingModel(base, hidden_size=HIDDEN, num_classes=NUM_CLASSES)
     with torch.no_grad():  # values near the rewards' mean: advantages of both signs
         maskgen.critic[4].bias.fill_(0.6)
@@ -219,7 +196,7 @@ def make_update_ref(trainer_mod, out: Path) -> None:
     target, maskgen = _build(0)
     trainer = trainer_mod.PPOTrainer(maskgen, target, CONFIG, device="cpu")
     x = _inputs(2)
-    before = _params(maskgen, "")
+    before = state_arrays(maskgen, "")
     traj, mb_losses, mb_grads = {}, [], []
     orig_collect, orig_losses = trainer.collect_trajectories, trainer.compute_losses
 
@@ -249,7 +226,7 @@ def make_update_ref(trainer_mod, out: Path) -> None:
     torch.manual_seed(3)
     with _Recorder() as rec:
         trainer.train_epoch([{"pixel_values": x}], epoch=0, save_path="/nonexistent")
-    after = _params(maskgen, "")
+    after = state_arrays(maskgen, "")
     n_mb = B * K // MINI_BATCH
     assert len(mb_losses) == n_mb and len(mb_grads) == n_mb
     rand_ids = rec.of("randint")
@@ -274,7 +251,7 @@ def make_update_ref(trainer_mod, out: Path) -> None:
         "mb_ratio": np.array([m[4] for m in mb_losses]),  # [n_minibatches, mini_batch_size, 1]
         "config_json": np.array(repr(CONFIG)),
     }
-    arrays.update(_params(target, "target/"))
+    arrays.update(state_arrays(target, "target/"))
     for k, v in before.items():
         arrays[f"before/{k}"] = v
     for k, v in after.items():
@@ -324,17 +301,13 @@ def make_explain_ref(out: Path) -> None:
         "value": value.numpy(),
         "heatmap": heat.numpy(),
     }
-    arrays.update(_params(maskgen, "maskgen/"))
-    arrays.update(_params(target, "target/"))
+    arrays.update(state_arrays(maskgen, "maskgen/"))
+    arrays.update(state_arrays(target, "target/"))
     np.savez_compressed(out / "fex_explain.npz", **arrays)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("repo", type=Path, help="checkout of pd90506/FastExplanation")
-    p.add_argument("--out", type=Path, default=Path("tests/fixtures/parity"))
-    a = p.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = parse_args(argv, __doc__, "checkout of pd90506/FastExplanation")
     _install_stubs()
     sys.path.insert(0, str(a.repo.resolve()))
     import maskgen.trainer as trainer_mod

@@ -35,7 +35,6 @@ icecream and pandas are not installable/needed here):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import tempfile
@@ -44,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import IMG, PATCH, parse_args, state_arrays, tiny_vit_config
 
-IMG, PATCH, HIDDEN, NUM_CLASSES = 16, 4, 16, 5
 LR, WARMUP, TOTAL = 2e-3, 2, 10
 MASK_LOSS_MUL, PRED_LOSS_MUL = 50, 1
 STAGE_B_EPOCHS = 6
@@ -94,28 +93,6 @@ def _install_stubs() -> None:
     sys.modules["utils.vit_utils"] = vu
 
 
-def _vit_config(initializer_range: float):
-    from transformers import ViTConfig
-
-    return ViTConfig(
-        initializer_range=initializer_range,
-        image_size=IMG,
-        patch_size=PATCH,
-        num_channels=3,
-        hidden_size=HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=NUM_CLASSES,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-
-
-def _params(module, prefix):
-    return {f"{prefix}{k}": v.detach().numpy().copy() for k, v in module.state_dict().items()}
-
-
 def _batch(images: torch.Tensor, target: torch.Tensor) -> dict:
     """The authors' batch dict; pixel_values = ViTFeatureExtractor: (x-0.5)/0.5."""
     px = ((images - 0.5) / 0.5).unsqueeze(1)
@@ -147,11 +124,7 @@ def _lightning_step(model, opt, sched, batch):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("repo", type=Path, help="checkout of LTX-Code/LTX")
-    p.add_argument("--out", type=Path, default=Path("tests/fixtures/parity"))
-    a = p.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = parse_args(argv, __doc__, "checkout of LTX-Code/LTX")
     # transformers probes for torchvision at import: import it before the stubs
     from transformers import ViTForImageClassification
     from transformers.models.vit import modeling_vit
@@ -180,8 +153,8 @@ def main(argv=None) -> int:
     pert.EXPERIMENTS_FOLDER_PATH = str(tmp)
     torch.manual_seed(0)
     # a large init makes the tiny explainee's prediction depend on the pixels
-    explainee = ViTForImageClassification(_vit_config(0.5)).eval()
-    cfg = _vit_config(0.2)
+    explainee = ViTForImageClassification(tiny_vit_config(0.5)).eval()
+    cfg = tiny_vit_config(0.2)
     explainer = ViTForMaskGeneration(cfg)
     kwargs = dict(
         model_for_classification_image=explainee,
@@ -212,8 +185,8 @@ def main(argv=None) -> int:
         "target_class": target.numpy(),
         "pixel_values": batch["pixel_values"].squeeze(1).numpy(),
     }
-    arrays.update(_params(explainee, "explainee/"))
-    arrays.update(_params(explainer, "explainer/"))
+    arrays.update(state_arrays(explainee, "explainee/"))
+    arrays.update(state_arrays(explainer, "explainer/"))
     with torch.no_grad():
         fwd = model.forward(batch["pixel_values"].squeeze(1), batch["image"].clone(), target)
     lo = fwd.lossloss_output
@@ -235,7 +208,7 @@ def main(argv=None) -> int:
         lrs.append(lr)
         arrays.update({f"grad{step}/{k}": v for k, v in grads.items()})
     arrays.update(step_loss=np.array(losses), step_lr=np.array(lrs))
-    arrays.update(_params(explainer, "after/explainer/"))
+    arrays.update(state_arrays(explainer, "after/explainer/"))
     np.savez_compressed(a.out / "ltx_stage_a.npz", **arrays)
     print("ltx stage A losses", losses, "lrs", lrs)
 

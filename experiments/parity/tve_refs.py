@@ -27,7 +27,6 @@ checked on its own. The target encoder/model are tiny seeded modules.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 import types
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import parse_args
 from torch import nn
 
 B, IMG, PATCH, D_DEC, D_TGT, S, R, C = 3, 16, 4, 12, 8, 4, 1, 5
@@ -109,11 +109,7 @@ def _seeded(module: nn.Module, gen: torch.Generator, std: float = 0.5) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("repo", type=Path, help="checkout of guanchuwang/TVE")
-    p.add_argument("--out", type=Path, default=Path("tests/fixtures/parity"))
-    a = p.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = parse_args(argv, __doc__, "checkout of guanchuwang/TVE")
     import transformers  # noqa: F401  (before the stubs)
 
     peft = types.ModuleType("peft")

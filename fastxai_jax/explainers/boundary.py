@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from fastxai_jax.core import ApplyFn, Cost, Params
 from fastxai_jax.explainers import _common
 from fastxai_jax.explainers._agi_authors import agi_coupled
-from fastxai_jax.explainers.gradients import IG_METHODS, _path_integral, ig_alphas_and_weights
+from fastxai_jax.explainers.gradients import IG_METHODS, _path_integral
 
 BIG_EPSILONS = tuple(
     e / 255.0 for e in (36, 64, 0.3 * 255, 0.5 * 255, 0.7 * 255, 0.9 * 255, 1.1 * 255)
@@ -145,17 +145,8 @@ def _big(
     indices = jnp.arange(len(epsilons))
     init = (x, jnp.zeros((x.shape[0],), bool))
     (boundary, _), _ = jax.lax.scan(search, init, (indices, eps_array))
-    alphas, weights = ig_alphas_and_weights(num_steps, ig_method)
     attribution = _path_integral(
-        apply_fn,
-        params,
-        x,
-        boundary,
-        target,
-        score,
-        jnp.asarray(alphas),
-        jnp.asarray(weights),
-        batch_size,
+        apply_fn, params, x, boundary, target, score, num_steps, ig_method, batch_size
     )
     return _common.reduce_channels(attribution, per_channel)
 

@@ -147,8 +147,10 @@ def ig_alphas_and_weights(num_steps: int, method: str) -> tuple[np.ndarray, np.n
     return alphas.astype(np.float32), weights.astype(np.float32)
 
 
-def _path_integral(apply_fn, params, x, baseline, target, score, alphas, weights, batch_size):
-    """``(x − x') ⊙ Σ_i w_i ∇ s(x' + α_i (x − x'))``, ``[B, H, W, C]``."""
+def _path_integral(apply_fn, params, x, baseline, target, score, num_steps, method, batch_size):
+    """``(x − x') ⊙ Σ_i w_i ∇ s(x' + α_i (x − x'))``, ``[B, H, W, C]``, with
+    ``(α, w) = ig_alphas_and_weights(num_steps, method)`` (IG and BIG)."""
+    alphas, weights = (jnp.asarray(v) for v in ig_alphas_and_weights(num_steps, method))
     delta = x - baseline
 
     def grad_at(alpha):
@@ -165,17 +167,8 @@ def _path_integral(apply_fn, params, x, baseline, target, score, alphas, weights
 def _integrated_gradients(
     apply_fn, params, x, baseline, target, num_steps, method, score, batch_size, per_channel
 ):
-    alphas, weights = ig_alphas_and_weights(num_steps, method)
     attribution = _path_integral(
-        apply_fn,
-        params,
-        x,
-        baseline,
-        target,
-        score,
-        jnp.asarray(alphas),
-        jnp.asarray(weights),
-        batch_size,
+        apply_fn, params, x, baseline, target, score, num_steps, method, batch_size
     )
     return _common.reduce_channels(attribution, per_channel)
 
@@ -242,11 +235,7 @@ def integrated_gradients(
     by a Riemann rule or Gauss–Legendre quadrature (Captum's default).
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
-      params: target parameters.
-      x: ``[B, H, W, C]`` inputs.
-      target: ``[B]`` int classes.
-      key: unused.
+      apply_fn, params, x, target, key: as :func:`saliency`.
       baseline: ``None`` (black, zeros), a scalar, or an array broadcastable to ``x``.
       num_steps: gradient evaluations along the path.
       method: one of :data:`IG_METHODS`.

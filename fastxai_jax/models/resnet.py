@@ -11,7 +11,7 @@ passed through ``self.perturb`` for Grad-CAM; see :func:`tap`) and ``aux["pre_lo
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -60,41 +60,48 @@ def batch_norm(train: bool, name: str, eps: float = BN_EPS) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, name=name)
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with an identity or 1x1-projection shortcut."""
+class _Residual(nn.Module):
+    """``relu(branch(x) + shortcut(x))``: the shortcut is the identity or, with
+    ``downsample``, a strided 1x1 conv + BN to ``planes * expansion`` channels.
+    Subclasses define the branch."""
 
     planes: int
     stride: int = 1
     downsample: bool = False
     expansion = 1
 
+    def branch(self, x: jnp.ndarray, bn: Callable[[str], nn.BatchNorm]) -> jnp.ndarray:
+        raise NotImplementedError
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         bn = functools.partial(batch_norm, train)
-        y = nn.relu(bn("bn1")(conv(self.planes, 3, self.stride, "conv1")(x)))
-        y = bn("bn2")(conv(self.planes, 3, 1, "conv2")(y))
+        y = self.branch(x, bn)
         if self.downsample:
-            x = bn("downsample_bn")(conv(self.planes, 1, self.stride, "downsample_conv")(x))
+            features = self.planes * self.expansion
+            x = bn("downsample_bn")(conv(features, 1, self.stride, "downsample_conv")(x))
         return nn.relu(y + x)
 
 
-class Bottleneck(nn.Module):
+class BasicBlock(_Residual):
+    """Two 3x3 convs with an identity or 1x1-projection shortcut."""
+
+    expansion = 1
+
+    def branch(self, x: jnp.ndarray, bn: Callable[[str], nn.BatchNorm]) -> jnp.ndarray:
+        y = nn.relu(bn("bn1")(conv(self.planes, 3, self.stride, "conv1")(x)))
+        return bn("bn2")(conv(self.planes, 3, 1, "conv2")(y))
+
+
+class Bottleneck(_Residual):
     """1x1 reduce, 3x3 (strided), 1x1 expand (x4), with shortcut."""
 
-    planes: int
-    stride: int = 1
-    downsample: bool = False
     expansion = 4
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        bn = functools.partial(batch_norm, train)
+    def branch(self, x: jnp.ndarray, bn: Callable[[str], nn.BatchNorm]) -> jnp.ndarray:
         y = nn.relu(bn("bn1")(conv(self.planes, 1, 1, "conv1")(x)))
         y = nn.relu(bn("bn2")(conv(self.planes, 3, self.stride, "conv2")(y)))
-        y = bn("bn3")(conv(self.planes * 4, 1, 1, "conv3")(y))
-        if self.downsample:
-            x = bn("downsample_bn")(conv(self.planes * 4, 1, self.stride, "downsample_conv")(x))
-        return nn.relu(y + x)
+        return bn("bn3")(conv(self.planes * self.expansion, 1, 1, "conv3")(y))
 
 
 class ResNet(nn.Module):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jit_checks import assert_jit_matches_eager
 
 from fastxai_jax.explainers import gradients
 from fastxai_jax.explainers.registry import attribute, available_methods, method_cost
@@ -146,16 +146,11 @@ def test_random_map(linear, key):
 
 def test_jit_no_jit_and_single_trace(smooth):
     apply_fn, params, x, target = smooth
-    with jax.disable_jit():
-        eager = gradients.integrated_gradients(apply_fn, params, x, target, num_steps=8)
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def explain(p, xs, t):
+    def ig(p, xs, t):
         return gradients.integrated_gradients(apply_fn, p, xs, t, num_steps=8)
 
-    jitted = explain(params, x, target)
-    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-4, atol=1e-6)
+    explain, _ = assert_jit_matches_eager(ig, params, x, target, rtol=1e-4, atol=1e-6)
     explain(params, x * 0.5, target)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jit_checks import assert_jit_matches_eager
 
 from fastxai_jax.explainers import mfaba as mfaba_lib
 from fastxai_jax.explainers.registry import attribute, method_cost
@@ -74,9 +74,9 @@ def reference_mfaba(
     return attribution, steps
 
 
-@pytest.mark.parametrize("variant,num_steps", [("sharp", 30), ("smooth", 40)])
-def test_matches_per_sample_reference(tiny, variant, num_steps):
-    apply_fn, params, x, target = tiny
+def _batched_and_reference(apply_fn, params, x, target, variant, num_steps):
+    """The batched per-channel map and step counts, and :func:`reference_mfaba`'s
+    per sample: ``(got, steps, ref [B, H, W, C], ref_steps [B])``."""
     got, steps = mfaba_lib.mfaba(
         apply_fn,
         params,
@@ -92,12 +92,19 @@ def test_matches_per_sample_reference(tiny, variant, num_steps):
         reference_mfaba(apply_fn, params, x[i], int(target[i]), variant, num_steps, fns=fns)
         for i in range(x.shape[0])
     ]
-    ref_steps = np.array([s for _, s in refs])
+    return got, steps, np.stack([a for a, _ in refs]), np.array([s for _, s in refs])
+
+
+@pytest.mark.parametrize("variant,num_steps", [("sharp", 30), ("smooth", 40)])
+def test_matches_per_sample_reference(tiny, variant, num_steps):
+    apply_fn, params, x, target = tiny
+    got, steps, ref, ref_steps = _batched_and_reference(
+        apply_fn, params, x, target, variant, num_steps
+    )
     np.testing.assert_array_equal(np.asarray(steps), ref_steps)
     if variant == "sharp":
         # samples stop early, at different steps
         assert ref_steps.min() < num_steps and len(set(ref_steps.tolist())) >= 3, ref_steps
-    ref = np.stack([a for a, _ in refs])
     scale = np.abs(ref).max()
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-5 * scale)
     summed = mfaba_lib.mfaba(apply_fn, params, x, target, variant=variant, num_steps=num_steps)
@@ -121,26 +128,12 @@ def test_resnet18_fixture_matches_reference(fixtures_dir, variant, num_steps):
         variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
         x = jax.random.uniform(jax.random.key(4), (2, 224, 224, 3), jnp.float64)
         target = jnp.argmax(apply_fn(variables, x), axis=-1).astype(jnp.int32)
-        got, steps = mfaba_lib.mfaba(
-            apply_fn,
-            variables,
-            x,
-            target,
-            variant=variant,
-            num_steps=num_steps,
-            per_channel=True,
-            return_steps=True,
+        got, steps, ref, ref_steps = _batched_and_reference(
+            apply_fn, variables, x, target, variant, num_steps
         )
-        fns = _reference_fns(apply_fn, variables)
-        refs = [
-            reference_mfaba(apply_fn, variables, x[i], int(target[i]), variant, num_steps, fns=fns)
-            for i in range(2)
-        ]
-    ref_steps = [s for _, s in refs]
     np.testing.assert_array_equal(np.asarray(steps), ref_steps)
     if variant == "sharp":
-        assert sorted(ref_steps) == [1, 3], ref_steps  # one sample stops after one step
-    ref = np.stack([a for a, _ in refs])
+        assert sorted(ref_steps.tolist()) == [1, 3], ref_steps  # one sample stops after one step
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
 
 
@@ -199,17 +192,11 @@ def test_memory_flat_in_steps(tiny):
 def test_jit_matches_no_jit_and_traces_once(tiny):
     apply_fn, params, x, target = tiny
     x, target = x[:2], target[:2]
-    eager_out = None
-    with jax.disable_jit():
-        eager_out = mfaba_lib.mfaba(apply_fn, params, x, target, num_steps=8)
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def explain(p, xs, t):
+    def mfaba(p, xs, t):
         return mfaba_lib.mfaba(apply_fn, p, xs, t, num_steps=8)
 
-    jitted = explain(params, x, target)
-    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager_out), rtol=1e-4, atol=1e-7)
+    explain, jitted = assert_jit_matches_eager(mfaba, params, x, target, rtol=1e-4, atol=1e-7)
     x_new = jnp.clip(x + 0.05, 0, 1)
     again = explain(params, x_new, target)  # same shapes: no re-trace
     assert again.shape == (2, 16, 16)
