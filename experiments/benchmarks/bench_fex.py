@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -29,6 +30,9 @@ from fastxai_jax.explainers import rise  # noqa: E402
 from fastxai_jax.explainers.learned import fex, runs  # noqa: E402
 from fastxai_jax.models import build, make_apply_fn  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+from _bench_common import peak_bytes  # noqa: E402
+
 
 def _time(fn, *args, repeats: int) -> float:
     jax.block_until_ready(fn(*args))  # compile + warm up
@@ -38,16 +42,6 @@ def _time(fn, *args, repeats: int) -> float:
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def _peak_bytes(fn, *args) -> int | None:
-    try:
-        stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-    except Exception:  # not every backend reports it
-        return None
-    if stats is None:
-        return None
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
 def main() -> None:
@@ -109,7 +103,7 @@ def main() -> None:
         results[name] = {
             "seconds_per_image": seconds / args.num_images,
             "images_per_second": args.num_images / seconds,
-            "peak_bytes": _peak_bytes(fn, *fn_args),
+            "peak_bytes": peak_bytes(fn, *fn_args),
         }
         print(name, results[name], flush=True)
     rise_name = f"rise_{args.rise_masks}"

@@ -41,6 +41,7 @@ import functools
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -62,22 +63,15 @@ from fastxai_jax.train.checkpoint import Checkpointer  # noqa: E402
 from fastxai_jax.train.loop import fit  # noqa: E402
 from fastxai_jax.train.target import load_or_train_target  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+from _bench_common import peak_bytes  # noqa: E402
+
 
 def _timed(fn, *args):
     jax.block_until_ready(fn(*args))
     start = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     return out, time.perf_counter() - start
-
-
-def _peak_bytes(fn, *args) -> int | None:
-    try:
-        stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-    except Exception:  # not every backend reports it
-        return None
-    if stats is None:
-        return None
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
 def load_target(target_dir: str, steps: int | None = None):
@@ -177,7 +171,7 @@ def run_ltx(module, variables, apply_fn, train, test_x, args):
         "stage_a": (maps_a, train_s, explain_s, 0, history),
         # stage B per input: steps × (1 fwd + 1 bwd through the target) + steps × 10 POS
         "stage_b": (maps_b, train_s, finetune_s, steps + 10 * steps, history),
-        "peak_bytes": _peak_bytes(learned.explain, state.params, test_x),
+        "peak_bytes": peak_bytes(learned.explain, state.params, test_x),
         "snapshots": snapshots,
     }
 
@@ -253,7 +247,7 @@ def run_tve(module, variables, family, train, train_labels, test_x, args):
             accuracy = float(jnp.mean(target == jnp.asarray(head_labels)))
         out[name] = (maps, train_s, explain_s, 0, history, head_apply, target, accuracy,
                      oracle_maps)  # fmt: skip
-    out["peak_bytes"] = _peak_bytes(
+    out["peak_bytes"] = peak_bytes(
         lambda p, x: tve.predict_embeddings(config, p, x, tve_module), state.params, test_x
     )
     out["snapshots"] = snapshots  # of the target head's maps
@@ -279,7 +273,7 @@ def run_fastshap(module, apply_fn, variables, family, train, test_x, args):
         lambda p: learned.explain(p, test_x, target), args.snapshot_every,
     )  # fmt: skip
     maps, explain_s = _timed(lambda p, x: learned.explain(p, x, target), state.params, test_x)
-    peak = _peak_bytes(
+    peak = peak_bytes(
         lambda p, x: fastshap.player_values(config, p, x, fs_module), state.params, test_x
     )
     return maps, train_s, explain_s, 0, history, peak, snapshots
@@ -303,7 +297,7 @@ def run_dax(apply_fn, variables, test_x, target, args):
     single_s = (time.perf_counter() - start) / n_single
     config = dax.DaxConfig(**{k: v for k, v in options.items() if k != "patch_size"})
     labels = jnp.broadcast_to(dax.grid_segments((64, 64), 8)[0], (test_x.shape[0], 64, 64))
-    peak = _peak_bytes(
+    peak = peak_bytes(
         lambda x, t: dax._dax_batched(
             apply_fn, variables, x, t, jax.random.split(key, x.shape[0]), labels,
             jnp.ones((x.shape[0], 64)), config,

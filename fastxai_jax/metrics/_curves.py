@@ -26,6 +26,20 @@ DEFAULT_IMAGES_PER_FORWARD = 128
 # ----------------------------------------------------------------------------- validation
 
 
+def finite_float(values: Any, name: str) -> jax.Array:
+    """``values`` as a float array (ints become float32).
+
+    Raises ``ValueError`` naming ``name`` if a concrete array holds NaN or Inf
+    (a traced one is passed through unchecked).
+    """
+    values = jnp.asarray(values)
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        values = values.astype(jnp.float32)
+    if not isinstance(values, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(values))):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return values
+
+
 def check_attribution(attribution: Any, x: Any, granularity: str, per_channel: bool) -> jax.Array:
     """Checks a map's shape against ``x`` and its values; returns it as a float array.
 
@@ -43,13 +57,7 @@ def check_attribution(attribution: Any, x: Any, granularity: str, per_channel: b
         expected = f"{x_shape[:3]} (or {x_shape}, summed over channels)"
     if not ok:
         raise ValueError(f"attribution must have shape {expected}; got {shape}")
-    attribution = jnp.asarray(attribution)
-    if not jnp.issubdtype(attribution.dtype, jnp.floating):
-        attribution = attribution.astype(jnp.float32)
-    if not isinstance(attribution, jax.core.Tracer) and not bool(
-        jnp.all(jnp.isfinite(attribution))
-    ):
-        raise ValueError("attribution contains NaN or Inf values")
+    attribution = finite_float(attribution, "attribution")
     if attribution.ndim == 4 and not per_channel:
         attribution = jnp.sum(attribution, axis=-1)
     return attribution

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.metrics._curves import finite_float
 from fastxai_jax.models import maps
 
 
@@ -55,14 +56,7 @@ def _check_map(attribution: Any, name: str = "attribution") -> jax.Array:
         raise ValueError(f"{name} must have shape [B, H, W]; got {shape}")
     if shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {shape})")
-    attribution = jnp.asarray(attribution)
-    if not jnp.issubdtype(attribution.dtype, jnp.floating):
-        attribution = attribution.astype(jnp.float32)
-    if not isinstance(attribution, jax.core.Tracer) and not bool(
-        jnp.all(jnp.isfinite(attribution))
-    ):
-        raise ValueError(f"{name} contains NaN or Inf values")
-    return attribution
+    return finite_float(attribution, name)
 
 
 def _check_ground_truth(ground_truth: Any, attribution: jax.Array) -> jax.Array:

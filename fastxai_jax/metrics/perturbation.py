@@ -173,12 +173,13 @@ def insertion_deletion(
     }
 
 
-def _single(mode: str, substrate: Any, **kwargs: Any) -> CurveResult:
-    apply_fn, params, x, attribution, target = (
-        kwargs.pop(k) for k in ("apply_fn", "params", "x", "attribution", "target")
-    )
+def _single(mode: str, *, substrate: Any, **options: Any) -> CurveResult:
+    """One insertion or deletion curve; ``options`` are :func:`insertion`'s arguments."""
+    names = ("apply_fn", "params", "x", "attribution", "target")
+    apply_fn, params, x, attribution, target = (options.pop(name) for name in names)
+    plans = ((mode, substrate, False),)
     scores, counts, num_features = _curves.run_curves(
-        apply_fn, params, x, attribution, target, ((mode, substrate, False),), **kwargs
+        apply_fn, params, x, attribution, target, plans, **options
     )
     return CurveResult(
         scores[0], normalised_auc(scores[0]), np.asarray(counts, np.float64) / num_features
@@ -208,25 +209,7 @@ def insertion(
 
     Options as :func:`insertion_deletion`; returns a :class:`CurveResult` (higher AUC is better).
     """
-    return _single(
-        "insertion",
-        substrate,
-        apply_fn=apply_fn,
-        params=params,
-        x=x,
-        attribution=attribution,
-        target=target,
-        granularity=granularity,
-        patch_size=patch_size,
-        num_steps=num_steps,
-        step_size=step_size,
-        normalisation=normalisation,
-        score=score,
-        per_channel=per_channel,
-        tie_break=tie_break,
-        key=key,
-        chunk_size=chunk_size,
-    )
+    return _single("insertion", **locals())  # locals(): exactly the arguments above
 
 
 def deletion(
@@ -252,25 +235,7 @@ def deletion(
 
     Options as :func:`insertion_deletion`; returns a :class:`CurveResult` (lower AUC is better).
     """
-    return _single(
-        "deletion",
-        substrate,
-        apply_fn=apply_fn,
-        params=params,
-        x=x,
-        attribution=attribution,
-        target=target,
-        granularity=granularity,
-        patch_size=patch_size,
-        num_steps=num_steps,
-        step_size=step_size,
-        normalisation=normalisation,
-        score=score,
-        per_channel=per_channel,
-        tie_break=tie_break,
-        key=key,
-        chunk_size=chunk_size,
-    )
+    return _single("deletion", **locals())  # locals(): exactly the arguments above
 
 
 def pos_neg_perturbation(

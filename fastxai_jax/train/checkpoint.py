@@ -303,6 +303,20 @@ class Checkpointer:
           ValueError: the checkpoint is corrupt, or its keys or leaf shapes differ
             from ``template`` (naming the first mismatching key).
         """
+        nested, config, where = self._restore_verified(step)
+        return _from_nested(nested, template, str(where / _STATE)), config
+
+    def restore_raw(self, step: int | None = None) -> tuple[dict[str, Any], Any]:
+        """Restores ``(nested dict of arrays, config)`` without a template."""
+        nested, config, _ = self._restore_verified(step)
+        return nested, config
+
+    def _restore_verified(self, step: int | None) -> tuple[dict[str, Any], Any, pathlib.Path]:
+        """Reads step ``step`` (default: latest) and checks its digests.
+
+        Returns ``(nested dict of arrays, config, the step's directory)``; raises
+        ``ValueError`` on a corrupt or unreadable checkpoint.
+        """
         step, manager = self._resolve(step)
         where = self.directory / str(step)
         try:
@@ -314,31 +328,11 @@ class Checkpointer:
             )
         except Exception as err:  # orbax raises many kinds on damaged files
             raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
-        nested = restored[_STATE]
+        nested, stored = restored[_STATE], restored[_CONFIG] or {}
         if not isinstance(nested, dict):
             raise ValueError(f"checkpoint file {where / _STATE} is corrupt: no state tree")
-        _verify(nested, (restored[_CONFIG] or {}).get(_DIGESTS), where / _STATE)
-        state = _from_nested(nested, template, str(where / _STATE))
-        config = (restored[_CONFIG] or {}).get("config")
-        return state, config
-
-    def restore_raw(self, step: int | None = None) -> tuple[dict[str, Any], Any]:
-        """Restores ``(nested dict of arrays, config)`` without a template."""
-        step, manager = self._resolve(step)
-        where = self.directory / str(step)
-        try:
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    **{_STATE: ocp.args.StandardRestore(), _CONFIG: ocp.args.JsonRestore()}
-                ),
-            )
-        except Exception as err:
-            raise ValueError(f"checkpoint file {where} is corrupt or unreadable: {err}") from err
-        if not isinstance(restored[_STATE], dict):
-            raise ValueError(f"checkpoint file {where / _STATE} is corrupt: no state tree")
-        _verify(restored[_STATE], (restored[_CONFIG] or {}).get(_DIGESTS), where / _STATE)
-        return restored[_STATE], (restored[_CONFIG] or {}).get("config")
+        _verify(nested, stored.get(_DIGESTS), where / _STATE)
+        return nested, stored.get("config"), where
 
     def close(self) -> None:
         """Waits for pending saves and releases the orbax manager."""

@@ -41,17 +41,15 @@ def _make_update(optimizer, noise_scale=0.01):
     return update
 
 
+def _fit(optimizer, update, num_steps, key, batch_fn=_batch_fn, **options):
+    """``fit`` from a fresh :func:`_init` state, without a progress bar."""
+    state = _init(optimizer)
+    return fit(state, update, batch_fn, num_steps=num_steps, key=key, progress=False, **options)
+
+
 def test_fit_learns_and_counts_steps(key, tmp_path):
     opt = make_optimizer("adam", 0.05)
-    state, history = fit(
-        _init(opt),
-        _make_update(opt),
-        _batch_fn,
-        num_steps=60,
-        key=key,
-        progress=False,
-        log_path=tmp_path / "log.jsonl",
-    )
+    state, history = _fit(opt, _make_update(opt), 60, key, log_path=tmp_path / "log.jsonl")
     assert int(state.step) == 60
     assert float(state.extra["noise"]) == 60.0
     assert [h["step"] for h in history] == list(range(60))
@@ -72,32 +70,14 @@ def test_caller_state_not_donated(key):
 def test_resume_equals_uninterrupted(key, tmp_path):
     opt = make_optimizer("adam", 0.02, warmup_frac=0.1, total_steps=20)
     update = _make_update(opt)
-    full, full_hist = fit(_init(opt), update, _batch_fn, num_steps=20, key=key, progress=False)
+    full, full_hist = _fit(opt, update, 20, key)
     ckpt = tmp_path / "ckpt"
     config = {"lr": 0.02}
-    half, _ = fit(
-        _init(opt),
-        update,
-        _batch_fn,
-        num_steps=10,
-        key=key,
-        progress=False,
-        checkpoint_dir=ckpt,
-        checkpoint_every=4,
-        config=config,
-    )
+    half, _ = _fit(opt, update, 10, key, checkpoint_dir=ckpt, checkpoint_every=4, config=config)
     assert int(half.step) == 10
     # A fresh call (as after a crash) resumes from step 10 on its own.
-    resumed, hist = fit(
-        _init(opt),
-        update,
-        _batch_fn,
-        num_steps=20,
-        key=key,
-        progress=False,
-        checkpoint_dir=ckpt,
-        checkpoint_every=4,
-        config=config,
+    resumed, hist = _fit(
+        opt, update, 20, key, checkpoint_dir=ckpt, checkpoint_every=4, config=config
     )
     assert [h["step"] for h in hist] == list(range(10, 20))
     assert int(resumed.step) == 20
@@ -105,27 +85,16 @@ def test_resume_equals_uninterrupted(key, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     np.testing.assert_allclose(hist[-1]["loss"], full_hist[-1]["loss"], rtol=1e-6)
     with pytest.raises(ValueError, match="differs from config"):
-        fit(
-            _init(opt),
-            update,
-            _batch_fn,
-            num_steps=20,
-            key=key,
-            progress=False,
-            checkpoint_dir=ckpt,
-            config={"lr": 0.5},
-        )
+        _fit(opt, update, 20, key, checkpoint_dir=ckpt, config={"lr": 0.5})
 
 
 def test_data_parallel_matches_single_device(key):
     assert jax.device_count() >= 8
     opt = make_optimizer("sgd", 0.05, momentum=0.9)
     update = _make_update(opt)
-    single, hist1 = fit(_init(opt), update, _batch_fn, num_steps=15, key=key, progress=False)
+    single, hist1 = _fit(opt, update, 15, key)
     mesh = data_mesh(8)
-    sharded, hist8 = fit(
-        _init(opt), update, _batch_fn, num_steps=15, key=key, progress=False, mesh=mesh
-    )
+    sharded, hist8 = _fit(opt, update, 15, key, mesh=mesh)
     np.testing.assert_allclose(
         [h["loss"] for h in hist8], [h["loss"] for h in hist1], rtol=1e-5, atol=1e-6
     )
@@ -144,16 +113,7 @@ def test_nan_loss_raises_and_params_stay_finite(key, tmp_path):
         return new_state, {"loss": metrics["loss"] + poison}
 
     with pytest.raises(FloatingPointError, match="step 3") as info:
-        fit(
-            _init(opt),
-            update,
-            _batch_fn,
-            num_steps=10,
-            key=key,
-            progress=False,
-            checkpoint_dir=tmp_path / "c",
-            checkpoint_every=2,
-        )
+        _fit(opt, update, 10, key, checkpoint_dir=tmp_path / "c", checkpoint_every=2)
     kept = info.value.state
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(kept.params))
     assert int(kept.step) == 3
@@ -194,7 +154,7 @@ def test_make_optimizer_schedules():
 def test_keyboard_interrupt_saves_and_resumes(key, tmp_path):
     opt = make_optimizer("adam", 0.02)
     update = _make_update(opt)
-    full, _ = fit(_init(opt), update, _batch_fn, num_steps=12, key=key, progress=False)
+    full, _ = _fit(opt, update, 12, key)
 
     def interrupted_batch_fn(step):
         if step == 7:
@@ -203,29 +163,19 @@ def test_keyboard_interrupt_saves_and_resumes(key, tmp_path):
 
     ckpt = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        fit(
-            _init(opt),
+        _fit(
+            opt,
             update,
-            interrupted_batch_fn,
-            num_steps=12,
-            key=key,
-            progress=False,
+            12,
+            key,
+            batch_fn=interrupted_batch_fn,
             checkpoint_dir=ckpt,
             checkpoint_every=5,
         )
     from fastxai_jax.train.checkpoint import Checkpointer
 
     assert Checkpointer(ckpt).all_steps() == [5, 7]
-    resumed, hist = fit(
-        _init(opt),
-        update,
-        _batch_fn,
-        num_steps=12,
-        key=key,
-        progress=False,
-        checkpoint_dir=ckpt,
-        checkpoint_every=5,
-    )
+    resumed, hist = _fit(opt, update, 12, key, checkpoint_dir=ckpt, checkpoint_every=5)
     assert hist[0]["step"] == 7
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
@@ -249,5 +199,5 @@ def test_resume_after_records_past_the_checkpoint_logs_each_step_once(key, tmp_p
     assert records[:2] == first[:2]
     times = [r["time"] for r in records]
     assert times == sorted(times) and times[2] > first[1]["time"]  # one clock for the run
-    full, _ = fit(_init(opt), update, _batch_fn, num_steps=6, key=key, progress=False)
+    full, _ = _fit(opt, update, 6, key)
     np.testing.assert_array_equal(np.asarray(state.params["w"]), np.asarray(full.params["w"]))

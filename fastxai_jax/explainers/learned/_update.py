@@ -17,18 +17,9 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import LearnedExplainer, LossFn, Params
-from fastxai_jax.train.loop import TrainState, init_state
+from fastxai_jax.train.loop import TrainState, _all_finite, init_state
 
 __all__ = ["freeze", "init_train_state", "make_trainer", "make_update", "optimizer_for"]
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(leaf))
-        for leaf in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def make_update(
