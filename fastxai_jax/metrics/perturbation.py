@@ -147,43 +147,32 @@ def insertion_deletion(
       ``{"insertion": CurveResult, "deletion": CurveResult}``. Higher insertion
       AUC and lower deletion AUC are better.
     """
-    plans = (("insertion", insertion_substrate, False), ("deletion", deletion_substrate, False))
+    options = dict(locals())  # exactly the arguments above
+    modes = ("insertion", "deletion")
+    plans = tuple((mode, options.pop(f"{mode}_substrate"), False) for mode in modes)
+    return _rise_curves(plans, **options)
+
+
+def _rise_curves(plans: tuple, **options: Any) -> dict[str, CurveResult]:
+    """Curves of ``plans`` keyed by their mode, with RISE's normalised AUC.
+
+    ``options`` are :func:`insertion_deletion`'s arguments but the substrates.
+    """
+    names = ("apply_fn", "params", "x", "attribution", "target")
+    apply_fn, params, x, attribution, target = (options.pop(name) for name in names)
     scores, counts, num_features = _curves.run_curves(
-        apply_fn,
-        params,
-        x,
-        attribution,
-        target,
-        plans,
-        granularity=granularity,
-        patch_size=patch_size,
-        num_steps=num_steps,
-        step_size=step_size,
-        score=score,
-        tie_break=tie_break,
-        key=key,
-        chunk_size=chunk_size,
-        normalisation=normalisation,
-        per_channel=per_channel,
+        apply_fn, params, x, attribution, target, plans, **options
     )
     fractions = np.asarray(counts, np.float64) / num_features
     return {
-        name: CurveResult(scores[i], normalised_auc(scores[i]), fractions)
-        for i, name in enumerate(("insertion", "deletion"))
+        mode: CurveResult(scores[i], normalised_auc(scores[i]), fractions)
+        for i, (mode, _, _) in enumerate(plans)
     }
 
 
 def _single(mode: str, *, substrate: Any, **options: Any) -> CurveResult:
     """One insertion or deletion curve; ``options`` are :func:`insertion`'s arguments."""
-    names = ("apply_fn", "params", "x", "attribution", "target")
-    apply_fn, params, x, attribution, target = (options.pop(name) for name in names)
-    plans = ((mode, substrate, False),)
-    scores, counts, num_features = _curves.run_curves(
-        apply_fn, params, x, attribution, target, plans, **options
-    )
-    return CurveResult(
-        scores[0], normalised_auc(scores[0]), np.asarray(counts, np.float64) / num_features
-    )
+    return _rise_curves(((mode, substrate, False),), **options)[mode]
 
 
 def insertion(
