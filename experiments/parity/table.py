@@ -3,7 +3,10 @@
 Runs fastxai_jax (float64) on the committed references in
 ``tests/fixtures/parity/`` (made by ``make_references.py`` from the MFABA
 authors' code and torch autograd) and prints, per method and option set,
-``max |ours − reference| / max |reference|``. With ``--resnet18 PATH`` (the
+``max |ours − reference| / max |reference|``; then the DAX, FEX, LTX and TVE
+rows (float32) from the ``parity_rows()`` of their tests in ``tests/parity/``
+(references made by ``dax_refs.py``, ``fex_refs.py``, ``ltx_refs.py`` and
+``tve_refs.py`` from the authors' code). With ``--resnet18 PATH`` (the
 shared ``torchvision_resnet18.safetensors``) it adds the 224² astronaut rows:
 our float32 / float64 saliency against torch autograd in the same precision,
 and torch float32 against torch float64.
@@ -173,6 +176,26 @@ def resnet18_rows(path):
     )
 
 
+# The learned and per-input methods whose parity tests carry a ``parity_rows()``
+# table (component -> max relative difference to the authors' code, float32).
+LEARNED_TABLES = (("DAX", "test_dax_parity"), ("FEX", "test_fex_parity"),
+                  ("LTX", "test_ltx_parity"), ("TVE", "test_tve_parity"))  # fmt: skip
+
+
+def learned_rows():
+    """``(method, component, reference, difference)`` from each parity test module."""
+    import importlib
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+    for method, module_name in LEARNED_TABLES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        for component, diff in module.parity_rows().items():
+            yield method, component, "authors", float(diff)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resnet18", type=pathlib.Path, default=None)
@@ -183,6 +206,7 @@ def main(argv=None) -> None:
         table = list(rows())
         if args.resnet18 is not None:
             table += list(resnet18_rows(args.resnet18))
+    table += list(learned_rows())
     for method, component, ref, diff in table:
         print(f"| {method} | {component} | {ref} | {diff:.1e} |")
 
