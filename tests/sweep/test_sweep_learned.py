@@ -25,17 +25,30 @@ def _target(images):
     return zoo.make_apply_fn(module, family), variables
 
 
+CONFIG = fex.FexConfig(
+    num_classes=8, image_size=SIZE, patch_size=8, hidden_size=16, depth=1, num_heads=2,
+    mlp_dim=32, num_masks=2, explainer_family="half", target_family="half",
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def fex_run(tmp_path_factory):
+    """A tiny FEX at its seeded init, saved with runs.save (no training: fast)."""
+    images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])
+    apply_fn, variables = _target(images)
+    workdir = tmp_path_factory.mktemp("fex")
+    params = fex.init_params(CONFIG, jax.random.key(0))
+    runs.save(workdir, runs.Trained("fex", fex.make(CONFIG, None, None), params, 8))
+    return workdir, images, apply_fn, variables
+
+
+@pytest.fixture(scope="module")
+def fex_trained(tmp_path_factory):
     """A tiny FEX trained by runs.fit for 3 steps against the tiny sweep's small CNN."""
     images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])
     apply_fn, variables = _target(images)
-    config = fex.FexConfig(
-        num_classes=8, image_size=SIZE, patch_size=8, hidden_size=16, depth=1, num_heads=2,
-        mlp_dim=32, num_masks=2, explainer_family="half", target_family="half",
-    )  # fmt: skip
-    learned = fex.make(config, apply_fn, variables)
-    workdir = tmp_path_factory.mktemp("fex")
+    learned = fex.make(CONFIG, apply_fn, variables)
+    workdir = tmp_path_factory.mktemp("fex_trained")
     runs.fit(
         "fex", learned, optax.adam(1e-2), lambda step: {"images": images[:4]},
         sample_batch={"images": images[:4]}, num_steps=3, key=jax.random.key(0),
@@ -70,8 +83,9 @@ def test_fex_step_sharded_equals_single_device_and_compiles_once(fex_run):
     assert np.asarray(single).std() > 0 and np.abs(single[0] - single[1]).max() > 0
 
 
-def test_sweep_runs_fex_and_matches_library_calls(fex_run, tmp_path):
-    workdir, _, _, _ = fex_run
+@pytest.mark.slow  # ~60 s on 2 shared cores: runs.fit compiles FEX's update, then the sweep
+def test_sweep_runs_fex_and_matches_library_calls(fex_trained, tmp_path):
+    workdir, _, _, _ = fex_trained
     methods = [{"name": "saliency"}, {"name": "fex", "explainer": str(workdir)}]
     config = tiny_config(tmp_path / "out", methods=methods)
     config["data"] = {**config["data"], "num_images": 8}
