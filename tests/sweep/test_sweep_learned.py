@@ -123,3 +123,36 @@ def test_wrong_explainer_is_refused_before_compute(fex_run, tmp_path):
         assert not (tmp_path / f"out{i}").exists()
     with pytest.raises(ValueError, match=r"methods\[0\].explainer: learned method 'fex' needs"):
         fx.sweep.validate_config(tiny_config(tmp_path / "x", methods=[{"name": "fex"}]))
+
+
+@pytest.mark.slow  # ~25 s wall (+10 s fixture): three sweep processes compile FEX explain
+def test_two_processes_with_fex_equal_one_process(fex_run, tmp_path):
+    """2 processes × 2 devices load the explainer and give 1 process × 4 devices' table."""
+    import socket
+
+    from _sweep_helpers import cli, finish, launch, write_config
+
+    workdir = fex_run[0]
+    methods = [{"name": "fex", "explainer": str(workdir)}]
+    paths = {n: write_config(tmp_path / f"{n}.py", tiny_config(tmp_path / n, methods=methods))
+             for n in ("one", "two")}  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        address = f"localhost:{sock.getsockname()[1]}"
+    distributed = ("--coordinator", address, "--num-processes", "2", "--process-id")
+    procs = [launch(cli(paths["two"], *distributed, str(i)), 2) for i in range(2)]
+    procs.append(launch(cli(paths["one"]), 4))
+    try:
+        for proc in procs:
+            finish(proc)
+    finally:
+        for proc in procs:
+            proc.kill()
+    merged = (tmp_path / "two" / "results.csv").read_text()
+    assert merged == (tmp_path / "one" / "results.csv").read_text()
+    assert len(merged.splitlines()) == 1 + 10
+    for shard in (0, 1):
+        np.testing.assert_array_equal(
+            fx.sweep.store.read_shard_attributions(tmp_path / "two", "cnn", "fex", shard),
+            fx.sweep.store.read_shard_attributions(tmp_path / "one", "cnn", "fex", shard),
+        )
