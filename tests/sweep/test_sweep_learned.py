@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 import fastxai_jax as fx
 from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
-from fastxai_jax.explainers.learned import fex, runs
+from fastxai_jax.explainers.learned import fastshap, fex, runs
 from fastxai_jax.models import zoo
 from fastxai_jax.sweep.step import make_step, method_key
 
@@ -57,20 +57,19 @@ def fex_trained(tmp_path_factory):
     return workdir, images, apply_fn, variables
 
 
-def test_fex_step_sharded_equals_single_device_and_compiles_once(fex_run):
-    workdir, images, apply_fn, variables = fex_run
-    trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables, method="fex")
+def _sharded_equals_single_device(method, workdir, images, apply_fn, variables):
+    trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables, method=method)
     labels, index = jnp.zeros(8, jnp.int32), jnp.arange(8, dtype=jnp.int32)
     metrics = [("insertion_deletion", {"step_size": 48})]
     outputs = {}
     for devices in (1, 8):
         mesh = Mesh(np.asarray(jax.devices()[:devices]), ("data",))
-        step = make_step(apply_fn, "fex", {}, metrics, mesh, explainer=trained.explainer)
+        step = make_step(apply_fn, method, {}, metrics, mesh, explainer=trained.explainer)
         params = (variables, trained.params)
-        outputs[devices] = step(params, images, labels, index, method_key(0, "fex"))
+        outputs[devices] = step(params, images, labels, index, method_key(0, method))
         # Other explainer weights: same compiled program (params are traced, not static).
         other = jax.tree.map(lambda p: p * 0.5, trained.params)
-        step((variables, other), images, labels, index, method_key(0, "fex"))
+        step((variables, other), images, labels, index, method_key(0, method))
         assert step._cache_size() == 1
     (single, single_cols), (sharded, sharded_cols) = outputs[1], outputs[8]
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5, rtol=1e-5)
@@ -81,6 +80,22 @@ def test_fex_step_sharded_equals_single_device_and_compiles_once(fex_run):
     direct = trained.explain(images, target)  # the map of the class ŷ the step chose
     np.testing.assert_allclose(np.asarray(single), np.asarray(direct), atol=1e-5, rtol=1e-5)
     assert np.asarray(single).std() > 0 and np.abs(single[0] - single[1]).max() > 0
+
+
+def test_fex_step_sharded_equals_single_device_and_compiles_once(fex_run):
+    _sharded_equals_single_device("fex", *fex_run)
+
+
+def test_fastshap_step_sharded_equals_single_device(fex_run, tmp_path):
+    _, images, apply_fn, variables = fex_run
+    config = fastshap.FastShapConfig(
+        num_classes=8, image_size=SIZE, patch_size=8, hidden_size=16, depth=1, num_heads=2,
+        mlp_dim=32, num_samples=4, explainer_family="half", target_family="half",
+    )  # fmt: skip
+    learned = fastshap.make(config, apply_fn, variables)
+    params = learned.init_params(jax.random.key(0), {"images": images[:2]})
+    runs.save(tmp_path / "fastshap", runs.Trained("fastshap", learned, params, 8))
+    _sharded_equals_single_device("fastshap", tmp_path / "fastshap", images, apply_fn, variables)
 
 
 @pytest.mark.slow  # ~60 s on 2 shared cores: runs.fit compiles FEX's update, then the sweep
