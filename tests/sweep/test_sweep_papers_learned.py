@@ -55,7 +55,7 @@ def _run(method, tmp_path):
     return config, fx.sweep.run(config, progress=False)["table"], workdir
 
 
-@pytest.mark.slow  # ~30 s: trains a tiny LTX, then the smoke sweep (3 methods)
+@pytest.mark.slow  # ~105 s on 2 shared cores: trains a tiny LTX, then the smoke sweep (3 methods)
 def test_ltx_smoke_with_learned_ltx_equals_library_calls(tmp_path):
     config, table, workdir = _run("ltx", tmp_path)
     bench = make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)
@@ -75,7 +75,7 @@ def test_ltx_smoke_with_learned_ltx_equals_library_calls(tmp_path):
     assert np.asarray(maps).std() > 0
 
 
-@pytest.mark.slow  # ~30 s: trains a tiny TVE, then the smoke sweep on two heads
+@pytest.mark.slow  # ~95 s on 2 shared cores: trains a tiny TVE, then the smoke sweep on two heads
 def test_tve_smoke_with_learned_tve_on_two_heads(tmp_path):
     config, table, workdir = _run("tve", tmp_path)
     images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])

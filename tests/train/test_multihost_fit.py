@@ -105,7 +105,28 @@ def _params(workdir):
     return jax.tree_util.tree_flatten_with_path(params)[0]
 
 
-@pytest.mark.slow  # ~2-3 min wall on 2 shared cores: five worker processes compile FEX
+def test_place_batch_on_one_process():
+    """One process: the process-local batch is the global one; bad batches are refused."""
+    import jax
+
+    from fastxai_jax.train.sharding import data_mesh, place_batch
+
+    mesh = data_mesh(8)
+    batch = {"x": np.arange(16.0).reshape(8, 2), "y": np.arange(8)}
+    for local in (False, True):
+        placed = place_batch(batch, mesh, process_local=local)
+        np.testing.assert_array_equal(np.asarray(placed["x"]), batch["x"])
+        assert len(placed["x"].sharding.device_set) == 8 and placed["y"].shape == (8,)
+    with pytest.raises(ValueError, match="different batch sizes"):
+        place_batch({"x": np.zeros((8, 2)), "y": np.zeros(4)}, mesh)
+    with pytest.raises(ValueError, match="not divisible by this process's 8 devices"):
+        place_batch({"x": np.zeros((4, 2))}, mesh, process_local=True)
+    with pytest.raises(ValueError, match="scalar"):
+        place_batch({"x": np.float32(1.0)}, mesh)
+    assert jax.process_count() == 1
+
+
+@pytest.mark.slow  # ~4.5 min wall on 2 shared cores: seven worker processes compile FEX
 def test_two_processes_fit_equals_one_process_and_resumes(tmp_path):
     reference = _launch(tmp_path / "one", 4, 4)
     fresh = _two_processes(tmp_path / "two", 4)
