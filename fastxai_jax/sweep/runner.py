@@ -12,6 +12,7 @@ the shard's done marker (with every part's checksum) and the merged table.
 from __future__ import annotations
 
 import os
+import pathlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,11 +20,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from fastxai_jax.explainers.registry import is_learned
 from fastxai_jax.sweep import store
 from fastxai_jax.sweep.config import config_hash, load_config, validate_config
 from fastxai_jax.sweep.merge import merge
 from fastxai_jax.sweep.sources import load_model, num_shards, open_source, shard_indices
-from fastxai_jax.sweep.step import MASK_METRICS, lookup_method, make_step, method_key
+from fastxai_jax.sweep.step import MASK_METRICS, make_step, method_key
 from fastxai_jax.train.sharding import global_batch, global_mesh, process_rows, replicate
 
 __all__ = ["run", "initialize_distributed"]
@@ -99,14 +101,39 @@ def _check_before_compute(config, source) -> None:
                 "use the groundtruth benchmark or a tfds detection split (VOC)"
             )
     for i, method in enumerate(config["methods"]):
-        try:
-            lookup_method(method["name"])
-        except ValueError as err:
-            raise ValueError(
-                f"sweep config field methods[{i}].name: learned method {method['name']!r} "
-                f"(explainer {method.get('explainer')!r}) is not served by the method table "
-                f"yet: {err}"
-            ) from err
+        if is_learned(method["name"]):
+            where = pathlib.Path(method["explainer"]) / "explainer"
+            if not where.exists():
+                raise ValueError(
+                    f"sweep config field methods[{i}].explainer: no trained explainer in "
+                    f"{where} (train one with runs.fit or `fastxai train-explainer`)"
+                )
+
+
+def _load_learned(config, sample) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """``{model label: (apply_fn, variables, {method label: Trained})}`` for every
+    model a learned method explains; refuses, naming the field, an explainer of
+    another method or one built for another class count (before any compute)."""
+    from fastxai_jax.explainers.learned import runs
+
+    learned = [(i, m) for i, m in enumerate(config["methods"]) if is_learned(m["name"])]
+    loaded = {}
+    for model in config["models"] if learned else ():
+        apply_fn, variables, module = load_model(model, sample, with_module=True)
+        trained = {}
+        for i, method in learned:
+            try:
+                trained[method["label"]] = runs.load(
+                    method["explainer"], apply_fn=apply_fn, target_params=variables,
+                    module=module, method=method["name"],
+                )  # fmt: skip
+            except (ValueError, FileNotFoundError) as err:
+                raise ValueError(
+                    f"sweep config field methods[{i}].explainer: {method['explainer']} does not "
+                    f"serve {method['name']!r} on model {model['label']!r}: {err}"
+                ) from err
+        loaded[model["label"]] = (apply_fn, variables, trained)
+    return loaded
 
 
 def _todo(config, total: int) -> dict[tuple[str, str], list[int]]:
@@ -163,6 +190,8 @@ def run(
         )
     source = open_source(config["data"])
     _check_before_compute(config, source)
+    sample = source.read(np.zeros(1, np.int64))[0]
+    learned = _load_learned(config, sample)
     digest = config_hash(config)
     leader = jax.process_index() == 0
     store.claim_output_dir(config["output_dir"], config, digest, source.num_images, write=False)
@@ -171,7 +200,6 @@ def run(
     total = num_shards(source.num_images, shard_size)
     todo = _todo(config, total)
     start, stop = process_rows(shard_size, mesh)
-    sample = source.read(np.zeros(1, np.int64))[0]
     metrics = [(m["name"], m["options"]) for m in config["metrics"]]
     use_masks = any(name in MASK_METRICS for name, _ in metrics)
     num_todo = sum(
@@ -187,15 +215,23 @@ def run(
     for model in config["models"]:
         if not any(todo[(model["label"], k["label"])] for k in config["methods"]):
             continue
-        apply_fn, variables = load_model(model, sample)
-        params = replicate(variables, mesh)
+        if model["label"] in learned:
+            apply_fn, variables, trained = learned.pop(model["label"])
+        else:
+            (apply_fn, variables), trained = load_model(model, sample), {}
+        target_params = replicate(variables, mesh)
         for method in config["methods"]:
             shards = todo[(model["label"], method["label"])]
             if not shards:
                 continue
+            explainer = trained.get(method["label"])
+            params = target_params
+            if explainer is not None:  # explainer params travel replicated, not as statics
+                params = (target_params, replicate(explainer.params, mesh))
             step = make_step(
                 apply_fn, method["name"], method["options"], metrics, mesh,
                 target_mode=config["target"],
+                explainer=None if explainer is None else explainer.explainer,
             )  # fmt: skip
             key = method_key(config["seed"], method["label"])
             for shard in shards:

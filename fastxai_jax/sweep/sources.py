@@ -206,12 +206,16 @@ def open_source(data: Mapping[str, Any]) -> ImageSource:
     return readers[data["source"]](data)
 
 
-def load_model(model: Mapping[str, Any], sample: np.ndarray) -> tuple[Any, Any]:
+def load_model(
+    model: Mapping[str, Any], sample: np.ndarray, *, with_module: bool = False
+) -> tuple[Any, ...]:
     """``(apply_fn, variables)`` for one ``config["models"]`` entry.
 
     Args:
       model: ``{"name", "weights", "num_classes", "options"}`` (see config.py).
       sample: ``[1, S, S, 3]`` an input of the sweep's size (for random init).
+      with_module: also return the Flax module (``(apply_fn, variables,
+        module)``), which learned explainers built on the target need.
     """
     from fastxai_jax.models import zoo
 
@@ -236,7 +240,8 @@ def load_model(model: Mapping[str, Any], sample: np.ndarray) -> tuple[Any, Any]:
             raise FileNotFoundError(f"model weights {weights} do not exist")
         module, variables = zoo.load_pretrained(model["name"], weights, **model["options"])
         family = zoo.MODEL_ZOO[model["name"]].family
-    return zoo.make_apply_fn(module, family), variables
+    apply_fn = zoo.make_apply_fn(module, family)
+    return (apply_fn, variables, module) if with_module else (apply_fn, variables)
 
 
 def shard_indices(num_images: int, shard_size: int, shard: int) -> tuple[np.ndarray, int]:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fastxai_jax.core import ApplyFn
+from fastxai_jax.core import ApplyFn, LearnedExplainer
 from fastxai_jax.train.sharding import DATA_AXIS
 
 __all__ = [
@@ -33,15 +33,22 @@ __all__ = [
 ]
 
 
-def lookup_method(name: str) -> Callable[..., Any]:
-    """The per-input method ``fn(apply_fn, params, x, target, *, key, **options)``.
+def lookup_method(name: str) -> Any:
+    """The table entry of ``name``: a per-input method's
+    ``fn(apply_fn, params, x, target, *, key, **options)``, or a learned
+    method's :class:`~fastxai_jax.explainers.registry.LearnedSpec`.
 
-    The one place where the sweep reads the method table: point it at the
-    merged registry (learned methods included) when that lands.
+    The one place where the sweep reads the method table
+    (:mod:`fastxai_jax.explainers.registry`).
+
+    Raises:
+      ValueError: an unknown name.
     """
-    from fastxai_jax.explainers.registry import get_method
+    from fastxai_jax.explainers import registry
 
-    return get_method(name).fn
+    if registry.is_learned(name):
+        return registry.get_learned(name)
+    return registry.get_method(name).fn
 
 
 def _insertion_deletion(apply_fn, params, x, attribution, target, **options):
@@ -158,17 +165,25 @@ def make_step(
     mesh: Mesh,
     *,
     target_mode: str = "predicted",
+    explainer: LearnedExplainer | None = None,
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """Builds ``step(params, images, labels, index, key[, masks]) -> (attribution, columns)``.
+
+    For a learned method, ``params`` is the pair ``(target params, explainer
+    params)`` (both replicated, so one compile serves any trained weights);
+    the explainer's ``explain`` runs on the whole batch with the step's target
+    (``None`` for a method that does not condition on a class, LTX).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
       method: a method name (see :func:`lookup_method`).
-      method_options: the method's options (static).
+      method_options: the method's options (static; none for a learned method).
       metrics: ``[(metric name, options)]`` (see :func:`lookup_metric`).
       mesh: a mesh with a ``"data"`` axis; the global batch must be divisible
         by its size.
       target_mode: ``"predicted"`` (ŷ = argmax f(x)) or ``"label"``.
+      explainer: the :class:`~fastxai_jax.core.LearnedExplainer` of a learned
+        ``method`` (``runs.load(...).explainer``); ``None`` for per-input ones.
 
     Returns:
       A jitted step over ``images [B, H, W, C]``, ``labels [B]`` int,
@@ -180,7 +195,20 @@ def make_step(
     """
     if target_mode not in ("predicted", "label"):
         raise ValueError(f"target_mode must be 'predicted' or 'label'; got {target_mode!r}")
-    method_fn = functools.partial(lookup_method(method), **dict(method_options))
+    from fastxai_jax.explainers.registry import is_learned
+
+    entry = lookup_method(method)
+    learned = is_learned(method)
+    if learned and not isinstance(explainer, LearnedExplainer):
+        raise ValueError(
+            f"explainer: learned method {method!r} needs its LearnedExplainer "
+            f"(runs.load(workdir).explainer); got {type(explainer).__name__}"
+        )
+    if learned and method_options:
+        raise ValueError(f"method_options: learned method {method!r} takes none")
+    if not learned and explainer is not None:
+        raise ValueError(f"explainer: {method!r} is a per-input method; pass None")
+    method_fn = None if learned else functools.partial(entry, **dict(method_options))
     scorers = [
         (name in MASK_METRICS, functools.partial(lookup_metric(name), **dict(opts)))
         for name, opts in metrics
@@ -190,11 +218,21 @@ def make_step(
     def explain_one(params, image, target, key):
         return method_fn(apply_fn, params, image[None], target[None], key=key)[0]
 
+    def explain_learned(explainer_params, images, target):
+        chosen = target if explainer.conditions_on_class else None
+        return explainer.explain(explainer_params, images, chosen)
+
     def step(params, images, labels, index, key, masks=None):
+        params, explainer_params = params if learned else (params, None)
         predicted = jnp.argmax(apply_fn(params, images), axis=-1).astype(jnp.int32)
         target = predicted if target_mode == "predicted" else labels.astype(jnp.int32)
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
-        attribution = jax.vmap(explain_one, in_axes=(None, 0, 0, 0))(params, images, target, keys)
+        if learned:
+            attribution = explain_learned(explainer_params, images, target)
+        else:
+            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+            attribution = jax.vmap(explain_one, in_axes=(None, 0, 0, 0))(
+                params, images, target, keys
+            )
         columns = {"label": labels.astype(jnp.int32), "target": target, "predicted": predicted}
         for needs_masks, scorer in scorers:
             extra = {"ground_truth": masks} if needs_masks else {}

@@ -24,7 +24,7 @@ import optax
 from tqdm.auto import tqdm
 
 from fastxai_jax.train.checkpoint import Checkpointer, rewind_log
-from fastxai_jax.train.sharding import replicate, shard_batch
+from fastxai_jax.train.sharding import place_batch, replicate
 
 __all__ = ["TrainState", "fit", "make_optimizer", "init_state"]
 
@@ -192,6 +192,7 @@ def fit(
     progress: bool = True,
     config: Any = None,
     max_to_keep: int = 3,
+    process_local_batches: bool = False,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Runs ``update`` until ``state.step == num_steps``, resuming from a checkpoint.
 
@@ -214,11 +215,18 @@ def fit(
         (``step`` is the 0-based index of the update; ``time`` seconds since the
         run started, across resumes; records of steps a resume recomputes are
         dropped first).
-      mesh: a ``data_mesh``; batches are sharded along ``"data"``, the state
-        replicated.
+      mesh: a ``data_mesh``, or under ``jax.distributed`` a ``global_mesh``
+        over every process's devices; batches are sharded along ``"data"``
+        (``train.sharding.place_batch``), the state replicated. Every process
+        runs this same call; checkpoints go through orbax's multi-host path
+        (all processes save, the primary host writes the shared files) and
+        only process 0 writes ``log_path``.
       progress: show a tqdm progress bar with live metrics.
       config: JSON-serialisable run configuration stored with checkpoints.
       max_to_keep: checkpoints kept.
+      process_local_batches: ``batch_fn(step)`` returns only this process's
+        rows of the global batch (``train.sharding.process_rows``), so that
+        each host reads its own data; default: the whole global batch.
 
     Returns:
       ``(final state, history)`` where ``history`` holds this call's log records.
@@ -257,7 +265,7 @@ def fit(
     step_fn = jax.jit(_make_step(update), donate_argnums=0)
 
     log_file, logged_seconds = None, 0.0
-    if log_path is not None:
+    if log_path is not None and jax.process_index() == 0:  # one log per run, not per host
         pathlib.Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         # Issue 20: a resumed run drops the records it will recompute and continues their time.
         logged_seconds = rewind_log(log_path, start)
@@ -270,7 +278,7 @@ def fit(
         for step in range(start, num_steps):
             batch = batch_fn(step)
             if mesh is not None:
-                batch = shard_batch(batch, mesh)
+                batch = place_batch(batch, mesh, process_local=process_local_batches)
             state, metrics, ok = step_fn(state, batch, key)
             record = {"step": step, **_host_metrics(metrics)}
             record["time"] = time.perf_counter() - t0

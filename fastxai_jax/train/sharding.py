@@ -20,6 +20,7 @@ __all__ = [
     "data_mesh",
     "global_batch",
     "global_mesh",
+    "place_batch",
     "process_rows",
     "replicate",
     "shard_batch",
@@ -115,3 +116,46 @@ def global_batch(local: Any, mesh: Mesh, global_size: int) -> Any:
         ),
         local,
     )
+
+
+def place_batch(batch: Any, mesh: Mesh, *, process_local: bool = False) -> Any:
+    """A batch split along ``"data"`` over ``mesh``, which may span processes.
+
+    Args:
+      batch: a pytree of arrays with a leading batch axis: the whole global
+        batch (every process passes the same one; each places only its rows),
+        or, with ``process_local``, only this process's rows of it (see
+        :func:`process_rows`), as a process reads its own shard of the data.
+      mesh: a ``"data"`` mesh (:func:`data_mesh`, or :func:`global_mesh` under
+        ``jax.distributed``).
+      process_local: whether ``batch`` holds this process's rows only.
+
+    Raises:
+      ValueError: a scalar leaf, leaves of different batch sizes, or a global
+        batch not divisible by the mesh's device count.
+    """
+    sizes = set()
+
+    def size(path, leaf):
+        if np.ndim(leaf) == 0:
+            name = jax.tree_util.keystr(path) or "batch"
+            raise ValueError(f"batch leaf {name} is a scalar; batch leaves need a leading axis")
+        sizes.add(int(np.shape(leaf)[0]))
+
+    jax.tree_util.tree_map_with_path(size, batch)
+    if len(sizes) > 1:
+        raise ValueError(f"batch leaves have different batch sizes {sorted(sizes)}")
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    if not process_local and local_devices == mesh.devices.size:
+        return shard_batch(batch, mesh)
+    (rows,) = sizes or {0}
+    if process_local:
+        if rows % local_devices:
+            raise ValueError(
+                f"process-local batch size {rows} is not divisible by this process's "
+                f"{local_devices} devices"
+            )
+        global_size = rows // local_devices * mesh.devices.size
+        return global_batch(batch, mesh, global_size)
+    start, stop = process_rows(rows, mesh)
+    return global_batch(jax.tree.map(lambda leaf: np.asarray(leaf)[start:stop], batch), mesh, rows)

@@ -98,15 +98,15 @@ def test_mask_metrics_on_data_without_masks_are_refused(tmp_path, no_compute, me
 
 
 def test_learned_methods_are_validated_then_refused_before_compute(tmp_path, no_compute):
-    learned = [{"name": "saliency"}, {"name": "fex", "explainer": "runs/fex"}]
+    learned = [{"name": "saliency"}, {"name": "fex", "explainer": str(tmp_path / "fex")}]
     config = fx.sweep.validate_config(tiny_config(tmp_path / "out", methods=learned))
-    assert config["methods"][1]["explainer"] == "runs/fex"
-    with pytest.raises(ValueError, match=r"field methods\[1\].name: learned method 'fex'"):
+    assert config["methods"][1]["explainer"] == str(tmp_path / "fex")
+    with pytest.raises(ValueError, match=r"field methods\[1\].explainer: no trained explainer"):
         fx.sweep.run(config, progress=False)
     bad = [{"name": "saliency", "explainer": "runs/x"}]
     with pytest.raises(ValueError, match=r"field methods\[0\].explainer"):
         fx.sweep.validate_config(tiny_config(tmp_path / "out", methods=bad))
-    with pytest.raises(ValueError, match=r"field methods\[0\].name: .*explainer workdir"):
+    with pytest.raises(ValueError, match=r"field methods\[0\].explainer: .*explainer's workdir"):
         fx.sweep.validate_config(tiny_config(tmp_path / "out", methods=[{"name": "ltx"}]))
     photos = {"source": "skimage", "names": ["astronaut", "lena"]}
     with pytest.raises(ValueError, match=r"field data.names\[1\]"):

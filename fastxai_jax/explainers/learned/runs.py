@@ -59,6 +59,7 @@ def fit(
     mesh: Any = None,
     progress: bool = True,
     run_config: dict[str, Any] | None = None,
+    process_local_batches: bool = False,
 ) -> tuple[Trained, list[dict[str, Any]]]:
     """Trains ``learned`` with :func:`fastxai_jax.train.loop.fit` and saves it.
 
@@ -75,7 +76,10 @@ def fit(
       workdir: run directory (``checkpoints/``, ``train_log.jsonl``,
         ``explainer/``); ``None`` trains in memory only.
       num_classes: the target's class count (default ``learned.num_classes``).
-      checkpoint_every, mesh, progress: see ``train.loop.fit``.
+      checkpoint_every, mesh, progress, process_local_batches: see
+        ``train.loop.fit`` (multi-host: every process calls ``fit`` with
+        ``mesh=train.sharding.global_mesh()``; with ``process_local_batches``
+        each ``batch_fn`` returns only its process's rows).
       run_config: extra JSON settings recorded with checkpoints (e.g. the
         optimizer's), so a resumed run with other settings is refused.
 
@@ -108,6 +112,7 @@ def fit(
         mesh=mesh,
         progress=progress,
         config=config,
+        process_local_batches=process_local_batches,
     )
     params = jax.device_get(state.params)
     trained = Trained(method, learned, params, num_classes)
