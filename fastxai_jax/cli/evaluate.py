@@ -64,52 +64,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def saved_target_options(
-    workdir, *, target_seed: int | None = None, flag: str = "--workdir", **requested: Any
-) -> tuple[int, dict[str, Any]]:
-    """``(seed, options)`` for ``load_or_train_target(workdir, ...)``, checked before compute.
-
-    A workdir holding a finished target gives the seed and options it was saved
-    with (so a target trained with non-default options, e.g. the demo's, loads);
-    an explicit ``target_seed`` or ``requested`` option (``None``: not given) that
-    contradicts them is refused. An empty workdir gives ``target_seed`` (0 when
-    ``None``) and ``requested``; it must be a writable directory.
-
-    Raises:
-      ValueError: a requested option differs from the saved target's.
-      NotADirectoryError, PermissionError: ``workdir`` is a file or read-only.
-    """
-    from fastxai_jax.train.checkpoint import Checkpointer
-    from fastxai_jax.train.target import DEFAULTS, OPTIONAL, check_workdir
-
-    requested = {name: value for name, value in requested.items() if value is not None}
-    path, config = pathlib.Path(workdir), None
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{flag} {path} exists and is not a directory")
-    if (path / "params").is_dir():
-        with Checkpointer(path / "params", max_to_keep=1) as ckpt:
-            if ckpt.latest_step() is not None:
-                saved = ckpt.restore_config()
-                config = (saved.get("config") if isinstance(saved, dict) else None) or {}
-    if config is None:
-        check_workdir(path, flag)
-        return (0 if target_seed is None else int(target_seed)), requested
-    seed = int(config.get("seed", 0))
-    options = {name: config[name] for name in (*DEFAULTS, *OPTIONAL) if name in config}
-    if target_seed is not None and int(target_seed) != seed:
-        raise ValueError(
-            f"--target-seed {target_seed}: {flag} {path} holds a target trained with seed "
-            f"{seed}; drop --target-seed or pass another {flag}"
-        )
-    for name, value in requested.items():
-        if options.get(name, {**DEFAULTS, **OPTIONAL}.get(name)) != value:
-            raise ValueError(
-                f"{name}={value!r}: {flag} {path} holds a target trained with "
-                f"{name}={options.get(name)!r}; drop it or pass another {flag}"
-            )
-    return seed, options
-
-
 def check_method_options(methods: list[str], method_options: dict[str, Any]) -> None:
     """Refuses ``--options`` for a method not in ``--methods`` and unknown option names."""
     from fastxai_jax.explainers import registry
@@ -147,7 +101,7 @@ def _load_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastxai_jax.cli.explain import MAX_DATASET_IMAGES
+    from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES, saved_target_options
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
     from fastxai_jax.evaluation import Protocol, evaluate_methods, write_results
     from fastxai_jax.train.target import DEFAULTS, check_workdir

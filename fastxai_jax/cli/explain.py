@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES
+
 DEFAULT_LAYERS = {
     "small_cnn": "conv_last",
     "vgg16": "features",
@@ -35,9 +37,6 @@ DEFAULT_LAYERS = {
     **{f"resnet{d}": "layer4" for d in (18, 34, 50, 101, 152)},
 }
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-# The benchmark is generated on demand, so its held-out split has no natural end:
-# this is the split's size, beyond which ``--num`` is refused (issue 20: 10**8 hung).
-MAX_DATASET_IMAGES = 10_000
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -148,7 +147,7 @@ def load_target(args: argparse.Namespace, image_size: int):
         variables, _ = load_params(args.weights, template)
         return module, variables, family
     if args.model == "small_cnn" and not args.untrained:
-        from fastxai_jax.cli.evaluate import saved_target_options
+        from fastxai_jax.cli._peer_methods import saved_target_options
         from fastxai_jax.train.target import load_or_train_target
 
         seed, options = saved_target_options(args.workdir, target_seed=args.target_seed)

@@ -175,10 +175,9 @@ def load_target(args: argparse.Namespace) -> tuple:
                 f"--target-weights auto trains only the benchmark small_cnn; "
                 f"pass a params directory for --target {args.target!r}"
             )
-        from fastxai_jax.cli.evaluate import saved_target_options
         from fastxai_jax.train.target import load_or_train_target
 
-        seed, options = saved_target_options(
+        seed, options = _peer_methods.saved_target_options(
             args.target_workdir, target_seed=args.target_seed, flag="--target-workdir"
         )
         module, variables, family = load_or_train_target(
