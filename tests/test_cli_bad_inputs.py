@@ -122,8 +122,12 @@ ROWS: dict[str, tuple[list[str], str]] = {
         ["explain", "--method", "ig", "--dataset", "groundtruth", "--out", READ_ONLY],
         READ_ONLY,
     ),
-    "explain/workdir_is_file": ([*EXPLAIN_IMAGE, "--workdir", "FILE"], "afile"),
-    "explain/workdir_read_only": ([*EXPLAIN_IMAGE, "--workdir", READ_ONLY], READ_ONLY),
+    "explain/workdir_is_file": ([*EXPLAIN, "--workdir", "FILE"], "afile"),
+    "explain/workdir_read_only": ([*EXPLAIN, "--workdir", READ_ONLY], READ_ONLY),
+    "explain/target_seed_untrained": (
+        [*EXPLAIN, "--untrained", "--target-seed", "1"],
+        "--target-seed",
+    ),
     "explain/weights_missing": ([*EXPLAIN_IMAGE, "--weights", "MISSING"], "missing.msgpack"),
     "explain/resnet_without_weights": (
         [*EXPLAIN_IMAGE, "--model", "resnet18", "--image-size", "8"],

@@ -164,12 +164,6 @@ def load_target(args: argparse.Namespace, image_size: int):
     return module, init(jax.random.key(args.seed), sample), family
 
 
-def is_learned_name(method: str) -> bool:
-    from fastxai_jax.explainers.registry import is_learned
-
-    return is_learned(method)
-
-
 def make_explainer(args, module, variables, family, options) -> tuple[Callable, dict]:
     """``explain(x01, target, key) -> [B, H, W]`` for ``--method`` plus a cost record.
 
@@ -276,12 +270,19 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     from fastxai_jax.train.target import check_workdir
 
     check_workdir(args.out, "--out")
+    if args.model == "small_cnn" and not (args.untrained or args.weights):
+        from fastxai_jax.cli._peer_methods import saved_target_options
+
+        saved_target_options(args.workdir, target_seed=args.target_seed)  # checked early
+    elif args.target_seed is not None:
+        raise ValueError("--target-seed trains the small_cnn target of --workdir: drop it")
     return options
 
 
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.core import resolve_target
     from fastxai_jax.evaluation.run import takes_image_keys
+    from fastxai_jax.explainers.registry import is_learned
     from fastxai_jax.explainers.rise import image_keys
     from fastxai_jax.models import make_apply_fn
     from fastxai_jax.viz import save_overlay
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         names = [f"groundtruth_{i:04d}" for i in range(len(images))]
     module, variables, family = load_target(args, size)
     explain, cost = make_explainer(args, module, variables, family, options)
-    per_image = not is_learned_name(args.method) and takes_image_keys(args.method)
+    per_image = not is_learned(args.method) and takes_image_keys(args.method)
 
     apply_fn = make_apply_fn(module, family)
     predict = jax.jit(lambda v, xs: jnp.argmax(apply_fn(v, xs), axis=-1).astype(jnp.int32))
