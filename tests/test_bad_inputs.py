@@ -525,12 +525,6 @@ def test_cli_unknown_verb_is_one_line(capsys):
     _assert_one_line_error(code, err, "invalid choice")
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=False,
-    reason="registry.attribute (owned by the registry rewrite) passes unknown options to the "
-    "method, which raises TypeError, not ValueError",
-)
 @pytest.mark.parametrize("method", METHODS)
 def test_attribute_refuses_unknown_option_names(tiny, method, key):
     params, x = tiny

@@ -8,6 +8,7 @@ data parallel) and are saved in ``WORKDIR/explainer`` for ``fastxai explain
 --method NAME --explainer-ckpt WORKDIR``. DAX has nothing to amortise:
 ``train-explainer --method dax`` runs the vmapped per-input fits on
 ``--num-train`` benchmark images and saves the maps (``WORKDIR/dax_maps.npy``).
+Also shared by the verbs: :func:`saved_target_options` (a workdir's target).
 """
 
 from __future__ import annotations
@@ -20,6 +21,59 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The benchmark is generated on demand, so its held-out split has no natural end:
+# this is the split's size, beyond which ``--num`` is refused (issue 20: 10**8 hung).
+MAX_DATASET_IMAGES = 10_000
+
+
+# ------------------------------------------- the target of a workdir (all verbs)
+
+
+def saved_target_options(
+    workdir, *, target_seed: int | None = None, flag: str = "--workdir", **requested: Any
+) -> tuple[int, dict[str, Any]]:
+    """``(seed, options)`` for ``load_or_train_target(workdir, ...)``, checked before compute.
+
+    A workdir holding a finished target gives the seed and options it was saved
+    with (so a target trained with non-default options, e.g. the demo's, loads);
+    an explicit ``target_seed`` or ``requested`` option (``None``: not given) that
+    contradicts them is refused. An empty workdir gives ``target_seed`` (0 when
+    ``None``) and ``requested``; it must be a writable directory.
+
+    Raises:
+      ValueError: a requested option differs from the saved target's.
+      NotADirectoryError, PermissionError: ``workdir`` is a file or read-only.
+    """
+    from fastxai_jax.train.checkpoint import Checkpointer
+    from fastxai_jax.train.target import DEFAULTS, OPTIONAL, check_workdir
+
+    requested = {name: value for name, value in requested.items() if value is not None}
+    path, config = pathlib.Path(workdir), None
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{flag} {path} exists and is not a directory")
+    if (path / "params").is_dir():
+        with Checkpointer(path / "params", max_to_keep=1) as ckpt:
+            if ckpt.latest_step() is not None:
+                saved = ckpt.restore_config()
+                config = (saved.get("config") if isinstance(saved, dict) else None) or {}
+    if config is None:
+        check_workdir(path, flag)
+        return (0 if target_seed is None else int(target_seed)), requested
+    seed = int(config.get("seed", 0))
+    options = {name: config[name] for name in (*DEFAULTS, *OPTIONAL) if name in config}
+    if target_seed is not None and int(target_seed) != seed:
+        raise ValueError(
+            f"--target-seed {target_seed}: {flag} {path} holds a target trained with seed "
+            f"{seed}; drop --target-seed or pass another {flag}"
+        )
+    for name, value in requested.items():
+        if options.get(name, {**DEFAULTS, **OPTIONAL}.get(name)) != value:
+            raise ValueError(
+                f"{name}={value!r}: {flag} {path} holds a target trained with "
+                f"{name}={options.get(name)!r}; drop it or pass another {flag}"
+            )
+    return seed, options
 
 
 def _data(args):

@@ -55,7 +55,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=defaults.photo_methods,
         help="per-input methods on the real photos ('' to skip the photos)",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="explainers, data and keys seed"
+    )
+    parser.add_argument(
+        "--target-seed",
+        type=int,
+        default=defaults.seed,
+        help="the small CNN target's training seed (independent of --seed)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
     return parser
@@ -74,7 +82,7 @@ def _check_cache(workdir: pathlib.Path) -> None:
         return
     config = json.loads(saved.read_text()).get("config", {})
     if any(config.get(name) != value for name, value in TARGET_OPTIONS.items()):
-        raise SystemExit(
+        raise ValueError(
             f"--workdir {workdir} holds models trained for an earlier demo target "
             f"(trained with {config}); delete {workdir} or pass another --workdir"
         )
@@ -171,21 +179,38 @@ def _report(target_metrics, train_seconds, summary, photos, args, learned=()) ->
     return "\n".join(lines) + "\n"
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Checks the demo's arguments before any compute (issue 20)."""
+    from fastxai_jax.explainers import registry
+
+    if args.num_eval < 1 or args.rise_masks < 1:
+        raise ValueError(
+            f"--num-eval and --rise-masks must be positive; got {args.num_eval}, {args.rise_masks}"
+        )
+    if args.fex_steps is not None and args.fex_steps < 1:
+        raise ValueError(f"--fex-steps must be positive; got {args.fex_steps}")
+    for flag in ("methods", "photo_methods"):
+        for method in (m.strip() for m in getattr(args, flag).split(",") if m.strip()):
+            registry.get_method(method)
+    for name in (m.strip() for m in args.learned.split(",") if m.strip()):
+        registry.get_learned(name)
+
+
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
     from fastxai_jax.evaluation import _learned, evaluate_methods, overlay_grid, write_results
     from fastxai_jax.models import make_apply_fn
-    from fastxai_jax.train.target import load_or_train_target
+    from fastxai_jax.train.target import check_workdir, load_or_train_target
 
-    out, workdir = pathlib.Path(args.out), pathlib.Path(args.workdir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_args(args)
+    out, workdir = check_workdir(args.out, "--out"), check_workdir(args.workdir, "--workdir")
     progress = not args.no_progress
     key = jax.random.key(args.seed)
     t0 = _stage("1/4 target: small CNN on the embedded benchmark")
     _check_cache(workdir)
     module, variables, family, target_metrics = load_or_train_target(
         workdir / "target",
-        seed=args.seed,
+        seed=args.target_seed,
         progress=progress,
         return_metrics=True,
         **TARGET_OPTIONS,

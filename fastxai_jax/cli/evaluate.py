@@ -19,6 +19,7 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--workdir", default="runs/target", help="trained target's directory")
     parser.add_argument("--untrained", action="store_true", help="random-init target (smoke)")
     parser.add_argument("--target-steps", type=int, default=None, help="target training steps")
-    parser.add_argument("--seed", type=int, default=0, help="data/key seed (data seed 1000+seed)")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="data/key seed (data seed 5000+seed)")
+    parser.add_argument(
+        "--target-seed",
+        type=int,
+        default=None,
+        help="small_cnn target's training seed (default: the one saved in --workdir, else 0)",
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="image side (64)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--granularity", default="pixel", choices=["pixel", "patch", "grid"])
     parser.add_argument("--patch-size", type=int, default=None)
@@ -57,22 +64,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def check_method_options(methods: list[str], method_options: dict[str, Any]) -> None:
+    """Refuses ``--options`` for a method not in ``--methods`` and unknown option names."""
+    from fastxai_jax.explainers import registry
+
+    for method in methods:
+        registry.get_method(method)  # unknown names first
+    for method, options in method_options.items():
+        if method not in methods:
+            raise ValueError(
+                f"--options names {method!r}, which is not in --methods {','.join(methods)}"
+            )
+        registry.check_option_names(method, options)
+
+
 def _load_target(args: argparse.Namespace):
     from fastxai_jax.data.groundtruth import NUM_CLASSES
     from fastxai_jax.models import build, make_apply_fn
 
     if args.model == "small_cnn" and not args.untrained:
-        from fastxai_jax.train.target import DEFAULTS, load_or_train_target
+        from fastxai_jax.train.target import load_or_train_target
 
-        if args.image_size != DEFAULTS["image_size"]:
-            raise ValueError(
-                f"--image-size {args.image_size}: the trained small_cnn target sees "
-                f"{DEFAULTS['image_size']}x{DEFAULTS['image_size']} images"
-            )
-
-        options = {} if args.target_steps is None else {"steps": args.target_steps}
         module, variables, family = load_or_train_target(
-            args.workdir, seed=args.seed, progress=not args.no_progress, **options
+            args.workdir, seed=args.target_seed_, progress=not args.no_progress, **args.target_
         )
         return make_apply_fn(module, family), variables, family
     if not args.untrained:
@@ -82,20 +96,32 @@ def _load_target(args: argparse.Namespace):
         )
     module, family = build(args.model, num_classes=NUM_CLASSES)
     sample = jnp.zeros((1, args.image_size, args.image_size, 3), jnp.float32)
-    variables = module.init(jax.random.key(args.seed), sample, train=False)
+    variables = module.init(jax.random.key(args.seed), sample, train=False)  # untrained
     return make_apply_fn(module, family), variables, family
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES, saved_target_options
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
     from fastxai_jax.evaluation import Protocol, evaluate_methods, write_results
+    from fastxai_jax.train.target import DEFAULTS, check_workdir
 
-    if args.num < 1 or args.batch_size < 1:
-        raise ValueError(
-            f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}"
-        )
-    threshold = args.iou_threshold if args.iou_threshold == "mean" else float(args.iou_threshold)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--methods must name at least one method; got {args.methods!r}")
+    check_method_options(methods, {})  # an unknown method is reported first
+    if not 1 <= args.num <= MAX_DATASET_IMAGES:
+        raise ValueError(f"--num must lie in [1, {MAX_DATASET_IMAGES}]; got {args.num}")
+    for flag in ("batch_size", "image_size", "target_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive; got {value}")
+    try:
+        threshold = "mean" if args.iou_threshold == "mean" else float(args.iou_threshold)
+    except ValueError:
+        raise ValueError(
+            f"--iou-threshold must be 'mean' or a number; got {args.iou_threshold!r}"
+        ) from None
     try:
         method_options = json.loads(args.options)
     except json.JSONDecodeError as err:
@@ -104,6 +130,23 @@ def run(args: argparse.Namespace) -> int:
         isinstance(v, dict) for v in method_options.values()
     ):
         raise ValueError(f"--options must map method names to option dicts; got {args.options!r}")
+    check_method_options(methods, method_options)
+    if (args.untrained or args.model != "small_cnn") and (
+        args.target_seed is not None or args.target_steps is not None
+    ):
+        raise ValueError("--target-seed / --target-steps train the small_cnn target: drop them")
+    if args.model == "small_cnn" and not args.untrained:
+        args.target_seed_, args.target_ = saved_target_options(
+            args.workdir, target_seed=args.target_seed, steps=args.target_steps
+        )
+        trained_size = args.target_.get("image_size", DEFAULTS["image_size"])
+        if args.image_size not in (None, trained_size):
+            raise ValueError(
+                f"--image-size {args.image_size}: the trained small_cnn target sees "
+                f"{trained_size}x{trained_size} images"
+            )
+        args.image_size = trained_size
+    args.image_size = args.image_size or DEFAULTS["image_size"]
     protocol = Protocol(
         granularity=args.granularity,
         patch_size=args.patch_size,
@@ -114,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         score=args.score,
         iou_threshold=threshold,
     )  # validated before any work
+    check_workdir(args.out, "--out")
     apply_fn, params, family = _load_target(args)
     protocol = protocol.replace(normalisation=family)
     data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=args.image_size)
@@ -134,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "num": args.num,
         "seed": args.seed,
+        "target_seed": getattr(args, "target_seed_", None),
         "image_size": args.image_size,
         "untrained": args.untrained,
         "methods": methods,

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES
+
 DEFAULT_LAYERS = {
     "small_cnn": "conv_last",
     "vgg16": "features",
@@ -42,7 +44,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "explain", help="explain a model's predictions on images (.npy maps + PNG overlays)"
     )
     parser.add_argument(
-        "--method", required=True, help="a method of fastxai_jax.available_methods()"
+        "--method", default=None, help="a method of the table (see --list); required"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="print every method with its kind and cost, and exit"
     )
     parser.add_argument("--model", default="small_cnn", help="target model name")
     parser.add_argument("--weights", default=None, help="torch/safetensors or fastxai params file")
@@ -51,15 +56,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=None, help="classes (untrained)")
     parser.add_argument("--images", nargs="+", default=None, help="image files")
     parser.add_argument("--dataset", default=None, choices=["groundtruth"])
-    parser.add_argument("--num", type=int, default=8, help="dataset images")
+    parser.add_argument(
+        "--num", type=int, default=None, help=f"dataset images (8; at most {MAX_DATASET_IMAGES})"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="resize side (default: model)")
     parser.add_argument("--target", type=int, default=None, help="class (default: predicted)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--explainer-ckpt", default=None, help="learned explainer checkpoint")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data and explanation key seed")
+    parser.add_argument(
+        "--target-seed",
+        type=int,
+        default=None,
+        help="small_cnn target's training seed (default: the one saved in --workdir, else 0)",
+    )
     parser.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", default=None, help="output directory (required)")
     parser.set_defaults(func=run)
     return parser
 
@@ -97,7 +110,12 @@ def load_images(paths: list[str], size: int) -> tuple[np.ndarray, list[str]]:
         path = pathlib.Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"--images: no such file {name}")
-        image = np.asarray(io.imread(path), np.float32)
+        try:
+            image = np.asarray(io.imread(path), np.float32)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"--images: cannot read {name} as an image ({type(err).__name__})"
+            ) from None
         if image.max() > 1.0:
             image = image / 255.0
         if image.ndim == 2:
@@ -129,9 +147,11 @@ def load_target(args: argparse.Namespace, image_size: int):
         variables, _ = load_params(args.weights, template)
         return module, variables, family
     if args.model == "small_cnn" and not args.untrained:
+        from fastxai_jax.cli._peer_methods import saved_target_options
         from fastxai_jax.train.target import load_or_train_target
 
-        return load_or_train_target(args.workdir, seed=args.seed)
+        seed, options = saved_target_options(args.workdir, target_seed=args.target_seed)
+        return load_or_train_target(args.workdir, seed=seed, **options)
     if not args.untrained:
         raise ValueError(f"--model {args.model!r} needs --weights (or --untrained for a smoke run)")
     if args.num_classes is None:
@@ -193,40 +213,101 @@ def make_explainer(args, module, variables, family, options) -> tuple[Callable, 
     return explain, {"forward": cost.forward, "backward": cost.backward}
 
 
+def list_methods() -> list[str]:
+    """One line per method of the table: name, kind and cost per input (default options)."""
+    from fastxai_jax.explainers import registry
+
+    lines = []
+    for name in registry.available_methods():
+        if registry.is_learned(name):
+            queries = registry.get_learned(name).target_queries_per_explain
+            lines.append(f"{name:<22} learned    {queries} forward, 0 backward per input")
+            continue
+        spec = registry.get_method(name)
+        try:
+            cost = registry.method_cost(name)
+            text = f"{cost.forward} forward, {cost.backward} backward per input"
+        except (TypeError, ValueError):  # a cost that needs options
+            text = "cost depends on options"
+        kind = "stochastic" if spec.needs_key else "per-input"
+        lines.append(f"{name:<22} {kind:<10} {text}")
+    return lines
+
+
+def check_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Checks every ``explain`` argument before any compute; returns the ``--option``s.
+
+    The method comes first: an unknown ``--method`` is reported before anything else.
+    """
+    from fastxai_jax.explainers import registry
+
+    if args.method is None:
+        raise ValueError("--method is required (fastxai explain --list shows the methods)")
+    if args.out is None:
+        raise ValueError("--out is required")
+    name = args.method.lower()
+    if name not in registry.available_methods():
+        known = ", ".join(registry.available_methods())
+        raise ValueError(f"unknown --method {args.method!r}; available: {known} (see --list)")
+    if registry.is_learned(name) and not args.explainer_ckpt:
+        raise ValueError(f"--method {args.method!r} is a learned explainer: pass --explainer-ckpt")
+    if (args.images is None) == (args.dataset is None):
+        raise ValueError("pass exactly one of --images FILES or --dataset groundtruth")
+    if args.images is not None and args.num is not None:
+        raise ValueError("--num counts --dataset images; drop it with --images")
+    if args.num is not None and not 1 <= args.num <= MAX_DATASET_IMAGES:
+        raise ValueError(
+            f"--num must lie in [1, {MAX_DATASET_IMAGES}] (the held-out split's size); "
+            f"got {args.num}"
+        )
+    for flag in ("batch_size", "image_size", "num_classes"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive; got {value}")
+    options = parse_options(args.option)
+    if options and not registry.is_learned(name):
+        registry.check_option_names(name, options)
+    from fastxai_jax.train.target import check_workdir
+
+    check_workdir(args.out, "--out")
+    if args.model == "small_cnn" and not (args.untrained or args.weights):
+        from fastxai_jax.cli._peer_methods import saved_target_options
+
+        saved_target_options(args.workdir, target_seed=args.target_seed)  # checked early
+    elif args.target_seed is not None:
+        raise ValueError("--target-seed trains the small_cnn target of --workdir: drop it")
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.core import resolve_target
+    from fastxai_jax.evaluation.run import takes_image_keys
+    from fastxai_jax.explainers.registry import is_learned
+    from fastxai_jax.explainers.rise import image_keys
     from fastxai_jax.models import make_apply_fn
     from fastxai_jax.viz import save_overlay
 
-    if (args.images is None) == (args.dataset is None):
-        raise ValueError("pass exactly one of --images FILES or --dataset groundtruth")
-    if args.num < 1 or args.batch_size < 1:
-        raise ValueError(
-            f"--num and --batch-size must be positive; got {args.num}, {args.batch_size}"
-        )
-    from fastxai_jax.explainers.registry import available_methods, is_learned
-
-    if args.method.lower() not in available_methods():
-        known = ", ".join(available_methods())
-        raise ValueError(f"unknown --method {args.method!r}; available: {known}")
-    if is_learned(args.method) and not args.explainer_ckpt:
-        raise ValueError(f"--method {args.method!r} is a learned explainer: pass --explainer-ckpt")
+    if args.list:
+        print("\n".join(list_methods()))
+        return 0
+    options = check_args(args)
     size = args.image_size or _default_size(args.model)
     if args.images:
         images, names = load_images(args.images, size)
     else:
         from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
 
-        data = make_benchmark(args.num, seed=EVAL_SEED + args.seed, image_size=size)
+        num = 8 if args.num is None else args.num
+        data = make_benchmark(num, seed=EVAL_SEED + args.seed, image_size=size)
         images = np.asarray(data["images"], np.float32)
         names = [f"groundtruth_{i:04d}" for i in range(len(images))]
     module, variables, family = load_target(args, size)
-    explain, cost = make_explainer(args, module, variables, family, parse_options(args.option))
+    explain, cost = make_explainer(args, module, variables, family, options)
+    per_image = not is_learned(args.method) and takes_image_keys(args.method)
 
     apply_fn = make_apply_fn(module, family)
     predict = jax.jit(lambda v, xs: jnp.argmax(apply_fn(v, xs), axis=-1).astype(jnp.int32))
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
     maps, targets, seconds = [], [], 0.0
     for start in range(0, len(images), args.batch_size):
@@ -236,7 +317,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             target = resolve_target(apply_fn, variables, x, args.target)
         tic = time.perf_counter()
-        attribution = jax.block_until_ready(explain(x, target, jax.random.fold_in(key, start)))
+        # RISE draws masks per image index, so maps do not depend on --batch-size.
+        batch_key = (
+            image_keys(key, start, x.shape[0]) if per_image else jax.random.fold_in(key, start)
+        )
+        attribution = jax.block_until_ready(explain(x, target, batch_key))
         seconds += time.perf_counter() - tic
         maps.append(np.asarray(attribution))
         targets.append(np.asarray(target))
@@ -255,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         "targets": targets_all.tolist(),
         "seconds_per_image_incl_compile": seconds / len(images),
         "cost_per_input": cost,
-        "options": {k: repr(v) for k, v in parse_options(args.option).items()},
+        "options": {k: repr(v) for k, v in options.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {len(images)} attributions to {out}")

@@ -151,7 +151,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--devices", type=int, default=None, help="data-parallel devices")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="explainer training seed")
+    parser.add_argument(
+        "--target-seed",
+        type=int,
+        default=None,
+        help="auto target's training seed (default: the one saved in --target-workdir, else 0)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     _fex_arguments(parser)
     _peer_methods.add_arguments(parser)
@@ -171,8 +177,11 @@ def load_target(args: argparse.Namespace) -> tuple:
             )
         from fastxai_jax.train.target import load_or_train_target
 
+        seed, options = _peer_methods.saved_target_options(
+            args.target_workdir, target_seed=args.target_seed, flag="--target-workdir"
+        )
         module, variables, family = load_or_train_target(
-            args.target_workdir, seed=args.seed, progress=not args.no_progress
+            args.target_workdir, seed=seed, progress=not args.no_progress, **options
         )
     else:
         from fastxai_jax.train.checkpoint import load_params
@@ -199,9 +208,18 @@ def run(args: argparse.Namespace) -> int:
     name = args.method.lower()
     if name not in trainable_methods():
         raise ValueError(f"unknown --method {args.method!r}; trainable: {trainable_methods()}")
-    for option in ("steps", "batch_size", "num_train", "checkpoint_every"):
+    for option in ("steps", "batch_size", "num_train", "checkpoint_every", "image_size"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1")
+    if args.devices is not None and args.devices < 1:
+        raise ValueError(f"--devices must be >= 1 (omit it for one device); got {args.devices}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        raise ValueError(f"--lr must be a positive finite number; got {args.lr}")
+    if args.target_weights != "auto" and args.target_seed is not None:
+        raise ValueError("--target-seed trains the auto target: drop it with --target-weights")
+    from fastxai_jax.train.target import check_workdir
+
+    check_workdir(args.workdir, "--workdir")
     start = time.perf_counter()
     summary = train(name, args, load_target(args))
     summary["train_seconds"] = time.perf_counter() - start

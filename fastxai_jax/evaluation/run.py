@@ -22,6 +22,7 @@ from fastxai_jax import metrics
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, resolve_target
 from fastxai_jax.evaluation import _learned
 from fastxai_jax.evaluation.protocol import Protocol
+from fastxai_jax.explainers import rise
 
 CURVES = ("insertion", "deletion", "pos", "neg")
 
@@ -96,6 +97,14 @@ def score_batch(apply_fn, params, x, attribution, masks, protocol: Protocol) -> 
     return {"scores": scores, "curves": {**ins_del, **pos_neg}}
 
 
+def takes_image_keys(method: str) -> bool:
+    """Whether ``method`` takes ``[B]`` per-image keys (RISE): a dataset explained
+    batch by batch then gets maps independent of the batch size (issue 20)."""
+    from fastxai_jax.explainers import registry
+
+    return registry.get_method(method).fn is rise.rise
+
+
 def _compute(spec) -> Callable[..., Any]:
     """The method's compute on validated inputs (``x`` checked, ``target`` resolved).
 
@@ -159,7 +168,8 @@ def evaluate_methods(
       images: ``[N, H, W, C]`` in ``[0, 1]``.
       masks: ``[N, H, W]`` bool ground truth (planted objects).
       methods: per-input method names (``fastxai_jax.explainers.registry``).
-      key: PRNG key (folded per method and batch for stochastic methods).
+      key: PRNG key (folded per method, then per batch, or per image index for
+        methods taking per-image keys: RISE's maps do not change with ``batch_size``).
       batch_size: images per batch.
       protocol: how curves are scored (default :class:`Protocol`, RISE's).
       method_options: ``{method: options}`` passed to the method.
@@ -202,7 +212,11 @@ def evaluate_methods(
         elapsed, record, compiled_shapes = 0.0, None, set()
         for batch_index, start in enumerate(starts):
             x = jnp.asarray(images[start : start + batch_size])
-            batch_key = jax.random.fold_in(jax.random.fold_in(key, method_index), batch_index)
+            method_key = jax.random.fold_in(key, method_index)
+            if method not in explainers and takes_image_keys(method):
+                batch_key = rise.image_keys(method_key, start, x.shape[0])  # per image index
+            else:
+                batch_key = jax.random.fold_in(method_key, batch_index)
             # Untimed: the explained class (a target forward) and the call's arguments.
             if method in explainers:
                 target = predict(x)

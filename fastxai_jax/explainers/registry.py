@@ -16,6 +16,7 @@ methods with :func:`register` / :func:`register_learned`.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -206,6 +207,48 @@ def method_cost(method: str, **options: Any) -> Cost:
     return get_method(method).cost(**options)
 
 
+_CALL_ARGS = ("apply_fn", "params", "x", "target", "key")
+
+
+def _option_names(fn: Callable[..., Any]) -> set[str] | None:
+    """Option names ``fn`` accepts, or ``None`` when it takes any ``**options``."""
+    if fn is cam.gradcam_method:  # forwards its **options to gradcam
+        return _option_names(cam.gradcam) | {"layer", "module", "family"}
+    if fn is dax.dax:  # its **options are DaxConfig fields (dax checks their values)
+        names = {p for p in inspect.signature(fn).parameters if p != "options"}
+        return names | set(dax.DaxConfig._fields)
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {p.name for p in params if p.kind in keyword}
+
+
+def check_option_names(method: str, options: dict[str, Any]) -> None:
+    """Refuses option names that ``method``'s function does not take (issue 20).
+
+    A typo such as ``num_step=5`` would otherwise surface as a ``TypeError`` from
+    inside the method, after validation (or be ignored by a ``**options``).
+
+    Raises:
+      ValueError: naming the unknown option(s) and the known ones.
+    """
+    spec = get_method(method)
+    names = _option_names(spec.fn)
+    if names is None:
+        return
+    names -= set(_CALL_ARGS)
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for method {method!r}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    base = options.get("base_options")
+    if isinstance(base, dict) and "base_options" in names:
+        check_option_names(options.get("base", "saliency"), base)
+
+
 class Prepared(NamedTuple):
     """A validated call: what :func:`compute` runs (inside a timed region).
 
@@ -269,6 +312,7 @@ def prepare(
         return Prepared(method.lower(), x, target, key, {}, explainer)
     if explainer is not None:
         raise ValueError(f"explainer= is for learned methods; {method!r} is per-input")
+    check_option_names(method, options)
     target = _resolve_target(apply_fn, params, x, target)
     if spec.needs_key and key is None:
         raise ValueError(f"method {method!r} is stochastic: pass key=jax.random.key(...)")

@@ -135,7 +135,7 @@ def test_demo_refuses_a_cache_trained_for_another_target(tmp_path):
     (tmp_path / "target").mkdir()
     saved = tmp_path / "target" / "metrics.json"
     saved.write_text(json.dumps({"config": {"steps": 2000}}))
-    with pytest.raises(SystemExit, match="earlier demo target"):
+    with pytest.raises(ValueError, match="earlier demo target"):  # exit 2 via cli.main
         _check_cache(tmp_path)
     saved.write_text(json.dumps({"config": {"steps": 2000, **TARGET_OPTIONS}}))
     _check_cache(tmp_path)
