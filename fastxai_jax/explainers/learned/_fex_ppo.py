@@ -196,9 +196,15 @@ def minibatch_loss(
     rows: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """FEX's loss on the rollout rows ``rows [m]`` (``compute_losses`` + their sum)."""
-    image = rows % rollout.images.shape[0]
+    batch = rollout.images.shape[0]
+    image = rows % batch
     classes = rollout.classes[image]
-    actor, values = forward_fn(params, rollout.images[image])
+    if rows.shape[0] >= batch:
+        # As many rows as images or more: one forward per image, gathered per row
+        # (same loss and gradient as a forward per row, up to float order).
+        actor, values = jax.tree.map(lambda a: a[image], forward_fn(params, rollout.images))
+    else:
+        actor, values = forward_fn(params, rollout.images[image])
     logits = policy_logits(actor, classes, config.policy)  # [m, L]
     value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]
     coefs = dict(
