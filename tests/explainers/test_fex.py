@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastxai_jax.explainers.learned import _fex_losses as losses
-from fastxai_jax.explainers.learned import fex, fex_benchmark, make_trainer, runs
+from fastxai_jax.explainers.learned import _fex_ppo, fex, fex_benchmark, make_trainer, runs
 from fastxai_jax.models.small_cnn import SmallCNN
 from fastxai_jax.train.loop import fit, make_optimizer
 
@@ -28,6 +28,7 @@ def tiny_config(**overrides):
         explainer_family="half",
         target_family="half",
         num_masks=3,
+        ppo_minibatch_size=6,  # B·K = 12 or 24 rows here: 2 or 4 PPO steps per batch
     )
     options.update(overrides)
     return fex.FexConfig(**options)
@@ -97,7 +98,7 @@ def test_ppo_loss_hand_computed():
     l_np = np.asarray([0.5, -1.0, 2.0])
     log_pi = np.log(sig(0.5)) + np.log(1 - sig(-1.0)) + np.log(sig(2.0))
     p = sig(l_np)
-    entropy = float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
+    entropy = float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean())  # the authors' mean
 
     # Positive advantage, ratio e^{0.5} ≈ 1.649 > 1.2: clipped branch.
     loss, terms = losses.ppo_loss(
@@ -113,9 +114,18 @@ def test_ppo_loss_hand_computed():
             z, mask, jnp.asarray(log_pi - 0.5), 2.0 * jnp.ones(()), 0.5 * jnp.ones(())
         )[0]
     )(logits)
+    mean_entropy = lambda z: losses.policy_entropy(z, "mean")
     np.testing.assert_allclose(
-        np.asarray(g), -1e-4 * np.asarray(jax.grad(losses.policy_entropy)(logits)), atol=1e-7
+        np.asarray(g), -1e-4 * np.asarray(jax.grad(mean_entropy)(logits)), atol=1e-7
     )
+    # "sum": the joint entropy, L = 3 times the mean.
+    np.testing.assert_allclose(float(losses.policy_entropy(logits, "sum")), 3 * entropy, rtol=1e-6)
+    # A given (frozen) advantage replaces r − V in the surrogate: ratio 1, A = 0.25.
+    loss, terms = losses.ppo_loss(
+        logits, mask, jnp.asarray(log_pi), jnp.asarray(2.0), jnp.asarray(0.5),
+        advantage=jnp.asarray(0.25), value_coef=0.0, entropy_coef=0.0,
+    )  # fmt: skip
+    np.testing.assert_allclose([float(loss), float(terms.advantage)], [-0.25, 0.25], rtol=1e-6)
 
     # Negative advantage (A = −1), ratio e^{−0.5} ≈ 0.607 < 0.8: min picks the clipped 0.8·A.
     loss, _ = losses.ppo_loss(
@@ -244,9 +254,9 @@ def test_explain_never_queries_the_target_and_honours_target(key):
 
 
 def test_softmax_policy_keeps_each_patch_with_its_class_softmax(key):
-    """``policy="softmax"``: the keep probability is ``softmax_c(actor)[ŷ]``
-    (the authors' code), finite and exact at logits of ±50, and the explainer's
-    heatmap is that probability."""
+    """``policy="softmax"`` (this library's option; neither the paper nor the
+    authors' code): the keep probability is ``softmax_c(actor)[ŷ]``, finite and
+    exact at logits of ±50, and the explainer's heatmap is that probability."""
     actor = jnp.asarray(
         [[[2.0, -1.0, 0.5, 0.0], [50.0, -50.0, 0.0, 0.0], [-50.0, 50.0, 50.0, -50.0]]]
     )
@@ -284,12 +294,13 @@ def test_softmax_policy_keeps_each_patch_with_its_class_softmax(key):
 
 def test_epsilon_greedy_exploration_flips_fair_coins(key):
     """With the actor pinned at logit −50 (keep probability 0), ε = 0 keeps no
-    patch, and ε-greedy keeps a patch with probability ε/2 (a fair coin on an
-    ε share of the actions)."""
+    patch, and per-patch ε-greedy keeps a patch with probability ε/2 (a fair coin
+    on an ε share of the actions)."""
     apply_fn, weights = linear_target(key)
     x = images(key, 8)
     for epsilon, expected in ((0.0, 0.0), (0.5, 0.25), (1.0, 0.5)):
-        learned = make(tiny_config(epsilon=epsilon), apply_fn, weights)
+        config = tiny_config(epsilon=epsilon, epsilon_scope="patch")
+        learned = make(config, apply_fn, weights)
         state = learned.init(key, x)
         actor = jax.tree.map(
             lambda leaf: jnp.full_like(leaf, -50.0) if leaf.ndim == 1 else jnp.zeros_like(leaf),
@@ -302,6 +313,67 @@ def test_epsilon_greedy_exploration_flips_fair_coins(key):
         assert np.isfinite(float(metrics["loss"]))
     with pytest.raises(ValueError, match="epsilon"):
         tiny_config(epsilon=1.5).validate()
+    with pytest.raises(ValueError, match="epsilon_scope"):
+        tiny_config(epsilon_scope="pixel").validate()
+
+
+def test_epsilon_greedy_scope_image_randomises_whole_masks(key):
+    """The authors' ε-greedy: one coin per mask. With keep probability 0, a mask
+    is either empty (policy) or a fair coin per patch (randomised); per-patch
+    coins leave almost no empty mask."""
+    logits = jnp.full((2000, 16), -50.0)  # 2000 images, 16 patches
+    whole = np.asarray(_fex_ppo.sample_actions(key, logits, 1, 0.5, "image"))[0]
+    kept = whole.sum(-1)
+    randomised = kept > 0
+    # P(a randomised mask keeps nothing) = 2^-16: the empty rows are the policy's.
+    assert abs(randomised.mean() - 0.5) < 0.04  # binomial sd 0.011
+    assert abs(whole[randomised].mean() - 0.5) < 0.02
+    per_patch = np.asarray(_fex_ppo.sample_actions(key, logits, 1, 0.5, "patch"))[0]
+    assert (per_patch.sum(-1) == 0).mean() < 0.03  # 0.75^16 = 1 %
+    assert abs(per_patch.mean() - 0.25) < 0.02
+
+
+def test_ppo_makes_minibatch_steps_and_differs_from_reinforce(key):
+    """``loss="ppo"``: B·K // ppo_minibatch_size optimizer steps per batch (the
+    optimizer's count), and params differ from ``"reinforce"``'s single step on
+    the same batch and key, whose first step is identical."""
+    import optax
+
+    apply_fn, weights = linear_target(key)
+    x = images(jax.random.key(1), 8)  # 8 images x 3 masks = 24 rows
+    counts, params = {}, {}
+    for loss, minibatch, epochs in (("ppo", 6, 1), ("ppo", 8, 2), ("reinforce", 6, 1)):
+        # the schedule's count = optimizer steps taken
+        config = tiny_config(loss=loss, ppo_minibatch_size=minibatch, ppo_epochs=epochs)
+        counting = optax.chain(optax.scale_by_schedule(lambda c: 1.0), optax.sgd(0.5))
+        learned = make(config, apply_fn, weights, counting)
+        state = learned.init(key, x)
+        new_state, metrics = jax.jit(learned.update)(state, x, jax.random.key(2))
+        counts[(loss, minibatch, epochs)] = int(new_state.opt_state[0].count)
+        params[(loss, minibatch, epochs)] = new_state.params
+        assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
+    assert counts == {("ppo", 6, 1): 4, ("ppo", 8, 2): 6, ("reinforce", 6, 1): 1}
+    gap = max(
+        float(jnp.abs(a - b).max())
+        for a, b in zip(
+            jax.tree.leaves(params[("ppo", 6, 1)]["heads"]),
+            jax.tree.leaves(params[("reinforce", 6, 1)]["heads"]),
+            strict=True,
+        )
+    )
+    assert gap > 1e-4
+    with pytest.raises(ValueError, match="ppo_minibatch_size"):
+        learned = make(tiny_config(ppo_minibatch_size=25), apply_fn, weights)
+        learned.update(learned.init(key, x), x, key)
+    with pytest.raises(ValueError, match="ppo_epochs"):
+        tiny_config(loss="reinforce", ppo_epochs=2).validate()
+    for name in ("ppo_minibatch_size", "ppo_epochs"):
+        with pytest.raises(ValueError, match=name):
+            tiny_config(**{name: 0}).validate()
+    with pytest.raises(ValueError, match="entropy_reduction"):
+        tiny_config(entropy_reduction="max").validate()
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        tiny_config(layer_norm_eps=-1.0).validate()
 
 
 def test_initial_keep_shifts_only_the_actor_output_bias(key):

@@ -58,10 +58,26 @@ def policy_log_prob(logits: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(bernoulli_log_prob(logits, mask))
 
 
-def policy_entropy(logits: jax.Array) -> jax.Array:
-    """Entropy of the factorised Bernoulli policy over ``[L]`` patches (sum, nats)."""
+ENTROPY_REDUCTIONS = ("mean", "sum")
+
+
+def policy_entropy(logits: jax.Array, reduction: str = "sum") -> jax.Array:
+    """Entropy of the factorised Bernoulli policy over ``[L]`` patches (nats).
+
+    ``reduction="sum"`` is the joint policy's entropy ``H(π)``; ``"mean"`` divides
+    it by ``L``, the authors' ``dist.entropy().mean()`` (``maskgen/trainer.py``).
+    """
     chex.assert_rank(logits, 1)
-    return jnp.sum(bernoulli_entropy(logits))
+    if reduction not in ENTROPY_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {ENTROPY_REDUCTIONS}; got {reduction!r}")
+    per_patch = bernoulli_entropy(logits)
+    return jnp.sum(per_patch) if reduction == "sum" else jnp.mean(per_patch)
+
+
+def _advantage(reward: jax.Array, value: jax.Array, advantage: Any) -> jax.Array:
+    # The authors' advantage is frozen at the rollout's values (``advantage``);
+    # without one, the current critic is the baseline. No gradient either way.
+    return jax.lax.stop_gradient(reward - value if advantage is None else advantage)
 
 
 def ppo_loss(
@@ -75,13 +91,16 @@ def ppo_loss(
     actor_coef: float = 1.0,
     value_coef: float = 0.5,
     entropy_coef: float = 1e-4,
+    entropy_reduction: str = "mean",
+    advantage: jax.Array | None = None,
 ) -> tuple[jax.Array, EpisodeTerms]:
     """Clipped PPO loss for one episode (Schulman et al. 2017; FEX's objective).
 
     ``loss = value_coef·(V − r)² + actor_coef·(−min(ρA, clip(ρ, 1±ε)A)) −
     entropy_coef·H(π)`` with ``ρ = exp(log π(m) − old_log_prob)`` and the
-    advantage ``A = r − V`` (no gradient through ``A``). ``value_coef = 0.5``
-    makes the value term ``0.5·MSE``.
+    advantage ``A = r − V`` (no gradient through ``A``), or the given
+    ``advantage`` (the authors': ``r − V_old``, frozen for the whole rollout).
+    ``value_coef = 0.5`` makes the value term ``0.5·MSE``.
 
     Args:
       logits: ``[L]`` current policy logits (actor logit of class ŷ per patch).
@@ -93,18 +112,21 @@ def ppo_loss(
       actor_coef: weight of the clipped surrogate.
       value_coef: weight of the squared value error.
       entropy_coef: weight of the entropy bonus.
+      entropy_reduction: ``"mean"`` over patches (the authors') or ``"sum"``
+        (the joint entropy), see :func:`policy_entropy`.
+      advantage: optional scalar advantage (default ``r − V``).
 
     Returns:
       ``(loss, EpisodeTerms)``.
     """
     chex.assert_rank([logits, mask, old_log_prob, reward, value], [1, 1, 0, 0, 0])
     log_prob = policy_log_prob(logits, mask)
-    advantage = jax.lax.stop_gradient(reward - value)
+    advantage = _advantage(reward, value, advantage)
     ratio = jnp.exp(log_prob - old_log_prob)
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     actor = -jnp.minimum(ratio * advantage, clipped * advantage)
     value_term = jnp.square(value - reward)
-    entropy = policy_entropy(logits)
+    entropy = policy_entropy(logits, entropy_reduction)
     loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
     return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ratio)
 
@@ -118,21 +140,24 @@ def reinforce_loss(
     actor_coef: float = 1.0,
     value_coef: float = 0.5,
     entropy_coef: float = 1e-4,
+    entropy_reduction: str = "mean",
+    advantage: jax.Array | None = None,
 ) -> tuple[jax.Array, EpisodeTerms]:
     """REINFORCE with the critic as baseline (Williams 1992), one episode.
 
     ``loss = −actor_coef·(r − V)·log π(m) + value_coef·(V − r)² −
     entropy_coef·H(π)``; ``r − V`` carries no gradient, so the actor gradient
-    is the unbiased score-function estimate of ``−∇ E_π[r]``.
+    is the unbiased score-function estimate of ``−∇ E_π[r]``. Its gradient equals
+    :func:`ppo_loss`'s at ratio 1 (the first PPO minibatch of a rollout).
 
     Args and returns as :func:`ppo_loss`, without ``old_log_prob``/``clip_eps``.
     """
     chex.assert_rank([logits, mask, reward, value], [1, 1, 0, 0])
     log_prob = policy_log_prob(logits, mask)
-    advantage = jax.lax.stop_gradient(reward - value)
+    advantage = _advantage(reward, value, advantage)
     actor = -advantage * log_prob
     value_term = jnp.square(value - reward)
-    entropy = policy_entropy(logits)
+    entropy = policy_entropy(logits, entropy_reduction)
     loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
     ones = jnp.ones_like(log_prob)
     return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ones)

@@ -5,12 +5,17 @@ the NaN guard and the step counter; a method contributes only its
 ``loss_fn(params, batch, key) -> (loss, metrics)`` (optax's
 ``GradientTransformation`` split of concerns: the method is pure functions, the
 optimizer is passed in by the caller).
+
+A method whose ``loss_fn`` carries a ``rollout`` attribute (FEX's PPO) is trained
+by :func:`make_rollout_update`: a gradient-free rollout per data batch, then one
+``make_update`` step per minibatch of it (``lax.scan``); :func:`update_for`
+picks the right one for a :class:`~fastxai_jax.core.LearnedExplainer`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +24,23 @@ import optax
 from fastxai_jax.core import LearnedExplainer, LossFn, Params
 from fastxai_jax.train.loop import TrainState, _all_finite, init_state
 
-__all__ = ["freeze", "init_train_state", "make_trainer", "make_update", "optimizer_for"]
+__all__ = [
+    "RolloutRows",
+    "freeze",
+    "init_train_state",
+    "make_rollout_update",
+    "make_trainer",
+    "make_update",
+    "optimizer_for",
+    "update_for",
+]
+
+
+class RolloutRows(NamedTuple):
+    """The ``batch`` of one minibatch step: the whole rollout and the rows it uses."""
+
+    rollout: Any
+    rows: jax.Array
 
 
 def make_update(
@@ -58,6 +79,47 @@ def make_update(
     return update
 
 
+def make_rollout_update(
+    loss_fn: LossFn, rollout: Callable[..., Any], optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """``update(state, batch, key)``: a rollout, then one optimizer step per row set.
+
+    PPO's consumption of a rollout (Schulman et al. 2017; FEX's ``ppo_iter``):
+    ``rollout(params, batch, key) -> (data, rows [S, m], metrics)`` runs without
+    gradient; step ``i`` is :func:`make_update`'s step on
+    ``loss_fn(params, RolloutRows(data, rows[i]), key_i)``, in a ``lax.scan``.
+    Metrics are the steps' means plus the rollout's; ``state.step`` grows by one.
+    """
+    step = make_update(loss_fn, optimizer)
+
+    def update(state: TrainState, batch: Any, key: jax.Array):
+        rollout_key, step_key = jax.random.split(key)
+        data, rows, rollout_metrics = rollout(state.params, batch, rollout_key)
+        data = jax.lax.stop_gradient(data)
+
+        def body(carry, xs):
+            index, row_set = xs
+            return step(carry, RolloutRows(data, row_set), jax.random.fold_in(step_key, index))
+
+        steps = jnp.arange(rows.shape[0])
+        new_state, metrics = jax.lax.scan(body, state, (steps, rows))
+        metrics = {name: jnp.mean(value) for name, value in metrics.items()}
+        return new_state._replace(step=state.step + 1), {**metrics, **rollout_metrics}
+
+    return update
+
+
+def update_for(
+    learned: LearnedExplainer, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """The training step of ``learned``: :func:`make_rollout_update` when its
+    ``loss_fn`` has a ``rollout`` (FEX), else :func:`make_update`."""
+    rollout = getattr(learned.loss_fn, "rollout", None)
+    if rollout is None:
+        return make_update(learned.loss_fn, optimizer)
+    return make_rollout_update(learned.loss_fn, rollout, optimizer)
+
+
 def freeze(
     optimizer: optax.GradientTransformation, frozen: Callable[[Params], Any]
 ) -> optax.GradientTransformation:
@@ -91,10 +153,10 @@ def make_trainer(
     learned: LearnedExplainer, optimizer: optax.GradientTransformation
 ) -> tuple[Callable[[jax.Array, Any], TrainState], Callable[..., Any]]:
     """``(init, update)`` for ``learned`` and ``optimizer`` (frozen leaves added once):
-    ``init(key, sample_batch) -> TrainState`` and ``update = make_update(...)``."""
+    ``init(key, sample_batch) -> TrainState`` and ``update = update_for(...)``."""
     optimizer = optimizer_for(learned, optimizer)
 
     def init(key: jax.Array, sample_batch: Any) -> TrainState:
         return init_train_state(learned, optimizer, key, sample_batch)
 
-    return init, make_update(learned.loss_fn, optimizer)
+    return init, update_for(learned, optimizer)

@@ -8,14 +8,22 @@ scored by the target in one batched call, rewarded with
 baseline) plus ``KL(p_f(·|x) ‖ μ)``. After training, ``explain`` is a single
 explainer forward pass — no target query.
 
+Defaults follow the authors' code (pd90506/FastExplanation, ``maskgen/trainer.py``)
+wherever it is more specific than the paper: PPO consumes each rollout in
+``B·K // ppo_minibatch_size`` minibatch steps (the paper only names PPO; one step
+on fresh samples would be REINFORCE), the entropy bonus is the mean over patches
+(the paper's ``H(π)`` fixes no reduction; their ``l_entropy`` is calibrated for
+the mean), ε-greedy randomises a whole mask. The alternatives stay options:
+``loss="reinforce"`` (one step per rollout), ``entropy_reduction="sum"``,
+``epsilon_scope="patch"``. See :mod:`._fex_ppo` for the rollout and the loss.
+
 Usage::
 
     learned = fex.make(fex.FexConfig(num_classes=10, image_size=64, patch_size=8),
                        apply_fn, target_params)
-    optimizer = optimizer_for(learned, make_optimizer("adam", 5e-5))
-    state = init_train_state(learned, optimizer, key, images[:8])
-    update = make_update(learned.loss_fn, optimizer)
-    state, metrics = update(state, images[:32], key)
+    init, update = make_trainer(learned, make_optimizer("adam", 5e-5))
+    state = init(key, images[:8])
+    state, metrics = update(state, images[:32], key)    # rollout + minibatch steps
     heat = learned.explain(state.params, images)       # [B, 64, 64] in (0, 1)
     grid = learned.explain_grid(state.params, images)  # [B, 8, 8]
 """
@@ -31,15 +39,14 @@ import jax.numpy as jnp
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import (
-    apply_mask,
-    fill_value_01,
     normalise_images,
     patch_grid,
-    sample_bernoulli,
     upsample_bilinear,
     upsample_nearest,
 )
 from fastxai_jax.explainers.learned import _fex_losses as losses
+from fastxai_jax.explainers.learned import _fex_ppo
+from fastxai_jax.explainers.learned._fex_ppo import EPSILON_SCOPES, POLICIES, policy_logits
 from fastxai_jax.explainers.learned._lora import lora_init, lora_merge
 from fastxai_jax.models.heads import ActorCriticHeads
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
@@ -48,7 +55,6 @@ from fastxai_jax.models.vit import ViT, vit_from_config
 _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
 _BASELINES = ("none", "empty")
-_POLICIES = ("sigmoid", "softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +72,22 @@ class FexConfig:
         or ``"lora"`` adapters on attention/MLP kernels.
       lora_rank, lora_alpha: LoRA ``r`` and ``α`` (authors: 8, 32).
       head_hidden: actor/critic MLP width (``None`` = ViT width ``D``).
+      layer_norm_eps: the explainer ViT's LayerNorm ε (``None``: the preset's
+        1e-6; Hugging Face checkpoints, e.g. the authors' ViT, use 1e-12).
       num_masks: ``K`` masks sampled per image per update (authors: 5).
-      loss: ``"ppo"`` (clipped, one epoch on fresh samples) or ``"reinforce"``.
+      loss: ``"ppo"`` (default; the paper's objective as the authors run it: a
+        rollout of ``B·K`` episodes, then ``ppo_epochs × (B·K //
+        ppo_minibatch_size)`` clipped-surrogate steps on minibatches drawn with
+        replacement) or ``"reinforce"`` (one step per rollout on all ``B·K``
+        episodes; its gradient is PPO's at ratio 1).
+      ppo_minibatch_size: rows per PPO step (authors' trainer: 16); larger than
+        ``B·K`` is refused (their code would make no step). Unused by reinforce.
+      ppo_epochs: passes over each rollout (authors: 1); reinforce needs 1.
       clip_eps, actor_coef, value_coef, entropy_coef, kl_coef: loss weights
         (``value_coef = 0.5`` gives the paper's ``0.5·MSE``).
+      entropy_reduction: ``"mean"`` over patches (authors, default) or ``"sum"``
+        (the joint policy's entropy, ``L`` times larger: rescale
+        ``entropy_coef`` when switching).
       target_family: the normalisation ``apply_fn`` applies internally; masked
         pixels are set to ``fill`` in that space.
       fill: masked value in the target's normalised space (paper: 0).
@@ -77,12 +95,15 @@ class FexConfig:
         ``p_f(ŷ | fully masked x)`` from the reward's probability, so that dropping
         every patch earns 0 when the target predicts ``ŷ`` on a blank image.
       policy: how a patch's keep probability comes from its class logits:
-        ``"sigmoid"`` (the paper's text: ``σ(actor[ŷ])``) or ``"softmax"`` (the
-        authors' code: ``softmax_c(actor)[ŷ]``, so a patch that carries evidence
-        for another class gets a low keep probability for ``ŷ``).
-      epsilon: ε-greedy exploration (the authors' code): each patch's sampled
-        action is replaced, with probability ε, by a fair coin flip; the losses
-        use the policy's log-probability of the action taken. 0 = pure sampling.
+        ``"sigmoid"`` (the paper and the authors' code: ``σ(actor[ŷ])``) or
+        ``"softmax"``, an option of this library that is in neither:
+        ``softmax_c(actor)[ŷ]``, so a patch that carries evidence for another
+        class gets a low keep probability for ``ŷ``.
+      epsilon: ε-greedy exploration (the authors' code; 0 = pure sampling); the
+        losses use the policy's log-probability of the action taken.
+      epsilon_scope: ``"image"`` (authors, default): with probability ε an
+        image's whole mask is replaced by fair coin flips; ``"patch"``: each
+        patch's action independently.
       initial_keep: ``None`` (the default initialisation) or a probability
         ``q``: the actor's output bias starts at ``logit(q)``, so the untrained
         policy keeps about that share of patches and training prunes masks down
@@ -106,18 +127,23 @@ class FexConfig:
     lora_rank: int = 8
     lora_alpha: float = 32.0
     head_hidden: int | None = None
+    layer_norm_eps: float | None = None
     num_masks: int = 5
     loss: str = "ppo"
+    ppo_minibatch_size: int = 16
+    ppo_epochs: int = 1
     clip_eps: float = 0.2
     actor_coef: float = 1.0
     value_coef: float = 0.5
     entropy_coef: float = 1e-4
+    entropy_reduction: str = "mean"
     kl_coef: float = 1.0
     target_family: str = "imagenet"
     fill: float = 0.0
     reward_baseline: str = "none"
     policy: str = "sigmoid"
     epsilon: float = 0.0
+    epsilon_scope: str = "image"
     initial_keep: float | None = None
 
     def validate(self) -> None:
@@ -128,8 +154,21 @@ class FexConfig:
             raise ValueError(
                 f"reward_baseline must be one of {_BASELINES}; got {self.reward_baseline!r}"
             )
-        if self.policy not in _POLICIES:
-            raise ValueError(f"policy must be one of {_POLICIES}; got {self.policy!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}; got {self.policy!r}")
+        if self.epsilon_scope not in EPSILON_SCOPES:
+            raise ValueError(
+                f"epsilon_scope must be one of {EPSILON_SCOPES}; got {self.epsilon_scope!r}"
+            )
+        if self.entropy_reduction not in losses.ENTROPY_REDUCTIONS:
+            raise ValueError(
+                f"entropy_reduction must be one of {losses.ENTROPY_REDUCTIONS}; "
+                f"got {self.entropy_reduction!r}"
+            )
+        if self.layer_norm_eps is not None and not (
+            isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0
+        ):
+            raise ValueError(f"layer_norm_eps must be None or > 0; got {self.layer_norm_eps!r}")
         if self.policy == "softmax" and isinstance(self.num_classes, int) and self.num_classes < 2:
             raise ValueError("policy='softmax' needs num_classes >= 2; got 1")
         if not isinstance(self.epsilon, (int, float)) or not 0.0 <= self.epsilon <= 1.0:
@@ -140,10 +179,16 @@ class FexConfig:
             raise ValueError(f"initial_keep must be None or in (0, 1); got {self.initial_keep!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
-        for name in ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size"):
+        names = ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size")
+        for name in names + ("ppo_minibatch_size", "ppo_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if self.loss == "reinforce" and self.ppo_epochs != 1:
+            raise ValueError(
+                f"ppo_epochs must be 1 with loss='reinforce' (one step per rollout); "
+                f"got {self.ppo_epochs}"
+            )
         for name in ("explainer_family", "target_family"):
             if getattr(self, name) not in FAMILY_NORMALISATION:
                 raise ValueError(
@@ -160,7 +205,10 @@ class FexConfig:
 
 def build_backbone(config: FexConfig) -> ViT:
     """The explainer's ViT (its classifier head is unused)."""
-    return vit_from_config(config)
+    backbone = vit_from_config(config)
+    if config.layer_norm_eps is not None:
+        backbone = backbone.clone(layer_norm_eps=float(config.layer_norm_eps))
+    return backbone
 
 
 def _heads(config: FexConfig, backbone: ViT) -> ActorCriticHeads:
@@ -264,27 +312,6 @@ def _check_logits(config: FexConfig, apply_fn: ApplyFn, target_params: Params, x
         )
 
 
-def policy_logits(actor: jax.Array, classes: jax.Array, policy: str = "sigmoid") -> jax.Array:
-    """Bernoulli keep logits ``[B, L]`` of each image's class.
-
-    Args:
-      actor: ``[B, L, C]`` per-patch, per-class actor logits.
-      classes: ``[B]`` the class explained in each image.
-      policy: ``"sigmoid"``: ``actor[ŷ]``, so the keep probability is
-        ``σ(actor[ŷ])``; ``"softmax"``: ``actor[ŷ] − logsumexp_{c≠ŷ} actor[c]``,
-        the logit of ``softmax_c(actor)[ŷ]``, computed without forming the
-        probability (finite at any logit scale).
-    """
-    own = jnp.take_along_axis(actor, classes[:, None, None], axis=-1)[..., 0]
-    if policy == "sigmoid":
-        return own
-    if policy != "softmax":
-        raise ValueError(f"policy must be one of {_POLICIES}; got {policy!r}")
-    is_own = jax.nn.one_hot(classes, actor.shape[-1], dtype=bool)[:, None, :]
-    others = jax.nn.logsumexp(jnp.where(is_own, -jnp.inf, actor), axis=-1)
-    return own - others
-
-
 def make(
     config: FexConfig,
     apply_fn: ApplyFn | None,
@@ -307,16 +334,16 @@ def make(
     Returns:
       ``LearnedExplainer``: ``loss_fn(params, batch, key)`` (``batch``:
       ``[B, H, W, 3]`` or a dict with ``"images"``; ``B·(K + 1)`` target
-      queries); ``explain(params, x, target=None) -> [B, H, W]`` (bilinear) and
+      queries; its ``rollout`` attribute makes ``make_trainer``/``runs.fit`` run
+      the minibatch PPO, see :mod:`._fex_ppo`); ``explain(params, x,
+      target=None) -> [B, H, W]`` (bilinear) and
       ``explain_grid -> [B, gh, gw]``, one explainer forward, no target query:
       ``target`` (an int or ``[B]`` ints) selects the class's actor output;
       ``None`` explains the explainer's own predicted class.
     """
     del module
     config.validate()
-    gh, gw = config.grid
     size = config.image_size
-    fill01 = fill_value_01(config.fill, config.target_family)
 
     def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         x = _images(sample_batch)
@@ -330,75 +357,12 @@ def make(
                 )
         return init_params(config, key, backbone_params)
 
-    def loss_fn(params: Params, batch: Any, key: jax.Array):
-        x = _images(batch)
+    def check_batch(x: Any) -> None:
         _check_input(config, x, "batch")
         _check_logits(config, apply_fn, target_params, x)
-        batch = x.shape[0]
-        num_masks = config.num_masks
-        target_logits = apply_fn(target_params, x)
-        target_probs = jax.nn.softmax(target_logits.astype(jnp.float32), axis=-1)
-        classes = jnp.argmax(target_logits, axis=-1)
-        actor, values = forward(config, params, x)
-        logits = policy_logits(actor, classes, config.policy)  # [B, L]
-        logits_bk = jnp.broadcast_to(logits[:, None, :], (batch, num_masks, gh * gw))
-        if config.epsilon > 0:
-            key, explore_key, coin_key = jax.random.split(key, 3)
-        masks = sample_bernoulli(key, logits_bk)  # [B, K, L]
-        if config.epsilon > 0:
-            explore = jax.random.bernoulli(explore_key, config.epsilon, masks.shape)
-            coins = jax.random.bernoulli(coin_key, 0.5, masks.shape).astype(masks.dtype)
-            masks = jnp.where(explore, coins, masks)
-        masks = jax.lax.stop_gradient(masks)
-        pixels = upsample_nearest(masks.reshape((batch, num_masks, gh, gw)), (size, size))
-        masked = apply_mask(
-            jnp.broadcast_to(x[:, None], (batch, num_masks) + x.shape[1:]), pixels, fill01
-        )
-        # All B·K masked images in ONE batched target call.
-        scored = apply_fn(target_params, masked.reshape((batch * num_masks,) + x.shape[1:]))
-        probs = jax.nn.softmax(scored.astype(jnp.float32), axis=-1).reshape((batch, num_masks, -1))
-        kept_prob = jnp.take_along_axis(probs, classes[:, None, None], axis=-1)[..., 0]
-        empty_prob = jnp.zeros((batch, num_masks), jnp.float32)
-        if config.reward_baseline == "empty":
-            # The fill is constant, so every fully masked image is the same: one query.
-            blank = apply_mask(x[:1], jnp.zeros((1, size, size), x.dtype), fill01)
-            blank_probs = jax.nn.softmax(apply_fn(target_params, blank).astype(jnp.float32), -1)
-            empty = blank_probs[0][classes][:, None]  # [B, 1]
-            empty_prob = jnp.broadcast_to(empty, (batch, num_masks))
-        reward = jax.lax.stop_gradient(
-            jax.vmap(jax.vmap(losses.fex_reward))(kept_prob, masks, empty_prob)
-        )
-        value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]  # [B]
-        value_bk = jnp.broadcast_to(value[:, None], (batch, num_masks))
-        coefs = dict(
-            actor_coef=config.actor_coef,
-            value_coef=config.value_coef,
-            entropy_coef=config.entropy_coef,
-        )
-        if config.loss == "ppo":
-            # One PPO epoch on fresh samples: the behaviour policy is the current one.
-            old = jax.lax.stop_gradient(
-                jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, masks)
-            )
-            episode = lambda z, m, o, r, v: losses.ppo_loss(
-                z, m, o, r, v, clip_eps=config.clip_eps, **coefs
-            )
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, old, reward, value_bk)
-        else:
-            episode = lambda z, m, r, v: losses.reinforce_loss(z, m, r, v, **coefs)
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, masks, reward, value_bk)
-        kl = jax.vmap(losses.kl_to_target)(target_probs, actor)  # [B]
-        loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)
-        metrics = {
-            "reward": jnp.mean(reward),
-            "target_prob_masked": jnp.mean(kept_prob),
-            "keep_fraction": jnp.mean(masks),
-            "value_loss": jnp.mean(terms.value),
-            "actor_loss": jnp.mean(terms.actor),
-            "entropy": jnp.mean(terms.entropy),
-            "kl": jnp.mean(kl),
-        }
-        return loss, metrics
+
+    forward_fn = lambda params, x: forward(config, params, x)
+    loss_fn = _fex_ppo.make_loss(config, forward_fn, apply_fn, target_params, check_batch)
 
     grid_jit = jax.jit(lambda params, x, target: explain_grid(config, params, x, target))
     pixels_jit = jax.jit(

@@ -27,7 +27,7 @@ import optax
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params
 from fastxai_jax.explainers import registry
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
-from fastxai_jax.explainers.learned._update import init_train_state, make_update, optimizer_for
+from fastxai_jax.explainers.learned._update import init_train_state, optimizer_for, update_for
 from fastxai_jax.train.checkpoint import load_params, save_params
 from fastxai_jax.train.loop import fit as fit_loop
 
@@ -102,7 +102,7 @@ def fit(
     workdir = None if workdir is None else pathlib.Path(workdir)
     state, history = fit_loop(
         state,
-        make_update(learned.loss_fn, optimizer),
+        update_for(learned, optimizer),
         batch_fn,
         num_steps=num_steps,
         key=key,
