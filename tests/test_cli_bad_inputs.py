@@ -233,10 +233,7 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "models/extra_argument": (["models", "resnet18"], "resnet18"),
 }
 
-XFAIL = {
-    "sweep/broken_config": "cli/sweep.py (not this branch's) lets load_config's SyntaxError "
-    "through as a traceback",
-}
+XFAIL: dict[str, str] = {}
 
 
 def _params(row: str):

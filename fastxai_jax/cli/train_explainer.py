@@ -52,11 +52,25 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         choices=["sigmoid", "softmax"],
         default=None,
-        help="keep probability σ(actor[ŷ]) (paper, default) or softmax_c(actor)[ŷ] (authors' code)",
+        help="keep probability σ(actor[ŷ]) (paper and authors' code, default) or "
+        "softmax_c(actor)[ŷ] (in neither; an experiment of this library)",
     )
     group.add_argument(
         "--epsilon", type=float, default=None, help="ε-greedy exploration share in [0, 1] (0)"
     )
+    group.add_argument(
+        "--epsilon-scope", choices=["mask", "patch"], default=None,
+        help="ε-greedy randomises an image's whole mask (authors) or each patch",
+    )  # fmt: skip
+    group.add_argument(
+        "--entropy-reduction", choices=["mean", "sum"], default=None,
+        help="entropy bonus: mean over patches (authors) or their sum (the demo's recipe)",
+    )  # fmt: skip
+    group.add_argument(
+        "--ppo-minibatch-size", type=int, default=None,
+        help="PPO: rows per optimiser step; each rollout of B·K rows takes B·K // this steps",
+    )  # fmt: skip
+    group.add_argument("--ppo-epochs", type=int, default=None, help="PPO passes per rollout (1)")
     group.add_argument(
         "--initial-keep",
         type=float,
@@ -85,6 +99,10 @@ def _train_fex(args: argparse.Namespace, target: tuple) -> dict[str, Any]:
             "policy",
             "epsilon",
             "initial_keep",
+            "epsilon_scope",
+            "entropy_reduction",
+            "ppo_minibatch_size",
+            "ppo_epochs",
         )
         if getattr(args, name) is not None
     }

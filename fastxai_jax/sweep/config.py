@@ -63,7 +63,10 @@ def load_config(spec: str | Mapping[str, Any]) -> dict[str, Any]:
             raise FileNotFoundError(f"config file {target} does not exist")
         module_spec = importlib.util.spec_from_file_location("_fastxai_sweep_config", target)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except SyntaxError as err:
+            raise ValueError(f"config file {target} is not valid Python: {err}") from None
     else:
         name = target if "." in target else f"fastxai_jax.configs.{target}"
         try:

@@ -135,7 +135,12 @@ def save(
 # Config fields whose default changed after runs were saved without them: a saved
 # run keeps the behaviour it was trained with (TVE's default became the authors'
 # two-backbone head in issue 18; earlier runs hold the shared-backbone head).
-_DEFAULTS_BEFORE_CHANGE: dict[str, dict[str, Any]] = {"tve": {"arch": "shared"}}
+# FEX's entropy and ε-greedy defaults became the authors' (mean over patches, whole
+# mask) in the same issue.
+_DEFAULTS_BEFORE_CHANGE: dict[str, dict[str, Any]] = {
+    "tve": {"arch": "shared"},
+    "fex": {"entropy_reduction": "sum", "epsilon_scope": "patch"},
+}
 
 
 def _config_fields(config_cls: type, fields: dict[str, Any]) -> dict[str, Any]:
