@@ -59,7 +59,7 @@ def _fex_arguments(parser: argparse.ArgumentParser) -> None:
         "--epsilon", type=float, default=None, help="ε-greedy exploration share in [0, 1] (0)"
     )
     group.add_argument(
-        "--epsilon-scope", choices=["mask", "patch"], default=None,
+        "--epsilon-scope", choices=["image", "patch"], default=None,
         help="ε-greedy randomises an image's whole mask (authors) or each patch",
     )  # fmt: skip
     group.add_argument(
