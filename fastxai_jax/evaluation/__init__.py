@@ -1,0 +1,1 @@
+"""Evaluation sections of the demo (the image demo moves here; text: :mod:`.text`)."""
