@@ -12,14 +12,20 @@ PAD, CLS, SEP, MASK = 0, 1, 2, 3
 
 
 @pytest.fixture(scope="module")
-def tiny_bert():
+def tiny_bert(tiny_bert_module):
     """``(fns, params)`` of a 2-layer D=16 BERT with 3 classes, vocab 50, 24 positions."""
+    module, params = tiny_bert_module
+    return bert_text_fns(module, MASK, (CLS, SEP)), params
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_module():
+    """``(module, params)`` of the tiny BERT behind :func:`tiny_bert`."""
     module = BertClassifier(
         num_classes=3, vocab_size=50, hidden_size=16, depth=2, num_heads=2, mlp_dim=32,
         max_position_embeddings=24, dropout_rate=0.0,
     )  # fmt: skip
-    params = module.init(jax.random.key(1), jnp.ones((1, 4), jnp.int32))
-    return bert_text_fns(module, MASK, (CLS, SEP)), params
+    return module, module.init(jax.random.key(1), jnp.ones((1, 4), jnp.int32))
 
 
 def make_batch(rows):
