@@ -324,7 +324,12 @@ def run_text(args: argparse.Namespace) -> int:
     for i, tokens in enumerate(strings):
         values = relevance[i, : len(tokens)]
         print(f"[class {int(target[i])}] {ansi_highlight(tokens, values)}")
-        rows.append((f"class {int(target[i])}", html_sentence(tokens, values)))
+        rows.append(
+            (
+                f"class {int(target[i])} (predicted {int(predicted[i])})",
+                html_sentence(tokens, values),
+            )
+        )
         records.append(
             {
                 "text": args.text[i],
@@ -335,7 +340,8 @@ def run_text(args: argparse.Namespace) -> int:
             }  # fmt: skip
         )
     title = f"{name} on {args.model}"
-    (out / "text.html").write_text(html_page(title, [(title, rows)]), encoding="utf-8")
+    heading = f"{len(rows)} sentence(s), class explained per row"
+    (out / "text.html").write_text(html_page(title, [(heading, rows)]), encoding="utf-8")
     (out / "text.json").write_text(json.dumps(records, indent=1))
     print(f"wrote {out / 'text.html'}")
     return 0

@@ -74,7 +74,8 @@ def ansi_highlight(tokens: Sequence[str], values: Sequence[float]) -> str:
             continue
         sep, text = _join(token, not out)
         r, g, b = _rgb(weight)
-        out.append(f"{sep}\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{text}\x1b[0m")
+        ink = 255 if abs(weight) > 0.6 else 0
+        out.append(f"{sep}\x1b[48;2;{r};{g};{b}m\x1b[38;2;{ink};{ink};{ink}m{text}\x1b[0m")
     return "".join(out)
 
 
@@ -96,8 +97,9 @@ def html_sentence(
         first = False
         r, g, b = _rgb(float(weight))
         cls = ' class="ev"' if is_evidence else ""
+        ink = "#fff" if abs(float(weight)) > 0.6 else "#000"
         parts.append(
-            f'{sep}<span{cls} style="background:rgb({r},{g},{b})" '
+            f'{sep}<span{cls} style="background:rgb({r},{g},{b});color:{ink}" '
             f'title="{float(value):.4g}">{html.escape(text)}</span>'
         )
     return "".join(parts)
@@ -124,7 +126,10 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]
         "</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         "<p>Red: relevant to the explained class; blue: against it; "
-        "underlined: the planted evidence tokens.</p>" + "".join(body) + "</body></html>"
+        "underlined: the planted evidence tokens (benchmark sentences). Each "
+        "sentence is scaled by its largest |relevance|; hover a token for its value.</p>"
+        + "".join(body)
+        + "</body></html>"
     )
 
 

@@ -57,7 +57,7 @@ def test_text_flag_prints_highlights_and_writes_html(minilm_classifier, tmp_path
     sentences_html = page.split("<tr>")[1:]
     for record, row in zip(records, sentences_html, strict=True):
         top = record["tokens"][int(np.argmax(record["relevance"]))]
-        reddest = re.findall(r'rgb\(255,0,0\)" title="[^"]*">([^<]*)<', row)
+        reddest = re.findall(r'rgb\(255,0,0\);color:#fff" title="[^"]*">([^<]*)<', row)
         assert reddest == [top.removeprefix("##")]
 
 
