@@ -173,7 +173,7 @@ def text_table(
     methods: dict[str, tuple[Callable[[], Any], dict[str, Any]]] = {
         "rise": (
             lambda: registry.attribute(
-                "rise", fns, params, x, key=key, num_masks=rise_masks, fill="drop"
+                "rise", fns, params, x, key=key, num_masks=rise_masks, fill="drop", chunk_size=20
             ),
             {"num_masks": rise_masks},
         ),
@@ -319,7 +319,8 @@ def text_section(
 ) -> str:
     """Runs the demo's text section end to end and writes ``out/text.md``, ``out/text.html``.
 
-    ``workdir`` caches the classifier head (``classifier/``) and FEX (``fex/``).
+    ``workdir`` caches the classifier head (``classifier/``) and FEX (``fex/``; a
+    saved ``fex/explainer`` is reused as is).
     Returns the markdown table.
     """
     import pathlib
@@ -336,7 +337,18 @@ def text_section(
     fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
     train = make_text_benchmark(512, tokenizer, seed=1)
     test = make_text_benchmark(num_test, tokenizer, seed=4242)
-    trained = train_text_fex(fns, variables, train, workdir=workdir / "fex", num_steps=fex_steps)
+    if (workdir / "fex" / "explainer").exists():  # a finished run: reuse it
+        from fastxai_jax.explainers.learned import fex_text
+        from fastxai_jax.models.minilm import load_minilm
+
+        encoder, encoder_params = load_minilm(num_classes=2)
+        trained = fex_text.load(
+            workdir / "fex", fns, module=encoder, backbone_params=encoder_params
+        )
+    else:
+        trained = train_text_fex(
+            fns, variables, train, workdir=workdir / "fex", num_steps=fex_steps
+        )
     rows, intervals, maps = text_table(
         fns, variables, test, trained, key=jax.random.key(0), rise_masks=rise_masks
     )

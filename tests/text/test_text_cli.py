@@ -61,7 +61,7 @@ def test_text_flag_prints_highlights_and_writes_html(minilm_classifier, tmp_path
         assert reddest == [top.removeprefix("##")]
 
 
-@pytest.mark.slow  # ~2-4 min on 2 shared CPU cores: 120 PPO steps of FEX over tokens
+@pytest.mark.slow  # ~2-4 min on 2 shared CPU cores: 80 PPO steps of FEX over tokens
 def test_trained_fex_beats_random_on_deletion_and_pointing(minilm_classifier, tmp_path):
     from fastxai_jax.data.text_benchmark import make_text_benchmark
     from fastxai_jax.evaluation.text import text_table, train_text_fex
@@ -69,7 +69,7 @@ def test_trained_fex_beats_random_on_deletion_and_pointing(minilm_classifier, tm
     _, _, variables, fns, tokenizer = minilm_classifier
     train = make_text_benchmark(512, tokenizer, seed=1)
     test = make_text_benchmark(48, tokenizer, seed=4242)
-    trained = train_text_fex(fns, variables, train, workdir=tmp_path / "fex", num_steps=120)
+    trained = train_text_fex(fns, variables, train, workdir=tmp_path / "fex", num_steps=80)
     rows, intervals, maps = text_table(
         fns, variables, test, trained, key=jax.random.key(0), rise_masks=200, ig_steps=8
     )
