@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--fex-workdir", default=None, help="a trained FEX-over-tokens run")
     parser.add_argument("--num", type=int, default=64, help="sentences")
     parser.add_argument("--rise-masks", type=int, default=500)
+    parser.add_argument("--rise-chunk", type=int, default=20, help="masks per target call")
     parser.add_argument("--ig-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="bench_text.json")
@@ -89,9 +90,17 @@ def main() -> None:
         ),
         "rise": (
             lambda: tokens.token_rise(
-                fns, variables, ids, mask, key=key, num_masks=args.rise_masks
+                fns,
+                variables,
+                ids,
+                mask,
+                key=key,
+                num_masks=args.rise_masks,
+                chunk_size=args.rise_chunk,
             ),
-            lambda p, i, m: tokens.token_rise(fns, p, i, m, key=key, num_masks=args.rise_masks),
+            lambda p, i, m: tokens.token_rise(
+                fns, p, i, m, key=key, num_masks=args.rise_masks, chunk_size=args.rise_chunk
+            ),
             (variables, ids, mask),
             {"num_masks": args.rise_masks},
         ),
