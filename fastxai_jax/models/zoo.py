@@ -328,7 +328,9 @@ def load_pretrained(
 
     Args:
       name: model name (see :func:`available_models`).
-      path: ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file.
+      path: ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file (``minilm``: the
+        model directory, ``None`` = the PyPI package; ``minilm_classifier``: the
+        run directory of its trained head, see ``_load_minilm``).
       num_classes: if given, must equal the checkpoint's class count.
       layout: ``torchvision``, ``timm``, ``hf`` or ``efficientnet-lite0-pypi``;
         guessed from the keys when None.
