@@ -52,7 +52,7 @@ def test_text_flag_prints_highlights_and_writes_html(minilm_classifier, tmp_path
     for i, record in enumerate(records):
         n = len(record["tokens"])
         np.testing.assert_allclose(record["relevance"], expected[i, :n], rtol=1e-5)
-        assert record["predicted"] == 1 - i  # "not good" is negative, "wonderful" positive
+        assert record["predicted"] == i  # "not good" is negative, "wonderful" positive
     # The fully red span of each sentence is its argmax token.
     sentences_html = page.split("<tr>")[1:]
     for record, row in zip(records, sentences_html, strict=True):
