@@ -315,7 +315,13 @@ def train_text_fex(
 
 
 def text_section(
-    workdir: Any, out: Any, *, num_test: int = 64, fex_steps: int = 300, rise_masks: int = 500
+    workdir: Any,
+    out: Any,
+    *,
+    num_test: int = 64,
+    fex_steps: int = 300,
+    rise_masks: int = 500,
+    ig_steps: int = 50,
 ) -> str:
     """Runs the demo's text section end to end and writes ``out/text.md``, ``out/text.html``.
 
@@ -350,7 +356,13 @@ def text_section(
             fns, variables, train, workdir=workdir / "fex", num_steps=fex_steps
         )
     rows, intervals, maps = text_table(
-        fns, variables, test, trained, key=jax.random.key(0), rise_masks=rise_masks
+        fns,
+        variables,
+        test,
+        trained,
+        key=jax.random.key(0),
+        rise_masks=rise_masks,
+        ig_steps=ig_steps,
     )
     table = format_table(rows, intervals)
     out.mkdir(parents=True, exist_ok=True)
