@@ -38,10 +38,18 @@ def token_strings(tokenizer: Any, input_ids: Any, attention_mask: Any) -> list[l
     ]
 
 
-def _scaled(values: Sequence[float]) -> np.ndarray:
-    """Relevance scaled to ``[-1, 1]`` by the sentence's largest magnitude."""
+def _scaled(values: Sequence[float], tokens: Sequence[str]) -> np.ndarray:
+    """Relevance for display: a signed map over ``[-1, 1]`` by its largest magnitude;
+    a non-negative one (RISE, FEX: probabilities) min-max over the shown tokens, so a
+    near-constant offset does not paint every token red."""
     values = np.asarray(values, np.float64)
-    top = np.max(np.abs(values)) if values.size else 0.0
+    shown = np.asarray([t not in _SPECIALS for t in tokens], bool)
+    if not shown.any():
+        return np.zeros_like(values)
+    low, high = values[shown].min(), values[shown].max()
+    if low >= 0 and high > low:
+        return np.clip((values - low) / (high - low), 0.0, 1.0)
+    top = np.max(np.abs(values[shown]))
     return values / top if top > 0 else np.zeros_like(values)
 
 
@@ -67,7 +75,7 @@ def ansi_highlight(tokens: Sequence[str], values: Sequence[float]) -> str:
         raise ValueError(
             f"values must have one entry per token; got {len(values)} for {len(tokens)}"
         )
-    weights = _scaled(values)
+    weights = _scaled(values, tokens)
     out = []
     for token, weight in zip(tokens, weights, strict=True):
         if token in _SPECIALS:
@@ -87,7 +95,7 @@ def html_sentence(
         raise ValueError(
             f"values must have one entry per token; got {len(values)} for {len(tokens)}"
         )
-    weights = _scaled(values)
+    weights = _scaled(values, tokens)
     evidence = [False] * len(tokens) if evidence is None else list(evidence)
     parts, first = [], True
     for token, weight, value, is_evidence in zip(tokens, weights, values, evidence, strict=True):
@@ -127,7 +135,8 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]
         f"<h1>{html.escape(title)}</h1>"
         "<p>Red: relevant to the explained class; blue: against it; "
         "underlined: the planted evidence tokens (benchmark sentences). Each "
-        "sentence is scaled by its largest |relevance|; hover a token for its value.</p>"
+        "sentence is scaled on its own (non-negative maps: min to max; signed maps: by "
+        "the largest |relevance|); hover a token for its value.</p>"
         + "".join(body)
         + "</body></html>"
     )
