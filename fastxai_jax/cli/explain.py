@@ -55,6 +55,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--untrained", action="store_true", help="random-init target (smoke)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes (untrained)")
     parser.add_argument("--images", nargs="+", default=None, help="image files")
+    parser.add_argument(
+        "--text",
+        nargs="+",
+        default=None,
+        help="sentences to explain (text models: minilm_classifier)",
+    )
     parser.add_argument("--dataset", default=None, choices=["groundtruth"])
     parser.add_argument(
         "--num", type=int, default=None, help=f"dataset images (8; at most {MAX_DATASET_IMAGES})"
@@ -290,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_methods()))
         return 0
+    if getattr(args, "text", None) is not None:
+        return run_text(args)
     options = check_args(args)
     size = args.image_size or _default_size(args.model)
     if args.images:
@@ -344,4 +352,81 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {len(images)} attributions to {out}")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """``--text``: token relevance of ``--model minilm_classifier`` on each sentence,
+    printed as an ANSI highlight and written to ``OUT/text.html`` and ``OUT/text.json``."""
+    from fastxai_jax.evaluation.text import ansi_highlight, html_page, html_sentence, token_strings
+    from fastxai_jax.explainers import registry
+    from fastxai_jax.explainers.tokens import bert_text_fns
+    from fastxai_jax.models import load_pretrained
+    from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens, tokenize
+
+    if args.images is not None or args.dataset is not None:
+        raise ValueError("--text cannot be combined with --images or --dataset")
+    if args.model != "minilm_classifier":
+        raise ValueError(
+            f"--model: --text needs a text model (minilm_classifier); got {args.model!r}"
+        )
+    name = args.method.lower()
+    if name not in registry.available_methods("text"):
+        known = ", ".join(registry.available_methods("text"))
+        raise ValueError(f"--method {args.method!r} cannot explain text; text methods: {known}")
+    tokenizer = load_tokenizer()
+    input_ids, attention_mask = tokenize(tokenizer, args.text)
+    workdir = "runs/minilm_classifier" if args.workdir == "runs/target" else args.workdir
+    module, variables = load_pretrained("minilm_classifier", args.weights or workdir)
+    special = special_tokens(tokenizer)
+    fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
+    options = parse_options(args.option)
+    explainer = None
+    if name in registry.TOKEN_LEARNED_METHODS:
+        from fastxai_jax.explainers.learned import fex_text
+
+        if not args.explainer_ckpt:
+            raise ValueError(f"--method {name!r} is a learned explainer: pass --explainer-ckpt")
+        encoder, encoder_params = load_minilm(num_classes=2)
+        explainer = fex_text.load(
+            args.explainer_ckpt, fns, module=encoder, backbone_params=encoder_params
+        )
+    x = (input_ids, attention_mask)
+    logits = fns.apply_embeds(
+        variables, fns.embed(variables, jnp.asarray(input_ids)), attention_mask
+    )
+    predicted = np.asarray(jnp.argmax(logits, axis=-1))
+    target = predicted if args.target is None else np.full(len(predicted), args.target)
+    spec = registry.TOKEN_METHODS.get(name)
+    key = jax.random.key(args.seed) if spec is not None and spec.needs_key else None
+    relevance = np.asarray(
+        registry.attribute(name, fns, variables, x, target, key=key, explainer=explainer, **options)
+    )
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    strings = token_strings(tokenizer, input_ids, attention_mask)
+    records, rows = [], []
+    for i, tokens in enumerate(strings):
+        values = relevance[i, : len(tokens)]
+        print(f"[class {int(target[i])}] {ansi_highlight(tokens, values)}")
+        rows.append(
+            (
+                f"class {int(target[i])} (predicted {int(predicted[i])})",
+                html_sentence(tokens, values),
+            )
+        )
+        records.append(
+            {
+                "text": args.text[i],
+                "tokens": tokens,
+                "relevance": values.tolist(),
+                "target": int(target[i]),
+                "predicted": int(predicted[i]),
+            }  # fmt: skip
+        )
+    title = f"{name} on {args.model}"
+    heading = f"{len(rows)} sentence(s), class explained per row"
+    (out / "text.html").write_text(html_page(title, [(heading, rows)]), encoding="utf-8")
+    (out / "text.json").write_text(json.dumps(records, indent=1))
+    print(f"wrote {out / 'text.html'}")
     return 0

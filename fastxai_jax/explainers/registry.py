@@ -26,8 +26,8 @@ import numpy as np
 
 from fastxai_jax.core import ApplyFn, Cost, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.core import resolve_target as _resolve_target
-from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise
-from fastxai_jax.explainers.learned import fastshap, fex, ltx, tve
+from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise, tokens
+from fastxai_jax.explainers.learned import fastshap, fex, fex_text, ltx, tve
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
 
 
@@ -154,9 +154,20 @@ def register_learned(
     LEARNED_METHODS[_check_name(name)] = LearnedSpec(config_cls, make, target_queries_per_explain)
 
 
-def available_methods() -> list[str]:
-    """Sorted names of every method, per-input and learned."""
-    return sorted([*METHODS, *LEARNED_METHODS])
+def available_methods(modality: str | None = None) -> list[str]:
+    """Sorted names of every method, per-input and learned.
+
+    Args:
+      modality: ``None`` (every method), ``"image"`` or ``"text"`` (the methods
+        of :data:`TOKEN_METHODS` / :data:`TOKEN_LEARNED_METHODS`).
+    """
+    if modality is None:
+        return sorted({*METHODS, *LEARNED_METHODS, *TOKEN_METHODS, *TOKEN_LEARNED_METHODS})
+    if modality == "image":
+        return sorted([*METHODS, *LEARNED_METHODS])
+    if modality == "text":
+        return sorted([*TOKEN_METHODS, *TOKEN_LEARNED_METHODS])
+    raise ValueError(f"modality must be None, 'image' or 'text'; got {modality!r}")
 
 
 def is_learned(method: str) -> bool:
@@ -357,5 +368,121 @@ def attribute(
     Returns:
       The attribution, ``[B, H, W]`` unless the method's options ask otherwise.
     """
+    if isinstance(apply_fn, tokens.TextFns):
+        return attribute_tokens(
+            method, apply_fn, params, x, target, key=key, explainer=explainer, **options
+        )
     prepared = prepare(method, apply_fn, params, x, target, key=key, explainer=explainer, **options)
     return compute(prepared, apply_fn, params)
+
+
+# ---- Text (issue 21): methods over token positions, ``[B, T]`` with padding 0 ----
+
+
+class TokenMethodSpec(NamedTuple):
+    """A per-input method over tokens.
+
+    Attributes:
+      fn: ``fn(fns, params, input_ids, attention_mask, target, **options) -> [B, T]``.
+      cost_name: its name for :func:`~fastxai_jax.explainers.tokens.token_method_cost`.
+      needs_key: whether it is stochastic (``key=`` required).
+      needs_grad: whether it differentiates the target.
+    """
+
+    fn: Callable[..., Any]
+    cost_name: str
+    needs_key: bool = False
+    needs_grad: bool = True
+
+
+TOKEN_METHODS: dict[str, TokenMethodSpec] = {
+    "saliency": TokenMethodSpec(tokens.token_saliency, "saliency"),
+    "input_x_gradient": TokenMethodSpec(tokens.token_input_x_gradient, "input_x_gradient"),
+    "ig": TokenMethodSpec(tokens.token_integrated_gradients, "integrated_gradients"),
+    "integrated_gradients": TokenMethodSpec(
+        tokens.token_integrated_gradients, "integrated_gradients"
+    ),
+    "smoothgrad": TokenMethodSpec(tokens.token_smoothgrad, "smoothgrad", needs_key=True),
+    "mfaba": TokenMethodSpec(tokens.token_mfaba, "mfaba"),
+    "rise": TokenMethodSpec(tokens.token_rise, "rise", needs_key=True, needs_grad=False),
+    "random": TokenMethodSpec(tokens.token_random, "random", needs_key=True, needs_grad=False),
+}
+"""Per-input methods over tokens (the target is a :class:`~.tokens.TextFns`)."""
+
+TOKEN_LEARNED_METHODS: dict[str, LearnedSpec] = {
+    "fex": LearnedSpec(fex_text.TextFexConfig, fex_text.make, 0),
+}
+"""Learned methods over tokens (``make(config, fns, target_params, *, module, ...)``)."""
+
+
+def token_method_cost(method: str, **options: Any) -> Cost:
+    """Target passes per sentence of a text method (from ``tokens.token_method_cost``)."""
+    key = _check_text_method(method)
+    name = "fex" if key in TOKEN_LEARNED_METHODS else TOKEN_METHODS[key].cost_name
+    return Cost(*tokens.token_method_cost(name, **options))
+
+
+def _check_text_method(method: Any) -> str:
+    key = method.lower() if isinstance(method, str) else method
+    if key in TOKEN_METHODS or key in TOKEN_LEARNED_METHODS:
+        return key
+    if key in METHODS or key in LEARNED_METHODS:
+        raise ValueError(
+            f"method {method!r} is image-only and cannot explain text; text methods: "
+            f"{', '.join(available_methods('text'))}"
+        )
+    raise ValueError(
+        f"unknown method {method!r}; text methods: {', '.join(available_methods('text'))}"
+    )
+
+
+def attribute_tokens(
+    method: str,
+    fns: tokens.TextFns,
+    params: Params,
+    x: Any,
+    target: Any = None,
+    *,
+    key: Any = None,
+    explainer: Any = None,
+    **options: Any,
+) -> jax.Array:
+    """Explains a text target over tokens: ``[B, T]``, padding exactly 0.
+
+    Args:
+      method: a name from ``available_methods("text")``.
+      fns: the target (:class:`~fastxai_jax.explainers.tokens.TextFns`).
+      params: its params.
+      x: ``(input_ids, attention_mask)`` or a dict of them, ``[B, T]`` each.
+      target: ``None`` (predicted class; learned: the explainer's own), an int or ``[B]`` ints.
+      key: PRNG key of stochastic methods.
+      explainer: for ``"fex"``, the trained explainer (``runs.Trained`` over tokens).
+      **options: the method's options.
+
+    Raises:
+      ValueError: naming the bad argument (``method`` image-only, ``x``, ``key``, ...).
+    """
+    name = _check_text_method(method)
+    ids, mask = fex_text._token_batch(x, "x")
+    tokens.check_tokens(fns, ids, mask)
+    if name in TOKEN_LEARNED_METHODS:
+        if not isinstance(explainer, Trained) or not isinstance(
+            explainer.explainer.config, fex_text.TextFexConfig
+        ):
+            raise ValueError(
+                f"explainer: method {method!r} over text needs a trained FEX over tokens; "
+                f"got {type(explainer).__name__}"
+            )
+        if options:
+            raise ValueError(f"learned method {method!r} takes no options; got {sorted(options)}")
+        return explainer.explain((ids, mask), target)
+    if explainer is not None:
+        raise ValueError(f"explainer= is for learned methods; {method!r} is per-input")
+    spec = TOKEN_METHODS[name]
+    if spec.needs_key:
+        if key is None:
+            raise ValueError(f"method {method!r} is stochastic: pass key=jax.random.key(...)")
+        options["key"] = key
+    if isinstance(target, int | np.integer) and not isinstance(target, bool):
+        target = np.full((np.shape(ids)[0],), int(target), np.int32)
+    return spec.fn(fns, params, ids, mask, target, **options)

