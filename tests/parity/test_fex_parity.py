@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 
+from fastxai_jax.core import non_image_inputs
 from fastxai_jax.explainers.learned import _fex_losses as losses
 from fastxai_jax.explainers.learned import _fex_ppo, fex
 from fastxai_jax.explainers.learned._update import RolloutRows, make_rollout_update, make_update
@@ -167,7 +168,12 @@ def test_explain_from_fixed_weights_matches_attribute_img():
     labels = jnp.asarray(ref["labels"][:, 0], jnp.int32)
     close(fex.explain_grid(config, params, x, labels), ref["heatmap"])
     learned = fex.make(config, None, None)
-    close(learned.explain_grid(params, x, labels), ref["heatmap"])
+    # The authors' inputs are already normalised (outside [0, 1]); the public
+    # explain refuses that unless told these are not [0, 1] images.
+    with non_image_inputs():
+        close(learned.explain_grid(params, x, labels), ref["heatmap"])
+    with pytest.raises(ValueError, match="x must lie in"):
+        learned.explain_grid(params, x, labels)
 
 
 # ---------------------------------------------------------- one full PPO batch
