@@ -18,27 +18,21 @@ import argparse
 import json
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+from _bench_common import peak_bytes as _peak_bytes  # noqa: E402
+
 from fastxai_jax.data.text_benchmark import make_text_benchmark  # noqa: E402
 from fastxai_jax.explainers import registry, tokens  # noqa: E402
 from fastxai_jax.explainers.learned import fex_text  # noqa: E402
 from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens  # noqa: E402
 from fastxai_jax.models.minilm_classifier import train_minilm_classifier  # noqa: E402
-
-
-def _peak_bytes(fn, *args) -> int | None:
-    try:
-        stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-    except Exception:  # not every backend reports it
-        return None
-    if stats is None:
-        return None
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
 def _time(fn, repeats: int) -> float:

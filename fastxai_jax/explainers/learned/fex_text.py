@@ -41,7 +41,7 @@ import numpy as np
 from fastxai_jax.core import LearnedExplainer, Params, check_target
 from fastxai_jax.explainers.learned import _fex_losses as losses
 from fastxai_jax.explainers.learned._lora import default_lora_predicate, lora_init, lora_merge
-from fastxai_jax.explainers.learned.fex import policy_logits
+from fastxai_jax.explainers.learned.fex import frozen_leaves, policy_logits  # same rule
 from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
 from fastxai_jax.models.heads import ActorCriticHeads
 
@@ -136,18 +136,6 @@ def init_params(config: TextFexConfig, module: Any, key: jax.Array, backbone_par
 
 def _heads(config: TextFexConfig, module: Any) -> ActorCriticHeads:
     return ActorCriticHeads(config.head_hidden or module.hidden_size, config.num_classes)
-
-
-def frozen_leaves(config: TextFexConfig) -> Any:
-    """The backbone is frozen (zero update) in ``frozen``/``lora`` mode; ``None`` for ``full``."""
-    if config.backbone_mode == "full":
-        return None
-
-    def frozen(params: Params) -> Any:
-        return {name: jax.tree.map(lambda _, n=name: n == "backbone", sub)
-                for name, sub in params.items()}  # fmt: skip
-
-    return frozen
 
 
 def forward(config: TextFexConfig, module: Any, params: Params, ids, mask):
