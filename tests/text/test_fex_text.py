@@ -31,13 +31,20 @@ def tiny_fex(tiny_bert, tiny_bert_module):
     return fns, params, module, learned, state_params
 
 
-def test_explain_contract_padding_specials_and_one_trace(tiny_fex):
+def test_explain_contract_padding_specials_and_one_trace(tiny_fex, monkeypatch):
     fns, _, _, learned, params = tiny_fex
     ids, mask = make_batch(ROWS)
-    before = fex_text._explain_jit._cache_size()
+    # Count traces of the jitted explain (its body calls `forward` once per trace);
+    # the jit's C++ cache size is not a reliable count in a long test session.
+    traces = []
+    real_forward = fex_text.forward
+    monkeypatch.setattr(
+        fex_text, "forward", lambda *a, **k: (traces.append(1), real_forward(*a, **k))[1]
+    )
+    fex_text._explain_jit.clear_cache()
     heat = np.asarray(learned.explain(params, (ids, mask)))
     again = np.asarray(learned.explain(params, (ids[::-1].copy(), mask[::-1].copy())))
-    assert fex_text._explain_jit._cache_size() == before + 1  # same shapes: one trace
+    assert len(traces) == 1  # same shapes: one trace
     content = np.asarray(content_mask(fns, ids, mask))
     assert heat.shape == ids.shape and heat.dtype == np.float32
     assert np.all(heat[~content] == 0.0)  # padding and [CLS]/[SEP] exactly 0
