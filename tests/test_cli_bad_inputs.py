@@ -233,15 +233,6 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "models/extra_argument": (["models", "resnet18"], "resnet18"),
 }
 
-XFAIL: dict[str, str] = {}
-
-
-def _params(row: str):
-    marks = []
-    if row in XFAIL:
-        marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[row]))
-    return pytest.param(row, marks=marks, id=row)
-
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
     try:
@@ -251,7 +242,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("row", [_params(row) for row in ROWS])
+@pytest.mark.parametrize("row", list(ROWS))
 def test_cli_refuses_in_one_line_before_compute(row, paths, no_compute, capsys):
     argv, expected = ROWS[row]
     if row.endswith("/out_is_file") and "--out" not in argv:

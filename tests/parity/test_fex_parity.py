@@ -38,7 +38,7 @@ _RECORD: dict[str, float] | None = None
 _COMPONENT = ""
 
 
-def close(ours, theirs, rtol=RTOL, atol=ATOL):
+def assert_close(ours, theirs, rtol=RTOL, atol=ATOL):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
     if _RECORD is not None and scale >= 10 * atol:  # arrays at float noise: atol only
@@ -137,22 +137,22 @@ def test_loss_terms_and_gradient_match_the_authors():
         return _fex_ppo.minibatch_loss(config, forward_fn, params, rollout, jnp.arange(n))
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(leaves)
-    close(loss, ref["loss"])
-    close(terms["actor_loss"], ref["actor_loss"])
-    close(terms["value_loss"], ref["critic_loss"])  # 0.5 applied in the total only
-    close(terms["entropy"], ref["entropy"])
-    close(terms["kl"], ref["kl_loss"])
-    close(grads["actor"], ref["grad_mu_logits"], atol=1e-7)
-    close(grads["value"], ref["grad_value"], atol=1e-7)
+    assert_close(loss, ref["loss"])
+    assert_close(terms["actor_loss"], ref["actor_loss"])
+    assert_close(terms["value_loss"], ref["critic_loss"])  # 0.5 applied in the total only
+    assert_close(terms["entropy"], ref["entropy"])
+    assert_close(terms["kl"], ref["kl_loss"])
+    assert_close(grads["actor"], ref["grad_mu_logits"], atol=1e-7)
+    assert_close(grads["value"], ref["grad_value"], atol=1e-7)
     logits = _fex_ppo.policy_logits(leaves["actor"], rollout.classes)
     log_prob = jax.vmap(losses.policy_log_prob)(logits, rollout.actions)
-    close(jnp.exp(log_prob - rollout.old_log_probs), ref["ratio"][:, 0])
+    assert_close(jnp.exp(log_prob - rollout.old_log_probs), ref["ratio"][:, 0])
     mu = jnp.exp(jax.vmap(losses.token_class_distribution)(leaves["actor"]))
-    close(mu, ref["mu_mean_prob"])
+    assert_close(mu, ref["mu_mean_prob"])
     # The paper-style sum of the entropy is L times the authors' mean here.
     summed = config_for(entropy_reduction="sum")
     _, terms_sum = _fex_ppo.minibatch_loss(summed, forward_fn, leaves, rollout, jnp.arange(n))
-    close(terms_sum["entropy"], 16 * ref["entropy"])
+    assert_close(terms_sum["entropy"], 16 * ref["entropy"])
 
 
 def test_epsilon_greedy_randomises_whole_masks_with_the_saved_draws():
@@ -173,15 +173,15 @@ def test_explain_from_fixed_weights_matches_attribute_img():
     params = explainer_params(sub(ref, "maskgen/"))
     x = nhwc(ref["pixel_values"])
     actor, values = fex.forward(config, params, x)
-    close(actor, ref["mu_logits"], atol=1e-6)
-    close(values, ref["value"], atol=1e-6)
+    assert_close(actor, ref["mu_logits"], atol=1e-6)
+    assert_close(values, ref["value"], atol=1e-6)
     labels = jnp.asarray(ref["labels"][:, 0], jnp.int32)
-    close(fex.explain_grid(config, params, x, labels), ref["heatmap"])
+    assert_close(fex.explain_grid(config, params, x, labels), ref["heatmap"])
     learned = fex.make(config, None, None)
     # The authors' inputs are already normalised (outside [0, 1]); the public
     # explain refuses that unless told these are not [0, 1] images.
     with non_image_inputs():
-        close(learned.explain_grid(params, x, labels), ref["heatmap"])
+        assert_close(learned.explain_grid(params, x, labels), ref["heatmap"])
     with pytest.raises(ValueError, match="x must lie in"):
         learned.explain_grid(params, x, labels)
 
@@ -226,12 +226,12 @@ def test_rollout_matches_the_authors(update_case):
     ref, _, _, rollout, _, _ = update_case
     k, b = ref["actions"].shape[:2]
     flat = lambda a: a.reshape(k * b)  # step-major rows r = k·B + b
-    close(rollout.target_logits, ref["target_logits"], atol=1e-5)
+    assert_close(rollout.target_logits, ref["target_logits"], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(rollout.classes), ref["pseudo_labels"][:, 0])
-    close(rollout.returns, flat(ref["rewards"]))
-    close(rollout.values, flat(ref["values"]))
-    close(rollout.old_log_probs, flat(ref["old_log_probs"]))
-    close(rollout.advantages, flat(ref["rewards"] - ref["values"]), atol=1e-5)
+    assert_close(rollout.returns, flat(ref["rewards"]))
+    assert_close(rollout.values, flat(ref["values"]))
+    assert_close(rollout.old_log_probs, flat(ref["old_log_probs"]))
+    assert_close(rollout.advantages, flat(ref["rewards"] - ref["values"]), atol=1e-5)
     # ε-greedy with their draws reproduces their actions (whole-mask coins).
     actions = _fex_ppo.epsilon_greedy(
         jnp.asarray(ref["sampled_actions"]), jnp.asarray(ref["random_actions"]),
@@ -250,20 +250,20 @@ def test_minibatch_steps_match_the_authors_losses_gradients_and_params(update_ca
     state = init_state(params, optimizer)
     for i in range(rows.shape[0]):
         (_, terms), grads = grad_fn(state.params, RolloutRows(rollout, rows[i]), key)
-        close(terms["actor_loss"], ref["mb_actor_loss"][i], atol=1e-6)
-        close(terms["value_loss"], ref["mb_critic_loss"][i])
-        close(terms["entropy"], ref["mb_entropy"][i])
-        close(terms["kl"], ref["mb_kl_loss"][i])
-        close(terms["ratio"], ref["mb_ratio"][i].mean())
+        assert_close(terms["actor_loss"], ref["mb_actor_loss"][i], atol=1e-6)
+        assert_close(terms["value_loss"], ref["mb_critic_loss"][i])
+        assert_close(terms["entropy"], ref["mb_entropy"][i])
+        assert_close(terms["kl"], ref["mb_kl_loss"][i])
+        assert_close(terms["ratio"], ref["mb_ratio"][i].mean())
         theirs = explainer_params(sub(ref, f"grad{i}/"))
         for ours_leaf, their_leaf in zip(
             jax.tree.leaves(grads["heads"]), jax.tree.leaves(theirs["heads"]), strict=True
         ):
-            close(ours_leaf, their_leaf, atol=1e-6)
+            assert_close(ours_leaf, their_leaf, atol=1e-6)
         for ours_leaf, their_leaf in zip(
             jax.tree.leaves(grads["backbone"]), jax.tree.leaves(theirs["backbone"]), strict=True
         ):
-            close(ours_leaf, their_leaf, atol=1e-6)
+            assert_close(ours_leaf, their_leaf, atol=1e-6)
         state, _ = step(state, RolloutRows(rollout, rows[i]), key)
     # The same through the training step (rollout then a scan over the minibatches).
     update = make_rollout_update(
@@ -276,10 +276,10 @@ def test_minibatch_steps_match_the_authors_losses_gradients_and_params(update_ca
         jax.tree.leaves(comparable(after)),
         strict=True,
     ):
-        close(ours_leaf, their_leaf)
+        assert_close(ours_leaf, their_leaf)
     for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params), strict=True):
-        close(a, b, rtol=1e-6, atol=1e-7)
-    close(metrics["actor_loss"], ref["mb_actor_loss"].mean(), atol=1e-6)
+        assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert_close(metrics["actor_loss"], ref["mb_actor_loss"].mean(), atol=1e-6)
 
 
 def test_reinforce_is_the_first_ppo_gradient_and_the_updates_differ(update_case):
@@ -295,7 +295,7 @@ def test_reinforce_is_the_first_ppo_gradient_and_the_updates_differ(update_case)
     for ours_leaf, their_leaf in zip(
         jax.tree.leaves(grads["heads"]), jax.tree.leaves(theirs["heads"]), strict=True
     ):
-        close(ours_leaf, their_leaf, atol=1e-6)
+        assert_close(ours_leaf, their_leaf, atol=1e-6)
     # Same rollout, same first minibatch: PPO makes a second (clipped) step.
     ppo_update = make_rollout_update(
         learned.loss_fn, lambda p, b, k: (rollout, rows, {}), optimizer

@@ -57,7 +57,7 @@ def fex_trained(tmp_path_factory):
     return workdir, images, apply_fn, variables
 
 
-def _sharded_equals_single_device(method, workdir, images, apply_fn, variables):
+def _assert_sharded_equals_single_device(method, workdir, images, apply_fn, variables):
     trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables, method=method)
     labels, index = jnp.zeros(8, jnp.int32), jnp.arange(8, dtype=jnp.int32)
     metrics = [("insertion_deletion", {"step_size": 48})]
@@ -83,7 +83,7 @@ def _sharded_equals_single_device(method, workdir, images, apply_fn, variables):
 
 
 def test_fex_step_sharded_equals_single_device_and_compiles_once(fex_run):
-    _sharded_equals_single_device("fex", *fex_run)
+    _assert_sharded_equals_single_device("fex", *fex_run)
 
 
 def test_fastshap_step_sharded_equals_single_device(fex_run, tmp_path):
@@ -95,7 +95,9 @@ def test_fastshap_step_sharded_equals_single_device(fex_run, tmp_path):
     learned = fastshap.make(config, apply_fn, variables)
     params = learned.init_params(jax.random.key(0), {"images": images[:2]})
     runs.save(tmp_path / "fastshap", runs.Trained("fastshap", learned, params, 8))
-    _sharded_equals_single_device("fastshap", tmp_path / "fastshap", images, apply_fn, variables)
+    _assert_sharded_equals_single_device(
+        "fastshap", tmp_path / "fastshap", images, apply_fn, variables
+    )
 
 
 @pytest.mark.slow  # ~60 s on 2 shared cores: runs.fit compiles FEX's update, then the sweep

