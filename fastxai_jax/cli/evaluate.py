@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.cli import _args
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -38,12 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--untrained", action="store_true", help="random-init target (smoke)")
     parser.add_argument("--target-steps", type=int, default=None, help="target training steps")
     parser.add_argument("--seed", type=int, default=0, help="data/key seed (data seed 5000+seed)")
-    parser.add_argument(
-        "--target-seed",
-        type=int,
-        default=None,
-        help="small_cnn target's training seed (default: the one saved in --workdir, else 0)",
-    )
+    _args.add_target_seed_argument(parser, "--workdir")
     parser.add_argument("--image-size", type=int, default=None, help="image side (64)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--granularity", default="pixel", choices=["pixel", "patch", "grid"])
@@ -101,17 +98,17 @@ def _load_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES, saved_target_options
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
     from fastxai_jax.evaluation import Protocol, evaluate_methods, write_results
+    from fastxai_jax.train.saved_target import saved_target_options
     from fastxai_jax.train.target import DEFAULTS, check_workdir
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValueError(f"--methods must name at least one method; got {args.methods!r}")
     check_method_options(methods, {})  # an unknown method is reported first
-    if not 1 <= args.num <= MAX_DATASET_IMAGES:
-        raise ValueError(f"--num must lie in [1, {MAX_DATASET_IMAGES}]; got {args.num}")
+    if not 1 <= args.num <= _args.MAX_DATASET_IMAGES:
+        raise ValueError(f"--num must lie in [1, {_args.MAX_DATASET_IMAGES}]; got {args.num}")
     for flag in ("batch_size", "image_size", "target_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
