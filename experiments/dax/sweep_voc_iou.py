@@ -25,7 +25,7 @@ CNN, Saliency and a small DAX; it checks the pipeline, not the table.
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import parse_arg
+from fastxai_jax.configs.sweep_protocols import groundtruth, parse_arg, smoke_cnn
 
 LOCALISATION = [
     {"name": "iou", "options": {"threshold": 0.2}},
@@ -40,10 +40,8 @@ def get_config(arg: str = "full") -> dict:
     if variant == "smoke":
         return {
             "name": "dax_voc_iou_smoke",
-            "models": [{"name": "small_cnn", "num_classes": 8, "weights": "random:0",
-                        "options": {"widths": [8, 8]}, "label": "cnn"}],
-            "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
-                     "image_size": 32},
+            "models": [smoke_cnn()],
+            "data": groundtruth(),
             "methods": [
                 {"name": "saliency"},
                 {"name": "dax", "options": {"num_samples": 16, "epochs": 1, "batch_size": 8}},
