@@ -1,6 +1,9 @@
 """Argument groups that several ``fastxai`` verbs share.
 
 * :func:`add_target_seed_argument`: ``--target-seed`` of the small-CNN target in a workdir.
+* :func:`add_protocol_arguments` / :func:`protocol_from_args`: the flags of an
+  evaluation :class:`~fastxai_jax.evaluation.Protocol` (``--step-size`` is the
+  field ``step_size``).
 * :func:`add_recipe_arguments` / :func:`recipe_from_args`: the flags of a
   :class:`~fastxai_jax.configs.learned.LearnedRecipe` (``--num-masks`` is the
   field ``num_masks``; defaults are the recipe's).
@@ -27,6 +30,38 @@ def add_target_seed_argument(parser: argparse.ArgumentParser, workdir_flag: str)
         default=None,
         help=f"small_cnn target's training seed (default: the one saved in {workdir_flag}, else 0)",
     )
+
+
+# Protocol fields whose flags pass through as they are parsed.
+_PROTOCOL_FLAGS = ("granularity", "patch_size", "num_steps", "step_size",
+                   "insertion_substrate", "deletion_substrate", "score")  # fmt: skip
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of an evaluation ``Protocol`` (defaults: RISE's pixel protocol)."""
+    group = parser.add_argument_group("protocol (fastxai_jax.evaluation.Protocol)")
+    group.add_argument("--granularity", default="pixel", choices=["pixel", "patch", "grid"])
+    group.add_argument("--patch-size", type=int, default=None)
+    group.add_argument("--step-size", type=int, default=None, help="features per step")
+    group.add_argument("--num-steps", type=int, default=None, help="curve steps")
+    group.add_argument("--insertion-substrate", default="blur")
+    group.add_argument("--deletion-substrate", default="zeros")
+    group.add_argument("--score", default="prob", choices=["prob", "top1"])
+    group.add_argument("--iou-threshold", default="mean", help='"mean" or a float in [0, 1]')
+
+
+def protocol_from_args(args: argparse.Namespace, **fields):
+    """The ``Protocol`` of the parsed flags (validated), with ``fields`` added."""
+    from fastxai_jax.evaluation import Protocol
+
+    try:
+        threshold = "mean" if args.iou_threshold == "mean" else float(args.iou_threshold)
+    except ValueError:
+        raise ValueError(
+            f"--iou-threshold must be 'mean' or a number; got {args.iou_threshold!r}"
+        ) from None
+    flags = {name: getattr(args, name) for name in _PROTOCOL_FLAGS}
+    return Protocol(**flags, iou_threshold=threshold, **fields)
 
 
 def _dax_fill(text: str) -> str | float:
