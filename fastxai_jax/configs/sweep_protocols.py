@@ -15,7 +15,7 @@ import os
 
 __all__ = [
     "DEFAULT_ROOT", "SMOKE_PHOTOS", "groundtruth", "learned", "lite0", "parse_arg", "photos",
-    "smoke_cnn",
+    "smoke", "smoke_cnn",
 ]  # fmt: skip
 
 #: Where the full protocols look for ``tensorflow_datasets`` data and weights by default.
@@ -59,6 +59,13 @@ def lite0() -> dict:
 def photos(names=SMOKE_PHOTOS, image_size: int = 224) -> dict:
     """The ``skimage`` source over ``names`` at ``image_size``²."""
     return {"source": "skimage", "names": list(names), "image_size": image_size}
+
+
+def smoke(name: str, *, models, data, methods, metrics, seed: int = 0) -> dict:
+    """An offline smoke sweep ``name``: shards of 8 inputs, outputs in ``runs/NAME``."""
+    return {"name": name, "models": models, "data": data, "methods": methods,
+            "metrics": metrics, "shard_size": 8, "output_dir": f"runs/{name}",
+            "seed": seed}  # fmt: skip
 
 
 def smoke_cnn() -> dict:
