@@ -130,34 +130,26 @@ def test_resolve_target_refuses(tiny, bad):
 # ----------------------------------------------------------------------------- metrics
 
 
-def _curve_metrics():
-    m = fx.metrics
-    return {
-        "insertion_deletion": m.insertion_deletion,
-        "insertion": m.insertion,
-        "deletion": m.deletion,
-        "insertion_auc": m.insertion_auc,
-        "deletion_auc": m.deletion_auc,
-        "pos_neg_perturbation": m.pos_neg_perturbation,
-        "adp_pic": m.adp_pic,
-    }
+# fx.metrics functions of (apply_fn, params, x, attribution, target)
+CURVE_METRICS = ("insertion_deletion", "insertion", "deletion", "insertion_auc", "deletion_auc",
+                 "pos_neg_perturbation", "adp_pic")  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_IMAGES))
-@pytest.mark.parametrize("metric", sorted(_curve_metrics()))
+@pytest.mark.parametrize("metric", sorted(CURVE_METRICS))
 def test_curve_metrics_refuse_bad_images(tiny, metric, bad):
     params, x = tiny
     attribution = jnp.ones((2, H, W))
     with pytest.raises(ValueError, match=r"\bx\b|attribution"):
-        _curve_metrics()[metric](_apply, params, BAD_IMAGES[bad](x), attribution, 0)
+        getattr(fx.metrics, metric)(_apply, params, BAD_IMAGES[bad](x), attribution, 0)
 
 
 @pytest.mark.parametrize("bad", ["bool", "float", "out_of_range", "too_long", "float_array"])
-@pytest.mark.parametrize("metric", sorted(_curve_metrics()))
+@pytest.mark.parametrize("metric", sorted(CURVE_METRICS))
 def test_curve_metrics_refuse_bad_targets(tiny, metric, bad):
     params, x = tiny
     with pytest.raises(ValueError, match=r"\btarget\b"):
-        _curve_metrics()[metric](_apply, params, x, jnp.ones((2, H, W)), BAD_TARGETS[bad])
+        getattr(fx.metrics, metric)(_apply, params, x, jnp.ones((2, H, W)), BAD_TARGETS[bad])
 
 
 BAD_MAPS = {
@@ -169,11 +161,11 @@ BAD_MAPS = {
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_MAPS))
-@pytest.mark.parametrize("metric", sorted(_curve_metrics()))
+@pytest.mark.parametrize("metric", sorted(CURVE_METRICS))
 def test_curve_metrics_refuse_bad_maps(tiny, metric, bad):
     params, x = tiny
     with pytest.raises(ValueError, match="attribution"):
-        _curve_metrics()[metric](_apply, params, x, BAD_MAPS[bad](jnp.ones((2, H, W))), 0)
+        getattr(fx.metrics, metric)(_apply, params, x, BAD_MAPS[bad](jnp.ones((2, H, W))), 0)
 
 
 CURVE_OPTIONS = {
@@ -206,14 +198,8 @@ def test_pos_neg_refuses_patch_not_dividing(tiny):
         )
 
 
-def _localisation():
-    m = fx.metrics
-    return {
-        "iou": m.iou,
-        "pointing_game": m.pointing_game,
-        "relevance_mass": m.relevance_mass,
-        "segmentation_scores": m.segmentation_scores,
-    }
+# fx.metrics functions of (attribution, ground_truth)
+LOCALISATION_METRICS = ("iou", "pointing_game", "relevance_mass", "segmentation_scores")
 
 
 MASK = np.zeros((2, H, W), bool)
@@ -228,18 +214,18 @@ BAD_MASKS = {
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_MASKS))
-@pytest.mark.parametrize("metric", sorted(_localisation()))
+@pytest.mark.parametrize("metric", sorted(LOCALISATION_METRICS))
 def test_localisation_metrics_refuse_bad_masks(metric, bad):
     with pytest.raises(ValueError, match="ground_truth"):
-        _localisation()[metric](jnp.ones((2, H, W)), BAD_MASKS[bad])
+        getattr(fx.metrics, metric)(jnp.ones((2, H, W)), BAD_MASKS[bad])
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_MAPS))
-@pytest.mark.parametrize("metric", sorted(_localisation()))
+@pytest.mark.parametrize("metric", sorted(LOCALISATION_METRICS))
 def test_localisation_metrics_refuse_bad_maps(metric, bad):
     # A map of another batch size is reported against the mask it must match.
     with pytest.raises(ValueError, match="attribution|ground_truth must be a mask of shape"):
-        _localisation()[metric](BAD_MAPS[bad](jnp.ones((2, H, W))), MASK)
+        getattr(fx.metrics, metric)(BAD_MAPS[bad](jnp.ones((2, H, W))), MASK)
 
 
 LOCALISATION_OPTIONS = {
@@ -259,7 +245,7 @@ LOCALISATION_OPTIONS = {
 def test_localisation_refuses_bad_options(row):
     metric, options, name = LOCALISATION_OPTIONS[row]
     with pytest.raises(ValueError, match=name):
-        _localisation()[metric](jnp.ones((2, H, W)), MASK, **options)
+        getattr(fx.metrics, metric)(jnp.ones((2, H, W)), MASK, **options)
 
 
 def test_soft_mask_no_longer_scores_pointing_one():

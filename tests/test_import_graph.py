@@ -159,3 +159,18 @@ def test_no_import_circles():
 def test_no_import_circles_through_deferred_imports():
     found = cycles(import_graph(module_names(), deferred=True))
     assert not found, _report(found)
+
+
+def test_only_the_cli_imports_the_cli():
+    # The CLI is argument parsing over the library: no library module reaches into it,
+    # not even through an import deferred into a function.
+    graph = import_graph(module_names(), deferred=True)
+    cli = f"{PACKAGE}.cli"
+    reaching = {
+        module: sorted(t for t in targets if t == cli or t.startswith(cli + "."))
+        for module, targets in graph.items()
+        if not (module == cli or module.startswith(cli + "."))
+    }
+    reaching = {module: targets for module, targets in reaching.items() if targets}
+    assert len(graph) > 30 and any(m.startswith(cli + ".") for m in graph)
+    assert not reaching, f"library modules importing {cli}: {reaching}"

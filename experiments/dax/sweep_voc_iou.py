@@ -25,7 +25,7 @@ CNN, Saliency and a small DAX; it checks the pipeline, not the table.
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import parse_arg
+from fastxai_jax.configs.sweep_protocols import groundtruth, parse_arg, smoke, smoke_cnn
 
 LOCALISATION = [
     {"name": "iou", "options": {"threshold": 0.2}},
@@ -38,21 +38,16 @@ def get_config(arg: str = "full") -> dict:
     """The DAX VOC sweep; ``arg``: ``"full"``, ``"full:DIR"`` or ``"smoke"``."""
     variant, root = parse_arg(arg, "dax")
     if variant == "smoke":
-        return {
-            "name": "dax_voc_iou_smoke",
-            "models": [{"name": "small_cnn", "num_classes": 8, "weights": "random:0",
-                        "options": {"widths": [8, 8]}, "label": "cnn"}],
-            "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
-                     "image_size": 32},
-            "methods": [
+        return smoke(
+            "dax_voc_iou_smoke",
+            models=[smoke_cnn()],
+            data=groundtruth(),
+            methods=[
                 {"name": "saliency"},
                 {"name": "dax", "options": {"num_samples": 16, "epochs": 1, "batch_size": 8}},
             ],
-            "metrics": LOCALISATION,
-            "shard_size": 8,
-            "output_dir": "runs/dax_voc_iou_smoke",
-            "seed": 0,
-        }  # fmt: skip
+            metrics=LOCALISATION,
+        )  # fmt: skip
     return {
         "name": "dax_voc_iou",
         "models": [{"name": "resnet18", "weights": os.path.join(root, "dax_resnet18_voc.pth"),

@@ -31,7 +31,7 @@ It checks the pipeline, not the table.
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import learned, lite0, parse_arg, photos
+from fastxai_jax.configs.sweep_protocols import learned, lite0, parse_arg, photos, smoke
 
 
 def _metric(family: str) -> dict:
@@ -48,18 +48,16 @@ def get_config(arg: str = "full") -> dict:
     """The FEX evaluation sweep; ``arg``: ``"full"``, ``"full:DIR"`` or ``"smoke"``."""
     variant, root = parse_arg(arg, "fex", smoke_explainer=True)
     if variant == "smoke":
-        return {
-            "name": "fex_patch_insertion_deletion_smoke",
-            "models": [lite0()],
-            "data": photos(),
-            "methods": [*learned("fex", root), {"name": "saliency"},
-                        {"name": "rise", "options": {"num_masks": 32, "chunk_size": 4}}],
-            "metrics": [{**_metric("imagenet"), "options": {**_metric("imagenet")["options"],
-                                                            "chunk_size": 2}}],
-            "shard_size": 8,
-            "output_dir": "runs/fex_patch_insertion_deletion_smoke",
-            "seed": 42,
-        }  # fmt: skip
+        return smoke(
+            "fex_patch_insertion_deletion_smoke",
+            models=[lite0()],
+            data=photos(),
+            methods=[*learned("fex", root), {"name": "saliency"},
+                     {"name": "rise", "options": {"num_masks": 32, "chunk_size": 4}}],
+            metrics=[{**_metric("imagenet"), "options": {**_metric("imagenet")["options"],
+                                                         "chunk_size": 2}}],
+            seed=42,
+        )  # fmt: skip
     return {
         "name": "fex_patch_insertion_deletion",
         "models": [{"name": "vit_b16",

@@ -34,7 +34,7 @@ LTX (``kind="cnn"``) trained for that CNN in ``WORKDIR``.
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import learned, parse_arg
+from fastxai_jax.configs.sweep_protocols import groundtruth, learned, parse_arg, smoke, smoke_cnn
 
 POS_NEG = {"name": "pos_neg", "options": {"substrate": "zeros", "score": "top1"}}
 SEGMENTATION = {"name": "segmentation", "options": {"threshold": "mean", "ap_classes": "both"}}
@@ -44,19 +44,14 @@ def get_config(arg: str = "full") -> dict:
     """An LTX sweep; ``arg``: ``"full[:DIR]"``, ``"segmentation[:DIR]"`` or ``"smoke"``."""
     variant, root = parse_arg(arg, "ltx", ("full", "segmentation", "smoke"), smoke_explainer=True)
     if variant == "smoke":
-        return {
-            "name": "ltx_smoke",
-            "models": [{"name": "small_cnn", "num_classes": 8, "weights": "random:0",
-                        "options": {"widths": [8, 8]}, "label": "cnn"}],
-            "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
-                     "image_size": 32},
-            "methods": [*learned("ltx", root), {"name": "saliency"},
-                        {"name": "ig", "options": {"num_steps": 8}}],
-            "metrics": [POS_NEG, SEGMENTATION],
-            "shard_size": 8,
-            "output_dir": "runs/ltx_smoke",
-            "seed": 0,
-        }  # fmt: skip
+        return smoke(
+            "ltx_smoke",
+            models=[smoke_cnn()],
+            data=groundtruth(),
+            methods=[*learned("ltx", root), {"name": "saliency"},
+                     {"name": "ig", "options": {"num_steps": 8}}],
+            metrics=[POS_NEG, SEGMENTATION],
+        )  # fmt: skip
     data = {"source": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": root,
             "num_images": 1000, "image_size": 224}  # fmt: skip
     if variant == "segmentation":

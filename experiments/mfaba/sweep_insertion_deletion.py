@@ -28,7 +28,7 @@ protocol at 1/32 of the steps (7 instead of 224). It checks the pipeline, not th
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import lite0, parse_arg, photos
+from fastxai_jax.configs.sweep_protocols import lite0, parse_arg, photos, smoke
 
 METRIC = {
     "name": "insertion_deletion",
@@ -40,21 +40,18 @@ def get_config(arg: str = "full") -> dict:
     """The MFABA table's sweep; ``arg``: ``"full"``, ``"full:DIR"`` or ``"smoke"``."""
     variant, root = parse_arg(arg, "mfaba")
     if variant == "smoke":
-        return {
-            "name": "mfaba_insertion_deletion_smoke",
-            "models": [lite0()],
-            "data": photos(),
-            "methods": [
+        return smoke(
+            "mfaba_insertion_deletion_smoke",
+            models=[lite0()],
+            data=photos(),
+            methods=[
                 {"name": "saliency"},
                 {"name": "mfaba_sharp", "options": {"num_steps": 10}},
             ],
-            "metrics": [
+            metrics=[
                 {**METRIC, "options": {**METRIC["options"], "step_size": 224 * 32, "chunk_size": 2}}
             ],
-            "shard_size": 8,
-            "output_dir": "runs/mfaba_insertion_deletion_smoke",
-            "seed": 0,
-        }
+        )  # fmt: skip
     return {
         "name": "mfaba_insertion_deletion",
         "models": [{"name": "resnet50", "weights": os.path.join(root, "resnet50-0676ba61.pth"),

@@ -29,7 +29,7 @@ not the table.
 
 import os
 
-from fastxai_jax.configs.sweep_protocols import learned, parse_arg
+from fastxai_jax.configs.sweep_protocols import groundtruth, learned, parse_arg, smoke
 
 TASKS = {"full": ("imagenette", "validation", 10), "cifar10": ("cifar10", "test", 10)}
 
@@ -52,18 +52,14 @@ def get_config(arg: str = "full") -> dict:
             }
             for seed in (0, 1)
         ]
-        return {
-            "name": "tve_transfer_smoke",
-            "models": heads,
-            "data": {"source": "groundtruth", "split": "eval", "num_images": 8,
-                     "image_size": 32},
-            "methods": [*learned("tve", root), {"name": "saliency"},
-                        {"name": "ig", "options": {"num_steps": 8}}],
-            "metrics": [{**fidelity, "options": {**fidelity["options"], "patch_size": 4}}],
-            "shard_size": 8,
-            "output_dir": "runs/tve_transfer_smoke",
-            "seed": 0,
-        }  # fmt: skip
+        return smoke(
+            "tve_transfer_smoke",
+            models=heads,
+            data=groundtruth(),
+            methods=[*learned("tve", root), {"name": "saliency"},
+                     {"name": "ig", "options": {"num_steps": 8}}],
+            metrics=[{**fidelity, "options": {**fidelity["options"], "patch_size": 4}}],
+        )  # fmt: skip
     name, split, classes = TASKS[variant]
     return {
         "name": f"tve_transfer_{name}",

@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fastxai_jax.cli import _args
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -38,22 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--untrained", action="store_true", help="random-init target (smoke)")
     parser.add_argument("--target-steps", type=int, default=None, help="target training steps")
     parser.add_argument("--seed", type=int, default=0, help="data/key seed (data seed 5000+seed)")
-    parser.add_argument(
-        "--target-seed",
-        type=int,
-        default=None,
-        help="small_cnn target's training seed (default: the one saved in --workdir, else 0)",
-    )
+    _args.add_target_seed_argument(parser, "--workdir")
     parser.add_argument("--image-size", type=int, default=None, help="image side (64)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--granularity", default="pixel", choices=["pixel", "patch", "grid"])
-    parser.add_argument("--patch-size", type=int, default=None)
-    parser.add_argument("--step-size", type=int, default=None, help="features per step")
-    parser.add_argument("--num-steps", type=int, default=None, help="curve steps")
-    parser.add_argument("--insertion-substrate", default="blur")
-    parser.add_argument("--deletion-substrate", default="zeros")
-    parser.add_argument("--score", default="prob", choices=["prob", "top1"])
-    parser.add_argument("--iou-threshold", default="mean", help='"mean" or a float in [0, 1]')
+    _args.add_protocol_arguments(parser)
     parser.add_argument(
         "--options",
         default="{}",
@@ -101,27 +91,21 @@ def _load_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES, saved_target_options
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
-    from fastxai_jax.evaluation import Protocol, evaluate_methods, write_results
+    from fastxai_jax.evaluation import evaluate_methods, write_results
+    from fastxai_jax.train.saved_target import saved_target_options
     from fastxai_jax.train.target import DEFAULTS, check_workdir
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValueError(f"--methods must name at least one method; got {args.methods!r}")
     check_method_options(methods, {})  # an unknown method is reported first
-    if not 1 <= args.num <= MAX_DATASET_IMAGES:
-        raise ValueError(f"--num must lie in [1, {MAX_DATASET_IMAGES}]; got {args.num}")
+    if not 1 <= args.num <= _args.MAX_DATASET_IMAGES:
+        raise ValueError(f"--num must lie in [1, {_args.MAX_DATASET_IMAGES}]; got {args.num}")
     for flag in ("batch_size", "image_size", "target_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive; got {value}")
-    try:
-        threshold = "mean" if args.iou_threshold == "mean" else float(args.iou_threshold)
-    except ValueError:
-        raise ValueError(
-            f"--iou-threshold must be 'mean' or a number; got {args.iou_threshold!r}"
-        ) from None
     try:
         method_options = json.loads(args.options)
     except json.JSONDecodeError as err:
@@ -147,16 +131,7 @@ def run(args: argparse.Namespace) -> int:
             )
         args.image_size = trained_size
     args.image_size = args.image_size or DEFAULTS["image_size"]
-    protocol = Protocol(
-        granularity=args.granularity,
-        patch_size=args.patch_size,
-        num_steps=args.num_steps,
-        step_size=args.step_size,
-        insertion_substrate=args.insertion_substrate,
-        deletion_substrate=args.deletion_substrate,
-        score=args.score,
-        iou_threshold=threshold,
-    )  # validated before any work
+    protocol = _args.protocol_from_args(args)  # validated before any work
     check_workdir(args.out, "--out")
     apply_fn, params, family = _load_target(args)
     protocol = protocol.replace(normalisation=family)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.cli._peer_methods import MAX_DATASET_IMAGES
+from fastxai_jax.cli._args import MAX_DATASET_IMAGES, add_target_seed_argument
 
 DEFAULT_LAYERS = {
     "small_cnn": "conv_last",
@@ -71,12 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--explainer-ckpt", default=None, help="learned explainer checkpoint")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="data and explanation key seed")
-    parser.add_argument(
-        "--target-seed",
-        type=int,
-        default=None,
-        help="small_cnn target's training seed (default: the one saved in --workdir, else 0)",
-    )
+    add_target_seed_argument(parser, "--workdir")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
     parser.add_argument("--out", default=None, help="output directory (required)")
     parser.set_defaults(func=run)
@@ -135,29 +130,17 @@ def load_images(paths: list[str], size: int) -> tuple[np.ndarray, list[str]]:
 def load_target(args: argparse.Namespace, image_size: int):
     """Returns ``(module, variables, family)`` for ``--model``/``--weights``."""
     from fastxai_jax.models import build, load_pretrained
+    from fastxai_jax.train import saved_target
 
     if args.weights and args.weights.endswith(TORCH_SUFFIXES):
         module, variables = load_pretrained(args.model, args.weights, num_classes=args.num_classes)
         return module, variables, build(args.model, num_classes=module.num_classes)[1]
     if args.weights:
-        from fastxai_jax.train.checkpoint import load_params
-
-        _, config = load_params(args.weights)
-        config = config if isinstance(config, dict) else {}
-        num_classes = args.num_classes or config.get("num_classes")
-        if num_classes is None:
-            raise ValueError(f"--weights {args.weights} records no num_classes: pass --num-classes")
-        module, family = build(args.model, num_classes=int(num_classes))
-        sample = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-        template = jax.eval_shape(lambda: module.init(jax.random.key(0), sample, train=False))
-        variables, _ = load_params(args.weights, template)
-        return module, variables, family
+        return saved_target.load_params_target(
+            args.model, args.weights, image_size=image_size, num_classes=args.num_classes
+        )
     if args.model == "small_cnn" and not args.untrained:
-        from fastxai_jax.cli._peer_methods import saved_target_options
-        from fastxai_jax.train.target import load_or_train_target
-
-        seed, options = saved_target_options(args.workdir, target_seed=args.target_seed)
-        return load_or_train_target(args.workdir, seed=seed, **options)
+        return saved_target.load_workdir_target(args.workdir, target_seed=args.target_seed)
     if not args.untrained:
         raise ValueError(f"--model {args.model!r} needs --weights (or --untrained for a smoke run)")
     if args.num_classes is None:
@@ -277,7 +260,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
 
     check_workdir(args.out, "--out")
     if args.model == "small_cnn" and not (args.untrained or args.weights):
-        from fastxai_jax.cli._peer_methods import saved_target_options
+        from fastxai_jax.train.saved_target import saved_target_options
 
         saved_target_options(args.workdir, target_seed=args.target_seed)  # checked early
     elif args.target_seed is not None:

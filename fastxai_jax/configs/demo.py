@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from fastxai_jax.configs.learned import LearnedRecipe
 from fastxai_jax.evaluation.protocol import PatchProtocol, Protocol
 from fastxai_jax.substrate import Substrate, to_fill
 
@@ -33,7 +34,7 @@ BLACK = Substrate("constant", 0.0)
 TARGET_OPTIONS: dict[str, Any] = {"null_fraction": 0.25}
 
 
-def fex_recipe() -> list[str]:
+def fex_recipe() -> LearnedRecipe:
     """FEX on the demo's calibrated target: K = 10 masks, pruning down from keeping 88%.
 
     Command: ``fastxai train-explainer --method fex --num-masks 10 --initial-keep 0.88``.
@@ -41,10 +42,10 @@ def fex_recipe() -> list[str]:
     demo's 32 images; FEX − RISE deletion +0.001 [−0.001, +0.002] on 128 further
     images (``experiments/fex_vs_rise.py``). The paper's K = 5 missed circles (pointing 0.92).
     """
-    return ["--num-masks", "10", "--initial-keep", "0.88"]
+    return LearnedRecipe(num_masks=10, initial_keep=0.88)
 
 
-def tve_recipe() -> list[str]:
+def tve_recipe() -> LearnedRecipe:
     """TVE from a copy of the target's conv trunk, local head init, 1000 steps at 3e-3.
 
     Command: ``fastxai train-explainer --method tve --explainer-backbone target
@@ -52,11 +53,12 @@ def tve_recipe() -> list[str]:
     Measured (``experiments/benchmarks/bench_learned.py``, default target, 2048 train
     images): target head deletion 0.150, pointing 0.50, 118 s training, 1.5 ms / image.
     """
-    return ["--explainer-backbone", "target", "--tve-head-init", "local", "--steps", "1000",
-            "--batch-size", "32", "--lr", "3e-3"]  # fmt: skip
+    return LearnedRecipe(
+        explainer_backbone="target", tve_head_init="local", steps=1000, batch_size=32, lr=3e-3
+    )
 
 
-def fastshap_recipe() -> list[str]:
+def fastshap_recipe() -> LearnedRecipe:
     """FastSHAP from the target's conv trunk, 8×8 players masked black, 900 steps at 3e-3.
 
     Command: ``fastxai train-explainer --method fastshap --explainer-backbone target
@@ -64,32 +66,34 @@ def fastshap_recipe() -> list[str]:
     (-1 is black under the small CNN's "half" normalisation, the deletion substrate).
     Measured (``bench_learned.py``): deletion 0.140, pointing 0.72, 399 s training.
     """
-    return ["--explainer-backbone", "target", "--steps", "900", "--batch-size", "32",
-            "--lr", "3e-3", "--fastshap-samples", "16",
-            "--fastshap-fill", str(to_fill(BLACK, "normalised", "half"))]  # fmt: skip
+    return LearnedRecipe(
+        explainer_backbone="target", steps=900, batch_size=32, lr=3e-3, fastshap_samples=16,
+        fastshap_fill=float(to_fill(BLACK, "normalised", "half")),
+    )  # fmt: skip
 
 
-def ltx_recipe() -> list[str]:
+def ltx_recipe() -> LearnedRecipe:
     """LTX with the ``train-explainer`` defaults (CNN mask head).
 
     Measured (``bench_learned.py``, 300 steps): stage A deletion 0.152, pointing 0.56.
     """
-    return []
+    return LearnedRecipe()
 
 
-def learned_recipe(name: str, fex_steps: int | None = None) -> list[str]:
-    """The ``train-explainer`` options the demo trains learned explainer ``name`` with."""
+def learned_recipe(name: str, fex_steps: int | None = None) -> LearnedRecipe:
+    """The recipe the demo trains learned explainer ``name`` with."""
     recipes = {"fex": fex_recipe, "tve": tve_recipe, "fastshap": fastshap_recipe}
     recipe = recipes.get(name, ltx_recipe)()
     if name == "fex" and fex_steps is not None:
-        recipe += ["--steps", str(fex_steps)]
+        recipe = recipe.replace(steps=fex_steps)
     return recipe
 
 
+# The recipes as ``fastxai train-explainer`` options.
 LEARNED_RECIPES: dict[str, list[str]] = {
-    "fex": fex_recipe(),
-    "tve": tve_recipe(),
-    "fastshap": fastshap_recipe(),
+    "fex": fex_recipe().flags(),
+    "tve": tve_recipe().flags(),
+    "fastshap": fastshap_recipe().flags(),
 }
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_ROOT", "SMOKE_PHOTOS", "parse_arg", "learned", "lite0", "photos"]
+__all__ = [
+    "DEFAULT_ROOT", "SMOKE_PHOTOS", "groundtruth", "learned", "lite0", "parse_arg", "photos",
+    "smoke", "smoke_cnn",
+]  # fmt: skip
 
 #: Where the full protocols look for ``tensorflow_datasets`` data and weights by default.
 DEFAULT_ROOT = os.path.join("~", "tensorflow_datasets")
@@ -56,6 +59,25 @@ def lite0() -> dict:
 def photos(names=SMOKE_PHOTOS, image_size: int = 224) -> dict:
     """The ``skimage`` source over ``names`` at ``image_size``²."""
     return {"source": "skimage", "names": list(names), "image_size": image_size}
+
+
+def smoke(name: str, *, models, data, methods, metrics, seed: int = 0) -> dict:
+    """An offline smoke sweep ``name``: shards of 8 inputs, outputs in ``runs/NAME``."""
+    return {"name": name, "models": models, "data": data, "methods": methods,
+            "metrics": metrics, "shard_size": 8, "output_dir": f"runs/{name}",
+            "seed": seed}  # fmt: skip
+
+
+def smoke_cnn() -> dict:
+    """The benchmark smokes' target: a random small CNN (8 classes, widths 8 and 8)."""
+    return {"name": "small_cnn", "num_classes": 8, "weights": "random:0",
+            "options": {"widths": [8, 8]}, "label": "cnn"}  # fmt: skip
+
+
+def groundtruth(num_images: int = 8, image_size: int = 32) -> dict:
+    """The embedded benchmark's held-out split (with ground-truth masks)."""
+    return {"source": "groundtruth", "split": "eval", "num_images": num_images,
+            "image_size": image_size}  # fmt: skip
 
 
 def learned(method: str, workdir: str) -> list[dict]:

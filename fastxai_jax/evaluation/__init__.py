@@ -10,6 +10,7 @@
     evaluation.write_results("runs/eval", summary, curves, {"protocol": protocol})
 """
 
+from fastxai_jax.evaluation._learned import train_explainer, trainable_methods
 from fastxai_jax.evaluation.protocol import PatchProtocol, Protocol, protocol_from_dict
 from fastxai_jax.evaluation.report import (
     markdown_table,
@@ -35,5 +36,7 @@ __all__ = [
     "read_results",
     "score_batch",
     "to_pixels",
+    "train_explainer",
+    "trainable_methods",
     "write_results",
 ]

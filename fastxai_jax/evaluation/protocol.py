@@ -60,16 +60,16 @@ class PatchProtocol(_PatchFields):
 
 
 class _ProtocolFields(NamedTuple):
-    granularity: str
-    patch_size: int | None
-    num_steps: int | None
-    step_size: int | None
-    insertion_substrate: Substrate
-    deletion_substrate: Substrate
-    normalisation: str | None
-    score: str
-    iou_threshold: str | float
-    patch: PatchProtocol | None
+    granularity: str = "pixel"
+    patch_size: int | None = None
+    num_steps: int | None = None
+    step_size: int | None = None
+    insertion_substrate: Any = "blur"
+    deletion_substrate: Any = "zeros"
+    normalisation: str | None = None
+    score: str = "prob"
+    iou_threshold: str | float = "mean"
+    patch: PatchProtocol | dict[str, Any] | None = None
 
 
 class Protocol(_ProtocolFields):
@@ -91,46 +91,41 @@ class Protocol(_ProtocolFields):
 
     __slots__ = ()
 
-    def __new__(
-        cls,
-        granularity: str = "pixel",
-        patch_size: int | None = None,
-        num_steps: int | None = None,
-        step_size: int | None = None,
-        insertion_substrate: Any = "blur",
-        deletion_substrate: Any = "zeros",
-        normalisation: str | None = None,
-        score: str = "prob",
-        iou_threshold: str | float = "mean",
-        patch: PatchProtocol | dict[str, Any] | None = None,
-    ) -> Protocol:
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}; got {granularity!r}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}; got {score!r}")
-        if iou_threshold != "mean":
-            if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, int | float):
-                raise ValueError(f'iou_threshold must be "mean" or a float; got {iou_threshold!r}')
-            if not 0.0 <= float(iou_threshold) <= 1.0:
-                raise ValueError(f"iou_threshold must lie in [0, 1]; got {iou_threshold!r}")
-        if normalisation is not None and not isinstance(normalisation, str):
-            raise ValueError(f"normalisation must be a family name or None; got {normalisation!r}")
+    def __new__(cls, *args: Any, **kwargs: Any) -> Protocol:
+        # The fields and their defaults are _ProtocolFields'; substrates are
+        # normalised to Substrate and ``patch`` to a PatchProtocol.
+        fields = _ProtocolFields(*args, **kwargs)
+        if fields.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {GRANULARITIES}; got {fields.granularity!r}"
+            )
+        if fields.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}; got {fields.score!r}")
+        threshold = fields.iou_threshold
+        if threshold != "mean":
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+                raise ValueError(f'iou_threshold must be "mean" or a float; got {threshold!r}')
+            if not 0.0 <= float(threshold) <= 1.0:
+                raise ValueError(f"iou_threshold must lie in [0, 1]; got {threshold!r}")
+        if fields.normalisation is not None and not isinstance(fields.normalisation, str):
+            raise ValueError(
+                f"normalisation must be a family name or None; got {fields.normalisation!r}"
+            )
+        patch = fields.patch
         if isinstance(patch, dict):
             patch = PatchProtocol(**patch)
         if patch is not None and not isinstance(patch, PatchProtocol):
             raise ValueError(f"patch must be a PatchProtocol, a dict or None; got {patch!r}")
         return super().__new__(
             cls,
-            granularity,
-            _positive_or_none("patch_size", patch_size),
-            _positive_or_none("num_steps", num_steps),
-            _positive_or_none("step_size", step_size),
-            _substrate("insertion_substrate", insertion_substrate),
-            _substrate("deletion_substrate", deletion_substrate),
-            normalisation,
-            score,
-            iou_threshold,
-            patch,
+            *fields._replace(
+                patch_size=_positive_or_none("patch_size", fields.patch_size),
+                num_steps=_positive_or_none("num_steps", fields.num_steps),
+                step_size=_positive_or_none("step_size", fields.step_size),
+                insertion_substrate=_substrate("insertion_substrate", fields.insertion_substrate),
+                deletion_substrate=_substrate("deletion_substrate", fields.deletion_substrate),
+                patch=patch,
+            ),
         )
 
     def replace(self, **changes: Any) -> Protocol:

@@ -38,7 +38,7 @@ import importlib.util
 import json
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["load_config", "validate_config", "config_hash"]
@@ -85,7 +85,11 @@ def _fail(field: str, message: str) -> ValueError:
     return ValueError(f"sweep config field {field}: {message}")
 
 
-def _entries(config: Mapping[str, Any], field: str, required: tuple[str, ...]) -> list[dict]:
+def _entries(
+    config: Mapping[str, Any], field: str, required: tuple[str, ...], lookup: Callable[[str], Any]
+) -> list[dict]:
+    """``config[field]`` as dicts with ``options``, each ``name`` known to ``lookup``
+    (which raises ``ValueError`` for an unknown one)."""
     entries = config[field]
     if not isinstance(entries, list | tuple) or not entries:
         raise _fail(field, f"must be a non-empty list of dicts; got {entries!r}")
@@ -98,6 +102,10 @@ def _entries(config: Mapping[str, Any], field: str, required: tuple[str, ...]) -
         entry = {"options": {}, **entry}
         if not isinstance(entry["options"], Mapping):
             raise _fail(f"{field}[{i}].options", f"must be a dict; got {entry['options']!r}")
+        try:
+            lookup(entry["name"])
+        except ValueError as err:
+            raise _fail(f"{field}[{i}].name", str(err)) from err
         out.append(entry)
     return out
 
@@ -125,23 +133,20 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise _fail(sorted(missing)[0], "missing")
     config = {**_OPTIONAL_TOP, **copy.deepcopy(dict(config))}
-    config["models"] = _entries(config, "models", ("name", "weights"))
-    for i, model in enumerate(config["models"]):
-        if model["name"] not in available_models():
-            raise _fail(
-                f"models[{i}].name", f"unknown model {model['name']!r}; known: {available_models()}"
-            )
+
+    def lookup_model(name: str) -> None:
+        if name not in available_models():
+            raise ValueError(f"unknown model {name!r}; known: {available_models()}")
+
+    config["models"] = _entries(config, "models", ("name", "weights"), lookup_model)
+    for model in config["models"]:
         model.setdefault("label", model["name"])
         model.setdefault("num_classes", 1000)
     labels = [m["label"] for m in config["models"]]
     if len(set(labels)) != len(labels):
         raise _fail("models", f"model labels must be unique; got {labels}")
-    config["methods"] = _entries(config, "methods", ("name",))
+    config["methods"] = _entries(config, "methods", ("name",), lookup_method)
     for i, method in enumerate(config["methods"]):
-        try:
-            lookup_method(method["name"])
-        except ValueError as err:
-            raise _fail(f"methods[{i}].name", str(err)) from err
         learned = is_learned(method["name"])
         if "explainer" in method and not learned:
             raise _fail(
@@ -158,12 +163,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if learned and method["options"]:
             raise _fail(f"methods[{i}].options", f"learned method {method['name']!r} takes none")
         method.setdefault("label", method["name"])
-    config["metrics"] = _entries(config, "metrics", ("name",))
+    config["metrics"] = _entries(config, "metrics", ("name",), lookup_metric)
     for i, metric in enumerate(config["metrics"]):
-        try:
-            lookup_metric(metric["name"])
-        except ValueError as err:
-            raise _fail(f"metrics[{i}].name", str(err)) from err
         known = metric_option_names(metric["name"])
         for option in metric["options"]:
             if option not in known:

@@ -20,163 +20,32 @@ stores a SHA-256 digest of each array (dtype, shape and bytes) in the
 changed on disk, naming the file and the array. Checkpoints written before
 digests existed load unverified.
 
-:func:`rewind_log` and :func:`log_seconds` keep a JSONL training log
-consistent across a resume (no duplicate steps, total training time).
+The pytree format and its digests live in :mod:`fastxai_jax.train._nested`;
+:func:`rewind_log` and :func:`log_seconds` (re-exported from
+:mod:`fastxai_jax.train.run_log`) keep a JSONL training log consistent across a
+resume (no duplicate steps, total training time).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import pathlib
 from typing import Any
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
+
+from fastxai_jax.train._nested import digests as _digests
+from fastxai_jax.train._nested import from_nested as _from_nested
+from fastxai_jax.train._nested import to_nested as _to_nested
+from fastxai_jax.train._nested import verify as _verify
+from fastxai_jax.train.run_log import log_seconds, rewind_log
 
 __all__ = ["Checkpointer", "save_params", "load_params", "rewind_log", "log_seconds"]
 
 _STATE = "state"
 _CONFIG = "config"
 _DIGESTS = "sha256"
-
-
-def _digest(array: Any) -> str:
-    arr = np.ascontiguousarray(np.asarray(array))
-    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def _digests(nested: Any, prefix: str = "") -> dict[str, str]:
-    """``{"a/b/leaf": sha256}`` over a nested dict of host arrays."""
-    if isinstance(nested, dict):
-        out: dict[str, str] = {}
-        for name, value in nested.items():
-            out.update(_digests(value, f"{prefix}{name}/"))
-        return out
-    return {prefix[:-1]: _digest(nested)}
-
-
-def _verify(nested: Any, saved: dict[str, str] | None, where: pathlib.Path) -> None:
-    """Raises ``ValueError`` naming ``where`` if ``nested`` differs from its saved digests."""
-    if saved is None:  # written before digests were stored
-        return
-    found = _digests(nested)
-    if set(found) != set(saved):
-        missing = sorted(set(saved) ^ set(found))[:3]
-        raise ValueError(f"checkpoint file {where} is corrupt: arrays {missing} missing or extra")
-    for name, digest in saved.items():
-        if found[name] != digest:
-            raise ValueError(
-                f"checkpoint file {where} is corrupt: array {name!r} does not match the "
-                f"SHA-256 checksum stored when it was saved"
-            )
-
-
-def _key_name(entry: Any) -> str:
-    if isinstance(entry, jax.tree_util.DictKey):
-        return str(entry.key)
-    if isinstance(entry, jax.tree_util.SequenceKey):
-        return str(entry.idx)
-    if isinstance(entry, jax.tree_util.GetAttrKey):
-        return entry.name
-    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
-        return str(entry.key)
-    return str(entry)
-
-
-def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(_key_name(p) for p in path)
-
-
-def _is_prng_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _to_host(x: Any) -> np.ndarray:
-    if _is_prng_key(x):
-        x = jax.random.key_data(x)
-    return np.asarray(jax.device_get(x))
-
-
-def _to_nested(tree: Any) -> dict[str, Any]:
-    """Nested dict of host arrays keyed by each leaf's key path."""
-    nested: dict[str, Any] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        names = _path_names(path) or ("_leaf",)
-        node = nested
-        for name in names[:-1]:
-            node = node.setdefault(name, {})
-        node[names[-1]] = _to_host(leaf)
-    return nested
-
-
-def _lookup(nested: Any, names: tuple[str, ...]) -> Any:
-    node = nested
-    for name in names:
-        if not isinstance(node, dict) or name not in node:
-            return None
-        node = node[name]
-    return node
-
-
-def _leaf_shape(like: Any) -> tuple[int, ...]:
-    """Shape of a template leaf (array, ShapeDtypeStruct, scalar); keys as their raw data."""
-    if _is_prng_key(like):
-        return tuple(jax.random.key_data(like).shape)
-    if isinstance(like, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(
-        like.dtype, jax.dtypes.prng_key
-    ):
-        return tuple(jax.eval_shape(jax.random.key_data, like).shape)
-    return tuple(getattr(like, "shape", np.shape(like)))
-
-
-def _count_leaves(nested: Any) -> int:
-    if isinstance(nested, dict):
-        return sum(_count_leaves(v) for v in nested.values())
-    return 1
-
-
-def _from_nested(nested: dict[str, Any], template: Any, where: str) -> Any:
-    """Rebuilds ``template``'s structure from ``nested``, checking keys and shapes."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    leaves = []
-    for path, like in flat:
-        names = _path_names(path) or ("_leaf",)
-        key = "/".join(names)
-        found = _lookup(nested, names)
-        if found is None or isinstance(found, dict):
-            raise ValueError(
-                f"checkpoint {where} does not match the template: key {key!r} "
-                f"(expected shape {_leaf_shape(like)}) is missing"
-            )
-        expected = _leaf_shape(like)
-        if tuple(np.shape(found)) != expected:
-            raise ValueError(
-                f"checkpoint {where} does not match the template: key {key!r} has shape "
-                f"{tuple(np.shape(found))} in the checkpoint, expected {expected}"
-            )
-        if _is_prng_key(like):
-            leaves.append(
-                jax.random.wrap_key_data(np.asarray(found), impl=jax.random.key_impl(like))
-            )
-        elif hasattr(like, "dtype"):
-            leaves.append(np.asarray(found).astype(like.dtype))
-        elif isinstance(like, bool | int | float):
-            leaves.append(type(like)(np.asarray(found)))
-        else:
-            leaves.append(np.asarray(found))
-    saved = _count_leaves(nested)
-    if saved != len(flat):
-        raise ValueError(
-            f"checkpoint {where} does not match the template: it holds {saved} arrays, "
-            f"the template {len(flat)}"
-        )
-    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _check_json(config: Any) -> Any:
@@ -377,44 +246,3 @@ def load_params(path: str | os.PathLike, template: Any = None) -> tuple[Any, Any
             nested, config = ckpt.restore_raw()
             return nested, config
         return ckpt.restore(template)
-
-
-def _read_log(path: pathlib.Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return records
-
-
-def rewind_log(path: str | os.PathLike, step: int) -> float:
-    """Drops the records of steps ``>= step`` from a JSONL log; returns the last kept ``time``.
-
-    A run resumed from the checkpoint of ``step`` recomputes those steps; without
-    this they would be logged twice. ``fit`` continues its ``time`` column from
-    the returned value, so that ``time`` counts the whole run across resumes.
-    The rewrite is atomic (temporary file, then rename).
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        return 0.0
-    text = path.read_text()
-    records = [r for r in _read_log(path) if isinstance(r, dict)]
-    kept = [r for r in records if not r.get("step", -1) >= step]
-    if len(kept) != len(records) or (text and not text.endswith("\n")):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
-    return log_seconds(path)
-
-
-def log_seconds(path: str | os.PathLike) -> float:
-    """Training seconds of the whole run logged at ``path`` by ``fit``: the last ``time``."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        return 0.0
-    times = [r.get("time") for r in _read_log(path) if isinstance(r, dict)]
-    times = [float(t) for t in times if isinstance(t, int | float) and math.isfinite(t)]
-    return times[-1] if times else 0.0

@@ -21,6 +21,16 @@ def relative(ours, ref) -> float:
     return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
 
 
+def print_parity_table(method: str, parity_rows) -> None:
+    """Prints ``parity_rows()`` (component → max relative difference to the authors'
+    code) as a Markdown table, at the matmul precision of ``tests/conftest.py``."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+    print(f"| {method} component | max relative difference to the authors' code |")
+    print("|---|---|")
+    for name, value in parity_rows().items():
+        print(f"| {name} | {value:.1e} |")
+
+
 def load(dtype=jnp.float64):
     """``(apply_fn, variables, images, target, maps)``; call under ``jax.enable_x64``."""
     state = convert.load_state_dict(FIXTURES / "tiny_resnet.safetensors")

@@ -321,8 +321,6 @@ def parity_rows() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
-    print("| LTX component | max relative difference to the authors' code |")
-    print("|---|---|")
-    for name, value in parity_rows().items():
-        print(f"| {name} | {value:.1e} |")
+    from _refs import print_parity_table
+
+    print_parity_table("LTX", parity_rows)

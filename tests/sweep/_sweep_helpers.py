@@ -1,4 +1,5 @@
-"""Shared pieces of the sweep tests: a tiny config and a subprocess launcher."""
+"""Shared pieces of the sweep tests: a tiny config and its model, a subprocess launcher
+and a fixture-maker that refuses compute."""
 
 import json
 import os
@@ -23,6 +24,16 @@ def tiny_config(output_dir, **overrides) -> dict:
     }  # fmt: skip
     config.update(overrides)
     return config
+
+
+def tiny_cnn(images, seed: int = 0):
+    """``(apply_fn, variables, module)`` of the tiny configs' model: small_cnn with 8
+    classes, widths (8, 8) and ``random:SEED`` weights (initialised on ``images[:1]``)."""
+    from fastxai_jax.models import zoo
+
+    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
+    variables = zoo.random_variables(module, images[:1], seed=seed, train=False)
+    return zoo.make_apply_fn(module, family), variables, module
 
 
 def write_config(path, config) -> pathlib.Path:

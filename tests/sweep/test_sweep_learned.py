@@ -7,22 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _sweep_helpers import tiny_config
+from _sweep_helpers import tiny_cnn, tiny_config
 from jax.sharding import Mesh
 
 import fastxai_jax as fx
 from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
 from fastxai_jax.explainers.learned import fastshap, fex, runs
-from fastxai_jax.models import zoo
 from fastxai_jax.sweep.step import make_step, method_key
 
 SIZE = 24
-
-
-def _target(images):
-    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
-    variables = zoo.random_variables(module, images[:1], seed=0, train=False)
-    return zoo.make_apply_fn(module, family), variables
 
 
 CONFIG = fex.FexConfig(
@@ -35,7 +28,7 @@ CONFIG = fex.FexConfig(
 def fex_run(tmp_path_factory):
     """A tiny FEX at its seeded init, saved with runs.save (no training: fast)."""
     images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])
-    apply_fn, variables = _target(images)
+    apply_fn, variables, _ = tiny_cnn(images)
     workdir = tmp_path_factory.mktemp("fex")
     params = fex.init_params(CONFIG, jax.random.key(0))
     runs.save(workdir, runs.Trained("fex", fex.make(CONFIG, None, None), params, 8))
@@ -46,7 +39,7 @@ def fex_run(tmp_path_factory):
 def fex_trained(tmp_path_factory):
     """A tiny FEX trained by runs.fit for 3 steps against the tiny sweep's small CNN."""
     images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])
-    apply_fn, variables = _target(images)
+    apply_fn, variables, _ = tiny_cnn(images)
     learned = fex.make(CONFIG, apply_fn, variables)
     workdir = tmp_path_factory.mktemp("fex_trained")
     runs.fit(
@@ -110,7 +103,7 @@ def test_sweep_runs_fex_and_matches_library_calls(fex_trained, tmp_path):
     rows = [r for r in table["rows"] if r["method"] == "fex"]
     assert [r["index"] for r in rows] == list(range(8))
     images = jnp.asarray(make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)["images"])
-    apply_fn, variables = _target(images)
+    apply_fn, variables, _ = tiny_cnn(images)
     trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables)
     target = np.asarray(jnp.argmax(apply_fn(variables, images), axis=-1))
     maps = trained.explain(images, target)

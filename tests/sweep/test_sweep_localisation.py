@@ -5,14 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _sweep_helpers import tiny_config
+from _sweep_helpers import tiny_cnn, tiny_config
 from jax.sharding import Mesh
 
 import fastxai_jax as fx
 from fastxai_jax.data.groundtruth import make_benchmark
 from fastxai_jax.metrics import localisation
-from fastxai_jax.models import zoo
-from fastxai_jax.sweep import runner
 from fastxai_jax.sweep.step import MASK_METRICS, make_step, method_key
 
 METRICS = [
@@ -29,9 +27,7 @@ COLUMNS = ("iou", "pointing_game", "relevance_mass", "pixel_accuracy", "miou",
 @pytest.fixture(scope="module")
 def outputs():
     bench = make_benchmark(8, seed=5, image_size=24)
-    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
-    variables = zoo.random_variables(module, bench["images"][:1], seed=0, train=False)
-    apply_fn = zoo.make_apply_fn(module, family)
+    apply_fn, variables, _ = tiny_cnn(bench["images"])
     args = [jnp.asarray(bench[k]) for k in ("images", "labels")]
     index, masks = jnp.arange(8, dtype=jnp.int32), jnp.asarray(bench["masks"])
     out = {}
@@ -76,15 +72,6 @@ def test_scores_equal_library_calls_on_the_masks(outputs):
     positive = np.maximum(np.asarray(maps), 0)
     mass = (positive * bench["masks"]).sum((1, 2)) / positive.sum((1, 2))
     np.testing.assert_allclose(columns["relevance_mass"], mass, rtol=1e-5)
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("compute started before the config was checked")
-
-    monkeypatch.setattr(runner, "make_step", refuse)
-    monkeypatch.setattr(runner, "load_model", refuse)
 
 
 @pytest.mark.parametrize("metric", sorted(MASK_METRICS))

@@ -94,14 +94,22 @@ def _saliency_rows(table, model_label):
     return [r for r in table["rows"] if (r["model"], r["method"]) == (model_label, "saliency")]
 
 
-def test_ltx_smoke_equals_library_calls(tmp_path):
-    config, table = _run_smoke("ltx", tmp_path)
+def _cnn_smoke_saliency(paper, tmp_path):
+    """A benchmark smoke sweep of ``paper`` and its small CNN's saliency by the library:
+    ``(table, rows, (apply_fn, variables, images, masks), target, maps)``."""
+    config, table = _run_smoke(paper, tmp_path)
     bench = make_benchmark(8, seed=EVAL_SEED, image_size=32)
     images, masks = bench["images"], bench["masks"]
     apply_fn, variables = _small_cnn(config, config["models"][0], images)
     target = np.asarray(np.argmax(apply_fn(variables, images), axis=-1))
     maps = fx.saliency(apply_fn, variables, images, target)
-    rows = _saliency_rows(table, "cnn")
+    return table, _saliency_rows(table, "cnn"), (apply_fn, variables, images, masks), target, maps
+
+
+def test_ltx_smoke_equals_library_calls(tmp_path):
+    table, rows, (apply_fn, variables, images, masks), target, maps = _cnn_smoke_saliency(
+        "ltx", tmp_path
+    )
     assert [r["target"] for r in rows] == target.tolist()
     curves = fx.metrics.pos_neg_perturbation(apply_fn, variables, images, maps, target)
     np.testing.assert_allclose([r["pos_auc"] for r in rows], curves["pos"].auc, atol=1e-4)
@@ -132,13 +140,7 @@ def test_tve_smoke_two_heads_equal_library_calls(tmp_path):
 
 @pytest.mark.slow  # ~1-2 min: DAX's per-image fits compile once per sweep
 def test_dax_smoke_equals_library_calls(tmp_path):
-    config, table = _run_smoke("dax", tmp_path)
-    bench = make_benchmark(8, seed=EVAL_SEED, image_size=32)
-    images, masks = bench["images"], bench["masks"]
-    apply_fn, variables = _small_cnn(config, config["models"][0], images)
-    target = np.asarray(np.argmax(apply_fn(variables, images), axis=-1))
-    maps = fx.saliency(apply_fn, variables, images, target)
-    rows = _saliency_rows(table, "cnn")
+    table, rows, (_, _, _, masks), _, maps = _cnn_smoke_saliency("dax", tmp_path)
     iou = localisation.iou(maps, masks, threshold=0.2)
     np.testing.assert_allclose([r["iou"] for r in rows], iou, atol=1e-5)
     np.testing.assert_allclose([r["pointing_game"] for r in rows],

@@ -7,28 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _sweep_helpers import REPO
+from _sweep_helpers import REPO, tiny_cnn
 
 import fastxai_jax as fx
 from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
 from fastxai_jax.explainers import registry
 from fastxai_jax.explainers.learned import ltx, runs, tve
 from fastxai_jax.metrics import localisation
-from fastxai_jax.models import zoo
 
 SIZE = 32
 CONFIGS = {"ltx": "sweep_pos_neg_segmentation.py", "tve": "sweep_transfer.py"}
 
 
-def _cnn(seed, images):
-    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
-    variables = zoo.random_variables(module, images[:1], seed=seed, train=False)
-    return zoo.make_apply_fn(module, family), variables, module
-
-
 def _train(method, workdir):
     images = jnp.asarray(make_benchmark(8, seed=1, image_size=SIZE)["images"])
-    apply_fn, variables, module = _cnn(0, images)
+    apply_fn, variables, module = tiny_cnn(images)
     if method == "ltx":
         config = ltx.LtxConfig(kind="cnn", family="half", lam=1.0, finetune_steps=1)
     else:
@@ -60,7 +53,7 @@ def test_ltx_smoke_with_learned_ltx_equals_library_calls(tmp_path):
     config, table, workdir = _run("ltx", tmp_path)
     bench = make_benchmark(8, seed=EVAL_SEED, image_size=SIZE)
     images, masks = jnp.asarray(bench["images"]), bench["masks"]
-    apply_fn, variables, module = _cnn(0, images)
+    apply_fn, variables, module = tiny_cnn(images)
     trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables, module=module)
     maps = trained.explain(images)  # LTX explains its own choice of class
     target = np.asarray(jnp.argmax(apply_fn(variables, images), axis=-1))
@@ -82,7 +75,7 @@ def test_tve_smoke_with_learned_tve_on_two_heads(tmp_path):
     options = config["metrics"][0]["options"]
     maps_per_head = []
     for seed, model in enumerate(config["models"]):
-        apply_fn, variables, module = _cnn(seed, images)
+        apply_fn, variables, module = tiny_cnn(images, seed)
         trained = runs.load(workdir, apply_fn=apply_fn, target_params=variables, module=module)
         target = np.asarray(jnp.argmax(apply_fn(variables, images), axis=-1))
         maps = trained.explain(images, target)

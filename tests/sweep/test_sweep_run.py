@@ -7,16 +7,7 @@ import pytest
 from _sweep_helpers import tiny_config
 
 from fastxai_jax import sweep
-from fastxai_jax.sweep import runner, store
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("compute started before the config was checked")
-
-    monkeypatch.setattr(runner, "make_step", refuse)
-    monkeypatch.setattr(runner, "load_model", refuse)
+from fastxai_jax.sweep import store
 
 
 @pytest.mark.parametrize(

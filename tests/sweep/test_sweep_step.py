@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _sweep_helpers import tiny_cnn
 from jax.sharding import Mesh
 
 import fastxai_jax as fx
 from fastxai_jax.data.groundtruth import make_benchmark
-from fastxai_jax.models import zoo
 from fastxai_jax.sweep.step import make_step, method_key
 
 METRICS = [("insertion_deletion", {"step_size": 24}), ("sparseness", {})]
@@ -25,9 +25,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def setup():
     bench = make_benchmark(8, seed=3, image_size=24)
-    module, family = zoo.build("small_cnn", 8, widths=(8, 8))
-    variables = zoo.random_variables(module, bench["images"][:1], seed=0, train=False)
-    apply_fn = zoo.make_apply_fn(module, family)
+    apply_fn, variables, _ = tiny_cnn(bench["images"])
     images, labels = jnp.asarray(bench["images"]), jnp.asarray(bench["labels"])
     return apply_fn, variables, images, labels
 

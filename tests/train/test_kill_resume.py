@@ -10,20 +10,16 @@ the file.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 
-import numpy as np
 import pytest
+from _resume import assert_same_params, logged_steps, run_driver
 
 from fastxai_jax.train.checkpoint import Checkpointer, load_params
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-DRIVER = pathlib.Path(__file__).with_name("_kill_driver.py")
 ARGS = ["train-target", "--num-train", "64", "--num-test", "16", "--steps", "6"]
 ARGS += ["--batch-size", "8", "--checkpoint-every", "2", "--no-progress"]
 
@@ -31,33 +27,12 @@ pytestmark = pytest.mark.slow  # ~30 s per training subprocess on 2 shared cores
 
 
 def _run(workdir: pathlib.Path, **kill: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **kill}
-    return subprocess.run(
-        [sys.executable, str(DRIVER), *ARGS, "--workdir", str(workdir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_driver([*ARGS, "--workdir", str(workdir)], timeout=600, **kill)
 
 
 def _params(workdir: pathlib.Path):
     variables, _ = load_params(workdir / "params")
     return variables
-
-
-def _assert_same_params(a, b):
-    import jax
-
-    flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(flat_a) == len(flat_b)
-    for x, y in zip(flat_a, flat_b, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit-identical
-
-
-def _logged_steps(workdir: pathlib.Path) -> list[int]:
-    lines = (workdir / "train_log.jsonl").read_text().splitlines()
-    return [json.loads(line)["step"] for line in lines]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +51,8 @@ def test_kill_during_final_params_save_resumes(reference, tmp_path):
     assert (tmp_path / "checkpoints" / "6").is_dir()
     again = _run(tmp_path)
     assert again.returncode == 0, again.stderr  # was: "no checkpoint found in .../params"
-    _assert_same_params(_params(tmp_path), _params(reference))
-    assert _logged_steps(tmp_path) == list(range(6))
+    assert_same_params(_params(tmp_path), _params(reference))
+    assert logged_steps(tmp_path) == list(range(6))
 
 
 def test_kill_during_checkpoint_save_resumes_without_duplicate_log(reference, tmp_path):
@@ -85,12 +60,12 @@ def test_kill_during_checkpoint_save_resumes_without_duplicate_log(reference, tm
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
         assert ckpt.all_steps() == [2]
-    assert _logged_steps(tmp_path) == [0, 1, 2, 3]  # steps 2, 3 will be recomputed
+    assert logged_steps(tmp_path) == [0, 1, 2, 3]  # steps 2, 3 will be recomputed
     killed_seconds = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[1])["time"]
     again = _run(tmp_path)
     assert again.returncode == 0, again.stderr
-    _assert_same_params(_params(tmp_path), _params(reference))
-    assert _logged_steps(tmp_path) == list(range(6))  # was: 0 1 2 3 2 3 4 5
+    assert_same_params(_params(tmp_path), _params(reference))
+    assert logged_steps(tmp_path) == list(range(6))  # was: 0 1 2 3 2 3 4 5
     times = [json.loads(line)["time"] for line in (tmp_path / "train_log.jsonl").open()]
     assert times == sorted(times)  # the resumed part continues the killed part's clock
     metrics = json.loads((tmp_path / "metrics.json").read_text())

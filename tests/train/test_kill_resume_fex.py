@@ -8,22 +8,17 @@ without duplicate steps.
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import signal
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from _resume import assert_same_params, logged_steps, run_driver
 
 from fastxai_jax.train.checkpoint import Checkpointer, load_params
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-DRIVER = pathlib.Path(__file__).with_name("_kill_driver.py")
 ARGS = ["train-explainer", "--method", "fex", "--num-train", "32", "--steps", "6"]
 ARGS += ["--batch-size", "8", "--checkpoint-every", "2", "--no-progress"]
 ARGS += ["--hidden-size", "16", "--depth", "1", "--patch-size", "16", "--num-masks", "2"]
@@ -48,27 +43,12 @@ def target_workdir(tmp_path_factory):
 
 
 def _run(workdir, target_workdir, **kill: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **kill}
     argv = [*ARGS, "--workdir", str(workdir), "--target-workdir", str(target_workdir)]
-    return subprocess.run(
-        [sys.executable, str(DRIVER), *argv], env=env, capture_output=True, text=True, timeout=900
-    )
+    return run_driver(argv, timeout=900, **kill)
 
 
 def _params(workdir: pathlib.Path):
     return load_params(workdir / "explainer")[0]
-
-
-def _assert_same_params(a, b):
-    flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(flat_a) == len(flat_b) > 0
-    for x, y in zip(flat_a, flat_b, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit-identical
-
-
-def _logged_steps(workdir: pathlib.Path) -> list[int]:
-    lines = (workdir / "train_log.jsonl").read_text().splitlines()
-    return [json.loads(line)["step"] for line in lines]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +56,7 @@ def reference(tmp_path_factory, target_workdir):
     workdir = tmp_path_factory.mktemp("uninterrupted")
     done = _run(workdir, target_workdir)
     assert done.returncode == 0, done.stderr
-    assert _logged_steps(workdir) == list(range(6))
+    assert logged_steps(workdir) == list(range(6))
     return workdir
 
 
@@ -87,8 +67,8 @@ def test_fex_kill_during_final_explainer_save_resumes(reference, target_workdir,
     assert (tmp_path / "checkpoints" / "6").is_dir()
     again = _run(tmp_path, target_workdir)
     assert again.returncode == 0, again.stderr
-    _assert_same_params(_params(tmp_path), _params(reference))
-    assert _logged_steps(tmp_path) == list(range(6))
+    assert_same_params(_params(tmp_path), _params(reference))
+    assert logged_steps(tmp_path) == list(range(6))
 
 
 def test_fex_kill_during_checkpoint_save_resumes(reference, target_workdir, tmp_path):
@@ -98,5 +78,5 @@ def test_fex_kill_during_checkpoint_save_resumes(reference, target_workdir, tmp_
         assert ckpt.all_steps() == [2]
     again = _run(tmp_path, target_workdir)
     assert again.returncode == 0, again.stderr
-    _assert_same_params(_params(tmp_path), _params(reference))
-    assert _logged_steps(tmp_path) == list(range(6))  # no duplicates of steps 2, 3
+    assert_same_params(_params(tmp_path), _params(reference))
+    assert logged_steps(tmp_path) == list(range(6))  # no duplicates of steps 2, 3
