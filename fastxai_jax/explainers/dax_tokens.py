@@ -13,7 +13,8 @@ of the first six epochs: all from :mod:`~fastxai_jax.explainers.dax`.
 
 What the networks see: the image DAX feeds them the perturbed pixels; here the
 perturbed sentence is an ``[L, 1, D + 1]`` "image", one row per token position:
-a content token's word embedding and a keep channel of 1, both zeroed when its
+a content token's word embedding (optionally a fixed random projection of it,
+``embedding_dim``) and a keep channel of 1, both zeroed when its
 segment is off (the image method's ``fill=0.0``), and zeros on [CLS]/[SEP]/
 padding. The black box reads only the keep channel and is queried on the real
 token ids with the removed ones replaced. The generator's 7×7 convolutions mix
@@ -125,26 +126,35 @@ def _sentence_target(fns: TextFns, token_fill: str):
     return apply
 
 
-def _sentence_image(fns, params, ids, seg, length):
-    """``[L, 1, D + 1]``: content tokens' embeddings and a keep channel of 1 (0 on
-    [CLS]/[SEP]/padding and past ``T``), and their ``[L, 1]`` segment labels."""
-    embeds = fns.embed(params, ids)  # [T, D]
+def _sentence_image(fns, params, ids, seg, length, embedding_dim):
+    """``[L, 1, E + 1]``: content tokens' embeddings (``E = D``, or a fixed random
+    projection to ``embedding_dim``) and a keep channel of 1 (0 on [CLS]/[SEP]/
+    padding and past ``T``), and their ``[L, 1]`` segment labels."""
+    embeds = fns.embed(params, ids).astype(jnp.float32)  # [T, D]
+    if embedding_dim is not None:
+        dim = embeds.shape[-1]
+        projection = jax.random.normal(jax.random.key(0), (dim, embedding_dim)) / dim**0.5
+        embeds = embeds @ projection
     content = (seg >= 0)[:, None]
     x = jnp.concatenate([embeds, jnp.ones_like(embeds[:, :1])], axis=-1) * content
     pad = length - ids.shape[0]
-    x = jnp.pad(x.astype(jnp.float32), ((0, pad), (0, 0)))[:, None, :]
+    x = jnp.pad(x, ((0, pad), (0, 0)))[:, None, :]
     labels = jnp.pad(jnp.maximum(seg, 0), (0, pad))[:, None]
     return x, labels
 
 
-@functools.partial(jax.jit, static_argnames=("fns", "config", "token_fill", "batching"))
-def _fit_batch(fns, params, ids, mask, seg, target, key, valid, config, token_fill, batching):
+@functools.partial(
+    jax.jit, static_argnames=("fns", "config", "token_fill", "batching", "embedding_dim")
+)
+def _fit_batch(
+    fns, params, ids, mask, seg, target, key, valid, config, token_fill, batching, embedding_dim
+):
     """``dax_fit`` per sentence: ``([B, L, 1] masks over token positions, info)``."""
     apply = _sentence_target(fns, token_fill)
     length = valid.shape[1]
 
     def fit(row_ids, row_mask, row_seg, row_target, row_valid):
-        x, labels = _sentence_image(fns, params, row_ids, row_seg, length)
+        x, labels = _sentence_image(fns, params, row_ids, row_seg, length, embedding_dim)
         packed = (params, row_ids, row_mask, row_seg)
         return dax.dax_fit(apply, packed, x, row_target, key, labels, row_valid, config)
 
@@ -194,6 +204,7 @@ def token_dax(
     continuation: Any = None,
     token_fill: str = "mask",
     max_tokens: int = 64,
+    embedding_dim: int | None = None,
     batching: str = "map",
     return_info: bool = False,
     **options: Any,
@@ -220,6 +231,9 @@ def token_dax(
       max_tokens: ``L``, the networks' input length for every sentence (the
         padded ``T`` must not exceed it); the student's first layer has
         ``L·(D + 1)`` inputs.
+      embedding_dim: ``None`` (the networks see the ``D``-dim word embeddings)
+        or ``E``: they see a fixed Gaussian random projection to ``E`` dims
+        (Johnson–Lindenstrauss: distances kept), for a student ``D/E`` times smaller.
       batching: ``"map"`` (default: fits in sequence in one compiled program;
         each fit holds its own student, ``L·(D + 1)·hidden`` weights) or
         ``"vmap"`` (side by side: more memory).
@@ -243,6 +257,10 @@ def token_dax(
     check_tokens(fns, input_ids, attention_mask)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | np.integer):
         raise ValueError(f"max_tokens must be a positive int; got {max_tokens!r}")
+    if embedding_dim is not None and (
+        isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1
+    ):
+        raise ValueError(f"embedding_dim must be None or a positive int; got {embedding_dim!r}")
     length = np.shape(input_ids)[1]
     if not length <= max_tokens:
         raise ValueError(
@@ -260,7 +278,7 @@ def token_dax(
     valid = jnp.asarray(np.arange(max_tokens)[None, :] < counts[:, None], jnp.float32)
     masks, info = _fit_batch(
         fns, params, ids, mask, jnp.asarray(seg), target, key, valid, config, token_fill,
-        batching,
+        batching, embedding_dim,
     )  # fmt: skip
     content = jnp.asarray(seg >= 0)
     values = masks[:, :length, 0]  # [B, T]

@@ -102,10 +102,10 @@ def sample_player_coalitions(key: jax.Array, players: jax.Array, num_samples: in
     key_size, key_perm = jax.random.split(key)
     half = num_samples // 2
     k = 1 + jax.random.categorical(key_size, logits, shape=(half,))
-    scores = jnp.where(players, jax.random.uniform(key_perm, (half, length)), 2.0)
+    scores = jnp.where(players[None, :], jax.random.uniform(key_perm, (half, length)), 2.0)
     rank = jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
     subsets = (rank < k[:, None]).astype(jnp.float32)
-    paired = jnp.stack([subsets, players.astype(jnp.float32) - subsets], axis=1)
+    paired = jnp.stack([subsets, players.astype(jnp.float32)[None, :] - subsets], axis=1)
     return jnp.reshape(paired, (num_samples, length))
 
 
