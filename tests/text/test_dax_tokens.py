@@ -39,6 +39,7 @@ def test_contract_padding_alone_vs_batched_and_determinism(tiny_bert):
     assert registry.token_method_cost("dax") == fx.Cost(3000, 0)
 
 
+@pytest.mark.slow  # 3 fits of 500 samples × 9 epochs (~20 s alone, more on shared cores)
 def test_ranks_the_planted_token_of_a_bag_of_embeddings_model_first():
     """f(e) = Σ_t m_t e_t W with token 7's embedding pushing class 0 hard: removing
     it (and only it) flips the prediction, so DAX's mask must peak on it."""
@@ -69,6 +70,7 @@ def test_words_group_wordpiece_continuations():
     np.testing.assert_array_equal(tokens, [[-1, 0, 1, 2, 3, 4, -1], [-1, 0, 1, -1, -1, -1, -1]])
 
 
+@pytest.mark.slow  # one more DAX compile (~20 s on shared cores)
 def test_words_removes_whole_words_in_the_queries():
     """With one word of two pieces and one single-piece word, every query keeps or
     removes both pieces together: the queried probabilities take 4 values at most."""
@@ -115,3 +117,27 @@ def test_bad_input_names_the_argument(tiny_bert):
         dax_tokens.token_dax(fns, params, ids, mask[:, :-1], key=key)
     with pytest.raises(ValueError, match="target"):
         dax_tokens.token_dax(fns, params, ids, mask, [0, 1, 2], key=key)
+
+
+@pytest.mark.slow  # the MiniLM classifier (cached: seconds) and 8 DAX fits (~1 min)
+def test_beats_a_random_map_on_token_deletion_on_the_text_benchmark(minilm_classifier):
+    from fastxai_jax.data.text_benchmark import make_text_benchmark
+    from fastxai_jax.metrics.tokens import token_insertion_deletion
+
+    _, module, variables, fns, tokenizer = minilm_classifier
+    bench = make_text_benchmark(8, tokenizer, seed=4242)
+    ids, mask = bench.input_ids, bench.attention_mask
+    key = jax.random.key(0)
+    maps = {
+        "dax": dax_tokens.token_dax(
+            fns, variables, ids, mask, key=key, token_fill="drop", num_samples=200,
+            max_tokens=32, embedding_dim=32,
+            continuation=dax_tokens.wordpiece_continuation(tokenizer),
+        ),
+        "random": fx.attribute("random", fns, variables, (ids, mask), key=key),
+    }  # fmt: skip
+    auc = {
+        name: float(np.mean(token_insertion_deletion(fns, variables, ids, mask, a, fill="drop")[1]))
+        for name, a in maps.items()
+    }
+    assert auc["dax"] < auc["random"] - 0.05, auc

@@ -183,3 +183,48 @@ def test_bad_config_and_inputs_name_the_argument(tiny_shap):
             wrong, fns, target_params, module=module, backbone_params=target_params
         )
         bad.init_params(jax.random.key(0), (ids, mask))
+
+
+@pytest.mark.slow  # the MiniLM classifier (cached: seconds) and 80 FastSHAP steps (~3 min)
+def test_short_run_on_the_text_benchmark_points_at_evidence_better_than_random(
+    minilm_classifier,
+):
+    from fastxai_jax.data.text_benchmark import make_text_benchmark
+    from fastxai_jax.explainers.learned import runs
+    from fastxai_jax.metrics.tokens import token_insertion_deletion, token_pointing_game
+    from fastxai_jax.models.minilm import load_minilm
+
+    _, _, variables, fns, tokenizer = minilm_classifier
+    encoder, encoder_params = load_minilm(num_classes=2)
+    config = fastshap_text.TextFastShapConfig(
+        num_classes=2, backbone_mode="frozen", fill="drop", num_samples=8
+    )
+    learned = fastshap_text.make(
+        config, fns, variables, module=encoder, backbone_params=encoder_params
+    )
+    train = make_text_benchmark(256, tokenizer, seed=1)
+
+    def batch_fn(step):
+        rows = np.random.default_rng([0, int(step)]).choice(256, 8, replace=False)
+        return {"input_ids": train.input_ids[rows], "attention_mask": train.attention_mask[rows]}
+
+    trained, _ = runs.fit(
+        "fastshap", learned, optax.adam(1e-3), batch_fn, sample_batch=batch_fn(0),
+        num_steps=80, key=jax.random.key(0), progress=False,
+    )  # fmt: skip
+    test = make_text_benchmark(16, tokenizer, seed=4242)
+    x = (test.input_ids, test.attention_mask)
+    content = np.asarray(content_mask(fns, *x))
+    maps = {
+        "fastshap": fx.attribute("fastshap", fns, variables, x, explainer=trained),
+        "random": fx.attribute("random", fns, variables, x, key=jax.random.key(0)),
+    }
+    pointing = {
+        n: float(np.mean(token_pointing_game(a, test.evidence, content))) for n, a in maps.items()
+    }
+    deletion = {
+        n: float(np.mean(token_insertion_deletion(fns, variables, *x, a, fill="drop")[1]))
+        for n, a in maps.items()
+    }
+    assert pointing["fastshap"] > pointing["random"] + 0.15, pointing
+    assert deletion["fastshap"] < deletion["random"], deletion
