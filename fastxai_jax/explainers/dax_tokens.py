@@ -26,6 +26,14 @@ the networks the bare segment vector ``z`` instead fails: a convolution over a
 constant all-ones input cannot tell one word from another, and on a
 bag-of-embeddings model the planted token was then ranked at random.
 
+Measured on the text benchmark (``minilm_classifier``, 32 test sentences of
+seed 4242, words, ``token_fill="drop"``, 500 samples × 9 epochs,
+``max_tokens=32``, ``embedding_dim=32``; token deletion with ``fill="drop"``):
+deletion AUC 0.587 / pointing 0.406, against RISE (500 masks) 0.138 / 0.594
+and a random map 0.687 / 0.000; DAX − random: deletion −0.099 [−0.199,
+−0.001], pointing +0.406 [+0.250, +0.594] (95% paired bootstrap). About 15 s
+per sentence on 2 shared CPU cores, the 500 target queries most of it.
+
 Image-only options of :class:`~fastxai_jax.explainers.dax.DaxConfig` do not
 carry over and are refused (``net_size``, ``input_scale``, ``border``,
 ``batch_max``, ``augment="hsv"``, ``pool``, ``fill``: the token fill is

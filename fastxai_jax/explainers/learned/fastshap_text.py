@@ -17,6 +17,14 @@ below are the image ones restricted to a player mask (they equal
 :func:`fastshap.sample_shapley_subsets` and :func:`fastshap.efficiency_normalise`
 when every position is a player; the tests check both).
 
+Measured on the text benchmark (``minilm_classifier``; explainer MiniLM frozen,
+``fill="drop"``, 8 coalitions, batch 8, Adam 1e-3, 120 steps on 512 training
+sentences, 330 s on 2 shared CPU cores; 32 test sentences of seed 4242): token
+deletion AUC 0.551 / pointing 0.375, against RISE (500 masks) 0.138 / 0.594
+and a random map 0.687 / 0.000; FastSHAP − random: deletion −0.136 [−0.319,
++0.046], pointing +0.375 [+0.219, +0.531] (95% paired bootstrap); 23 ms per
+sentence for 32 sentences, no target query.
+
 ``explain`` is one explainer forward (no target query): the raw ``φ`` of the
 class, which ranks tokens exactly as ``φ̃`` (the normalisation adds one
 constant per sentence); :func:`normalised_values` spends the two queries for
