@@ -27,7 +27,8 @@ import numpy as np
 from fastxai_jax.core import ApplyFn, Cost, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.core import resolve_target as _resolve_target
 from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise, tokens
-from fastxai_jax.explainers.learned import fastshap, fex, fex_text, ltx, tve
+from fastxai_jax.explainers.dax_tokens import token_dax
+from fastxai_jax.explainers.learned import fastshap, fastshap_text, fex, fex_text, ltx, tve
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
 
 
@@ -406,11 +407,13 @@ TOKEN_METHODS: dict[str, TokenMethodSpec] = {
     "mfaba": TokenMethodSpec(tokens.token_mfaba, "mfaba"),
     "rise": TokenMethodSpec(tokens.token_rise, "rise", needs_key=True, needs_grad=False),
     "random": TokenMethodSpec(tokens.token_random, "random", needs_key=True, needs_grad=False),
+    "dax": TokenMethodSpec(token_dax, "dax", needs_key=True, needs_grad=False),
 }
 """Per-input methods over tokens (the target is a :class:`~.tokens.TextFns`)."""
 
 TOKEN_LEARNED_METHODS: dict[str, LearnedSpec] = {
     "fex": LearnedSpec(fex_text.TextFexConfig, fex_text.make, 0),
+    "fastshap": LearnedSpec(fastshap_text.TextFastShapConfig, fastshap_text.make, 0),
 }
 """Learned methods over tokens (``make(config, fns, target_params, *, module, ...)``)."""
 
@@ -418,7 +421,7 @@ TOKEN_LEARNED_METHODS: dict[str, LearnedSpec] = {
 def token_method_cost(method: str, **options: Any) -> Cost:
     """Target passes per sentence of a text method (from ``tokens.token_method_cost``)."""
     key = _check_text_method(method)
-    name = "fex" if key in TOKEN_LEARNED_METHODS else TOKEN_METHODS[key].cost_name
+    name = key if key in TOKEN_LEARNED_METHODS else TOKEN_METHODS[key].cost_name
     return Cost(*tokens.token_method_cost(name, **options))
 
 
@@ -456,7 +459,8 @@ def attribute_tokens(
       x: ``(input_ids, attention_mask)`` or a dict of them, ``[B, T]`` each.
       target: ``None`` (predicted class; learned: the explainer's own), an int or ``[B]`` ints.
       key: PRNG key of stochastic methods.
-      explainer: for ``"fex"``, the trained explainer (``runs.Trained`` over tokens).
+      explainer: for ``"fex"`` / ``"fastshap"``, the trained explainer
+        (``runs.Trained`` over tokens).
       **options: the method's options.
 
     Raises:
@@ -466,12 +470,13 @@ def attribute_tokens(
     ids, mask = fex_text._token_batch(x, "x")
     tokens.check_tokens(fns, ids, mask)
     if name in TOKEN_LEARNED_METHODS:
+        config_cls = TOKEN_LEARNED_METHODS[name].config_cls
         if not isinstance(explainer, Trained) or not isinstance(
-            explainer.explainer.config, fex_text.TextFexConfig
+            explainer.explainer.config, config_cls
         ):
             raise ValueError(
-                f"explainer: method {method!r} over text needs a trained FEX over tokens; "
-                f"got {type(explainer).__name__}"
+                f"explainer: method {method!r} over text needs a trained {name} over tokens "
+                f"({config_cls.__name__}); got {type(explainer).__name__}"
             )
         if options:
             raise ValueError(f"learned method {method!r} takes no options; got {sorted(options)}")

@@ -411,8 +411,8 @@ def token_method_cost(name: str, **options: Any) -> tuple[int, int]:
 
     Args:
       name: ``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``,
-        ``"smoothgrad"``, ``"mfaba"``, ``"rise"``, ``"random"`` or ``"fex"`` (one
-        explainer forward, no target pass).
+        ``"smoothgrad"``, ``"mfaba"``, ``"rise"``, ``"dax"``, ``"random"``, or
+        ``"fex"`` / ``"fastshap"`` (one explainer forward, no target pass).
       **options: the method's size options (``num_steps``, ``num_samples``, ``num_masks``).
     """
     if name in ("saliency", "input_x_gradient"):
@@ -428,6 +428,8 @@ def token_method_cost(name: str, **options: Any) -> tuple[int, int]:
         return steps, steps
     if name == "rise":
         return int(options.get("num_masks", 1000)), 0
-    if name in ("random", "fex"):
+    if name == "dax":  # explainers.dax_tokens: num_samples queries, no gradient
+        return int(options.get("num_samples", 3000)), 0
+    if name in ("random", "fex", "fastshap"):
         return 0, 0
     raise ValueError(f"name must be a token method; got {name!r}")

@@ -147,8 +147,8 @@ def test_table_lists_text_methods_and_refuses_text_for_image_only(tiny_bert, tin
             "method 'gradcam' is image-only",
         ),
         (
-            lambda: fx.attribute("dax", fns, params, (ids, mask), key=key),
-            "method 'dax' is image-only",
+            lambda: fx.attribute("big", fns, params, (ids, mask), key=key),
+            "method 'big' is image-only",
         ),
         (lambda: fx.attribute("rise", fns, params, (ids, mask)), "key"),
         (lambda: fx.attribute("saliency", fns, params, ids), "x must be"),

@@ -22,7 +22,7 @@ def _explain(*argv):
     [
         (["--method", "saliency", "--model", "small_cnn"], "--model"),
         (["--method", "gradcam", "--model", "minilm_classifier"], "--method 'gradcam'"),
-        (["--method", "dax", "--model", "minilm_classifier"], "cannot explain text"),
+        (["--method", "big", "--model", "minilm_classifier"], "cannot explain text"),
         (["--method", "saliency", "--model", "minilm_classifier", "--dataset", "groundtruth"],
          "--text cannot be combined"),
     ],
