@@ -78,6 +78,7 @@ from fastxai_jax.models.dax_nets import (
     DaxMaskGenerator,
     DaxStudent,
 )
+from fastxai_jax.substrate import explainer_fill
 
 __all__ = [
     "AUTHORS_CODE",
@@ -373,6 +374,7 @@ def dax(
     if unknown:
         raise ValueError(f"unknown DAX options {sorted(unknown)}; known: {DaxConfig._fields}")
     config = DaxConfig(**options)
+    config = config._replace(fill=explainer_fill(config.fill, "pixel"))
     if batching not in ("vmap", "map"):
         raise ValueError(f"batching must be 'vmap' or 'map'; got {batching!r}")
     if config.num_samples < 2 or config.epochs < 1 or config.batch_size < 1:

@@ -37,20 +37,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images
 from fastxai_jax.explainers._masks import (
     normalise_images,
     patch_grid,
     upsample_bilinear,
     upsample_nearest,
 )
+from fastxai_jax.explainers.learned import _config, _fex_ppo
 from fastxai_jax.explainers.learned import _fex_losses as losses
-from fastxai_jax.explainers.learned import _fex_ppo
 from fastxai_jax.explainers.learned._fex_ppo import EPSILON_SCOPES, POLICIES, policy_logits
 from fastxai_jax.explainers.learned._lora import lora_init, lora_merge
 from fastxai_jax.models.heads import ActorCriticHeads
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.vit import ViT, vit_from_config
+from fastxai_jax.substrate import explainer_fill
 
 _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
@@ -58,7 +58,7 @@ _BASELINES = ("none", "empty")
 
 
 @dataclasses.dataclass(frozen=True)
-class FexConfig:
+class FexConfig(_config.VitFields):
     """FEX hyper-parameters (defaults: the authors' loss weights, a small ViT).
 
     Attributes:
@@ -90,7 +90,9 @@ class FexConfig:
         ``entropy_coef`` when switching).
       target_family: the normalisation ``apply_fn`` applies internally; masked
         pixels are set to ``fill`` in that space.
-      fill: masked value in the target's normalised space (paper: 0).
+      fill: masked value in the target's normalised space (paper: 0), or a
+        :class:`~fastxai_jax.substrate.Substrate` (converted there with
+        ``to_fill`` when the config is made, e.g. ``Substrate("family_mean")`` is 0).
       reward_baseline: ``"none"`` (the paper's reward) or ``"empty"``: subtract
         ``p_f(ŷ | fully masked x)`` from the reward's probability, so that dropping
         every patch earns 0 when the target predicts ``ŷ`` on a blank image.
@@ -115,14 +117,6 @@ class FexConfig:
     """
 
     num_classes: int
-    image_size: int = 224
-    patch_size: int = 16
-    vit_preset: str = "vit_ti16"
-    hidden_size: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    explainer_family: str = "imagenet"
     backbone_mode: str = "full"
     lora_rank: int = 8
     lora_alpha: float = 32.0
@@ -146,25 +140,22 @@ class FexConfig:
     epsilon_scope: str = "image"
     initial_keep: float | None = None
 
+    def __post_init__(self) -> None:
+        fill = explainer_fill(self.fill, "normalised", self.target_family)
+        object.__setattr__(self, "fill", fill)
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
-        if self.backbone_mode not in _MODES:
-            raise ValueError(f"backbone_mode must be one of {_MODES}; got {self.backbone_mode!r}")
-        if self.reward_baseline not in _BASELINES:
-            raise ValueError(
-                f"reward_baseline must be one of {_BASELINES}; got {self.reward_baseline!r}"
-            )
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}; got {self.policy!r}")
-        if self.epsilon_scope not in EPSILON_SCOPES:
-            raise ValueError(
-                f"epsilon_scope must be one of {EPSILON_SCOPES}; got {self.epsilon_scope!r}"
-            )
-        if self.entropy_reduction not in losses.ENTROPY_REDUCTIONS:
-            raise ValueError(
-                f"entropy_reduction must be one of {losses.ENTROPY_REDUCTIONS}; "
-                f"got {self.entropy_reduction!r}"
-            )
+        _config.check_choices(
+            self,
+            (
+                ("backbone_mode", _MODES),
+                ("reward_baseline", _BASELINES),
+                ("policy", POLICIES),
+                ("epsilon_scope", EPSILON_SCOPES),
+                ("entropy_reduction", losses.ENTROPY_REDUCTIONS),
+            ),
+        )
         if self.layer_norm_eps is not None and not (
             isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0
         ):
@@ -177,24 +168,15 @@ class FexConfig:
             isinstance(self.initial_keep, (int, float)) and 0.0 < self.initial_keep < 1.0
         ):
             raise ValueError(f"initial_keep must be None or in (0, 1); got {self.initial_keep!r}")
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
+        _config.check_choices(self, (("loss", _LOSSES),))
         names = ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size")
-        for name in names + ("ppo_minibatch_size", "ppo_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        _config.check_positive_ints(self, names + ("ppo_minibatch_size", "ppo_epochs"))
         if self.loss == "reinforce" and self.ppo_epochs != 1:
             raise ValueError(
                 f"ppo_epochs must be 1 with loss='reinforce' (one step per rollout); "
                 f"got {self.ppo_epochs}"
             )
-        for name in ("explainer_family", "target_family"):
-            if getattr(self, name) not in FAMILY_NORMALISATION:
-                raise ValueError(
-                    f"{name} must be one of {sorted(FAMILY_NORMALISATION)}; "
-                    f"got {getattr(self, name)!r}"
-                )
+        _config.check_families(self, ("explainer_family", "target_family"))
         patch_grid((self.image_size, self.image_size), self.patch_size, "image_size")
 
     @property
@@ -371,14 +353,7 @@ def make(
 
     def _target(x: Any, target: Any) -> Any:
         _check_input(config, x, "x")
-        if target is None:
-            return None
-        if isinstance(target, bool):
-            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-        if jnp.ndim(target) == 0:
-            target = jnp.full((x.shape[0],), target)
-        check_target(target, x.shape[0], config.num_classes)
-        return jnp.asarray(target, jnp.int32)
+        return _config.given_target(target, x.shape[0], config.num_classes)
 
     def explain_grid_fn(params: Params, x: Any, target: Any = None) -> jax.Array:
         return grid_jit(params, x, _target(x, target))

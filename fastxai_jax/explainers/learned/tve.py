@@ -50,7 +50,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import (
@@ -59,7 +58,7 @@ from fastxai_jax.explainers._masks import (
     normalise_images,
     upsample_nearest,
 )
-from fastxai_jax.explainers.learned import _backbone
+from fastxai_jax.explainers.learned import _backbone, _config
 from fastxai_jax.explainers.learned._tve_config import TveConfig
 from fastxai_jax.explainers.learned._tve_transfer import (
     EncoderFn,
@@ -68,9 +67,9 @@ from fastxai_jax.explainers.learned._tve_transfer import (
     linear_head,
     transfer_map,
 )
+from fastxai_jax.explainers.learned._update import adamw_warmup_cosine
 from fastxai_jax.models.tve_head import TveAuthorsHead, TveHead
 from fastxai_jax.models.vit import vit_from_config
-from fastxai_jax.train.loop import make_optimizer
 
 
 def build_backbone(config: TveConfig) -> nn.Module:
@@ -244,21 +243,8 @@ def tve_loss(
     return jnp.mean((pred_pos - target_pos) ** 2) + jnp.mean((pred_neg - target_neg) ** 2)
 
 
-def default_optimizer(
-    total_steps: int,
-    *,
-    learning_rate: float = 1e-3,
-    warmup_frac: float = 0.05,
-    weight_decay: float = 1e-4,
-) -> optax.GradientTransformation:
-    """AdamW, linear warm-up then cosine decay over ``total_steps``."""
-    return make_optimizer(
-        "adamw",
-        learning_rate,
-        warmup_frac=warmup_frac,
-        total_steps=total_steps,
-        weight_decay=weight_decay,
-    )
+# TVE's optimizer: AdamW at 1e-3, linear warm-up then cosine decay.
+default_optimizer = functools.partial(adamw_warmup_cosine, learning_rate=1e-3)
 
 
 def make(
@@ -338,12 +324,7 @@ def make(
             )
         if target is None:
             return predicted(x)
-        if isinstance(target, bool):
-            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-        if jnp.ndim(target) == 0:
-            target = jnp.full((x.shape[0],), target)
-        check_target(target, x.shape[0], head["kernel"].shape[1])
-        return jnp.asarray(target, jnp.int32)
+        return _config.given_target(target, x.shape[0], head["kernel"].shape[1])
 
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         return _explain_jit(config, params, x, head, _target(x, target), False, module)
