@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
+from fastxai_jax.explainers import _common
 from fastxai_jax.explainers._dax_config import (
     _CHOICES,
     AUTHORS_CODE,
@@ -388,8 +389,7 @@ def dax(
         )
     _check_fill(config.fill, config.fill)
     for option, allowed in _CHOICES.items():
-        if getattr(config, option) not in allowed:
-            raise ValueError(f"{option} must be one of {allowed}; got {getattr(config, option)!r}")
+        _common.check_choice(option, getattr(config, option), allowed)
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
     if not isinstance(config.batch_max, bool):

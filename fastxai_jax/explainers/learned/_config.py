@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from fastxai_jax.core import check_target
+from fastxai_jax.explainers import _common
 from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 
 
@@ -63,17 +64,13 @@ class BackboneFields(VitFields):
 def check_positive_ints(config: Any, names: Iterable[str]) -> None:
     """Raises ``ValueError`` naming the first of ``names`` that is not a positive int."""
     for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+        _common.validate_positive(name, getattr(config, name))
 
 
 def check_choices(config: Any, table: Iterable[tuple[str, Sequence]]) -> None:
     """Raises ``ValueError`` naming the first ``(name, choices)`` whose value is not a choice."""
     for name, choices in table:
-        value = getattr(config, name)
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+        _common.check_choice(name, getattr(config, name), choices)
 
 
 def check_families(config: Any, names: Iterable[str]) -> None:
