@@ -167,6 +167,21 @@ def to_fill(substrate: Any, space: str, family: str | None = None) -> float:
     return float(values[0])
 
 
+def explainer_fill(fill: Any, space: str, family: str | None = None) -> Any:
+    """An explainer's ``fill`` option as it always took it: a :class:`Substrate`
+    converted with :func:`to_fill`, anything else unchanged (the method checks it).
+
+    Raises:
+      ValueError: naming ``fill`` if the substrate has no single value in ``space``.
+    """
+    if not isinstance(fill, Substrate):
+        return fill
+    try:
+        return to_fill(fill, space, family)
+    except ValueError as err:
+        raise ValueError(f"fill={fill} cannot be used here: {err}") from err
+
+
 @functools.lru_cache(maxsize=8)
 def gaussian_kernel_1d(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) -> np.ndarray:
     """RISE's 1-D blur kernel: a Gaussian filter (reflect boundary) of a centred delta.

@@ -42,7 +42,10 @@ class DaxConfig(NamedTuple):
         means. ``"mean"``: its own mean colour (LIME's original, which the
         authors commented out). A number in ``[0, 1]``: that value painted over
         it (LIME's ``hide_color``; ``0.0`` = black, the substrate RISE and the
-        deletion metric use).
+        deletion metric use). Or a :class:`~fastxai_jax.substrate.Substrate` of
+        one colour, which :func:`~fastxai_jax.explainers.dax.dax` converts with
+        ``to_fill`` to that number (``Substrate("constant", 0.5)`` is ``0.5``;
+        DAX takes no normalisation family, so ``"family_mean"`` is refused).
       reduction: how the loss reduces a minibatch: ``"sum"`` (default, the
         paper's and SPEC's ``Σ``) or ``"mean"`` (the authors' code, whose
         ``torch.mean`` makes each step ``batch_size`` times smaller at the same

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
+from fastxai_jax.explainers import _common
 from fastxai_jax.explainers._dax_config import (
     _CHOICES,
     AUTHORS_CODE,
@@ -78,6 +79,7 @@ from fastxai_jax.models.dax_nets import (
     DaxMaskGenerator,
     DaxStudent,
 )
+from fastxai_jax.substrate import explainer_fill
 
 __all__ = [
     "AUTHORS_CODE",
@@ -373,6 +375,7 @@ def dax(
     if unknown:
         raise ValueError(f"unknown DAX options {sorted(unknown)}; known: {DaxConfig._fields}")
     config = DaxConfig(**options)
+    config = config._replace(fill=explainer_fill(config.fill, "pixel"))
     if batching not in ("vmap", "map"):
         raise ValueError(f"batching must be 'vmap' or 'map'; got {batching!r}")
     if config.num_samples < 2 or config.epochs < 1 or config.batch_size < 1:
@@ -386,8 +389,7 @@ def dax(
         )
     _check_fill(config.fill, config.fill)
     for option, allowed in _CHOICES.items():
-        if getattr(config, option) not in allowed:
-            raise ValueError(f"{option} must be one of {allowed}; got {getattr(config, option)!r}")
+        _common.check_choice(option, getattr(config, option), allowed)
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
     if not isinstance(config.batch_max, bool):

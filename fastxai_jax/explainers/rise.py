@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images
 from fastxai_jax.explainers._masks import apply_mask, fill_value_01, upsample_bilinear
+from fastxai_jax.substrate import Substrate, explainer_fill
 
 
 def _one_mask(key, image_hw, grid_size, p_keep):
@@ -114,7 +115,7 @@ def rise(
     grid_size: int = 8,
     p_keep: float = 0.5,
     chunk_size: int = 100,
-    fill: float = 0.0,
+    fill: float | Substrate = 0.0,
     family: str | None = None,
 ) -> jax.Array:
     """RISE saliency maps for a batch (Petsiuk et al. 2018).
@@ -136,7 +137,10 @@ def rise(
       chunk_size: masks per batched target call (the call sees ``chunk_size·B`` images).
       fill: with ``family`` given, masked pixels are set to ``fill`` in that
         family's normalised space; with ``family=None`` the ``[0, 1]`` image is
-        multiplied by the mask (black substrate).
+        multiplied by the mask (black substrate). Or a
+        :class:`~fastxai_jax.substrate.Substrate` of one colour, converted with
+        ``to_fill`` (to ``family``'s normalised space, or to a ``[0, 1]`` colour
+        without ``family``): ``Substrate("family_mean")`` is ``fill=0.0``.
       family: normalisation family of the target (see ``models.normalization``).
 
     Returns:
@@ -145,9 +149,12 @@ def rise(
     _validate(x, target, num_masks, grid_size, p_keep, chunk_size)
     batch, height, width, channels = x.shape
     num_chunks = math.ceil(num_masks / chunk_size)
-    fill01 = (
-        jnp.zeros((channels,), x.dtype) if family is None else fill_value_01(fill, family, x.dtype)
-    )
+    if family is not None:
+        fill01 = fill_value_01(explainer_fill(fill, "normalised", family), family, x.dtype)
+    elif isinstance(fill, Substrate):
+        fill01 = jnp.full((channels,), explainer_fill(fill, "pixel"), x.dtype)
+    else:
+        fill01 = jnp.zeros((channels,), x.dtype)
     logits_shape = jax.eval_shape(apply_fn, params, x).shape
     if len(logits_shape) != 2 or logits_shape[0] != batch:
         raise ValueError(f"apply_fn must return logits of shape ({batch}, K); got {logits_shape}")

@@ -43,6 +43,7 @@ import numpy as np
 
 from fastxai_jax.core import ApplyFn, Params, check_images, check_range, resolve_target
 from fastxai_jax.metrics import _curves, _ranking
+from fastxai_jax.models import maps
 
 POS_NEG_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -300,9 +301,7 @@ def pos_neg_perturbation(
 @functools.partial(jax.jit, static_argnames=("apply_fn", "normalise"))
 def _adp_pic(apply_fn, params, x, saliency, target, *, normalise):
     if normalise:
-        low = jnp.min(saliency, axis=(1, 2), keepdims=True)
-        high = jnp.max(saliency, axis=(1, 2), keepdims=True)
-        saliency = (saliency - low) / jnp.maximum(high - low, 1e-12)
+        saliency = maps.minmax_normalise(saliency, (1, 2), eps=1e-12, eps_mode="floor")
     masked = x * saliency[..., None]
     logits = apply_fn(params, jnp.concatenate([x, masked], axis=0))
     if target is None:  # ŷ from the clean half of the same forward pass

@@ -8,12 +8,11 @@ from __future__ import annotations
 import dataclasses
 
 from fastxai_jax.explainers._masks import patch_grid
-from fastxai_jax.explainers.learned import _backbone
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.explainers.learned import _backbone, _config
 
 
 @dataclasses.dataclass(frozen=True)
-class TveConfig:
+class TveConfig(_config.BackboneFields):
     """TVE options.
 
     Attributes:
@@ -49,22 +48,12 @@ class TveConfig:
     """
 
     embed_dim: int
-    image_size: int = 224
     grid: int = 14
     radius: int = 1
-    patch_size: int = 16
-    vit_preset: str = "vit_ti16"
-    hidden_size: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    backbone: str = "vit"
-    feature: str = "conv_last"
     head_hidden: int = 128
     head_layers: int = 3
     head_init: str = "random"
     arch: str = "authors"
-    explainer_family: str = "imagenet"
     encoder_family: str = "imagenet"
     lam_pos: float = 1.0
     lam_neg: float = 0.0
@@ -76,17 +65,11 @@ class TveConfig:
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
-        for name in ("embed_dim", "image_size", "grid", "patch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        _config.check_positive_ints(self, ("embed_dim", "image_size", "grid", "patch_size"))
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ValueError(f"radius must be a non-negative int; got {self.radius!r}")
-        for name in ("explainer_family", "encoder_family"):
-            if getattr(self, name) not in FAMILY_NORMALISATION:
-                raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
-        if self.upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"upsample must be 'nearest' or 'bilinear'; got {self.upsample!r}")
+        _config.check_families(self, ("explainer_family", "encoder_family"))
+        _config.check_choices(self, (("upsample", ("nearest", "bilinear")),))
         if not isinstance(self.cells_per_image, int) or not (
             1 <= self.cells_per_image <= self.grid**2
         ):
@@ -94,26 +77,23 @@ class TveConfig:
                 f"cells_per_image must be an int in [1, grid² = {self.grid**2}]; "
                 f"got {self.cells_per_image!r}"
             )
-        for name, choices in (
-            ("head_init", ("random", "local")),
-            ("arch", ("authors", "shared")),
-            ("cell_order", ("row", "column")),
-            ("normalise", ("map", "row")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}; got {getattr(self, name)!r}")
+        _config.check_choices(
+            self,
+            (
+                ("head_init", ("random", "local")),
+                ("arch", ("authors", "shared")),
+                ("cell_order", ("row", "column")),
+                ("normalise", ("map", "row")),
+            ),
+        )
         if self.head_init == "local" and self.arch != "shared":
             raise ValueError("head_init='local' needs arch='shared' (the authors' head has none)")
         if self.head_init == "local" and self.cell_order != "row":
             raise ValueError("head_init='local' needs cell_order='row' (it maps tokens row-major)")
-        if not isinstance(self.head_layers, int) or self.head_layers < 1:
-            raise ValueError(f"head_layers must be a positive int; got {self.head_layers!r}")
+        _config.check_positive_ints(self, ("head_layers",))
         if not isinstance(self.pool, bool):
             raise ValueError(f"pool must be a bool; got {self.pool!r}")
-        if self.backbone not in _backbone.BACKBONES:
-            raise ValueError(
-                f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
-            )
+        _config.check_choices(self, (("backbone", _backbone.BACKBONES),))
         if self.image_size % self.grid:
             raise ValueError(f"grid {self.grid} must divide image_size {self.image_size}")
         patch_grid((self.image_size,) * 2, self.patch_size, "image_size")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from fastxai_jax.core import Params
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear, upsample_nearest
+from fastxai_jax.models import maps
 
 if TYPE_CHECKING:
     from fastxai_jax.explainers.learned._tve_config import TveConfig
@@ -71,9 +72,7 @@ def transfer_map(
     if config.pool:
         grid_map = _avg_pool_cells(grid_map, config.radius)
     axes = (2,) if config.normalise == "row" else (1, 2)
-    low = jnp.min(grid_map, axis=axes, keepdims=True)
-    high = jnp.max(grid_map, axis=axes, keepdims=True)
-    grid_map = (grid_map - low) / (high - low + 1e-12)
+    grid_map = maps.minmax_normalise(grid_map, axes, eps=1e-12, eps_mode="add")
     return jnp.swapaxes(grid_map, 1, 2) if config.cell_order == "column" else grid_map
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import LearnedExplainer, LossFn, Params
-from fastxai_jax.train.loop import TrainState, _all_finite, init_state
+from fastxai_jax.train.loop import TrainState, _all_finite, init_state, make_optimizer
 
 __all__ = [
     "RolloutRows",
@@ -160,3 +160,21 @@ def make_trainer(
         return init_train_state(learned, optimizer, key, sample_batch)
 
     return init, update_for(learned, optimizer)
+
+
+def adamw_warmup_cosine(
+    total_steps: int,
+    *,
+    learning_rate: float,
+    warmup_frac: float = 0.05,
+    weight_decay: float = 1e-4,
+) -> optax.GradientTransformation:
+    """AdamW, linear warm-up then cosine decay over ``total_steps`` (FastSHAP's and
+    TVE's default optimizer, each with its own ``learning_rate``)."""
+    return make_optimizer(
+        "adamw",
+        learning_rate,
+        warmup_frac=warmup_frac,
+        total_steps=total_steps,
+        weight_decay=weight_decay,
+    )

@@ -34,9 +34,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -45,14 +44,14 @@ from fastxai_jax.explainers._masks import (
     upsample_bilinear,
     upsample_nearest,
 )
-from fastxai_jax.explainers.learned import _backbone
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
+from fastxai_jax.explainers.learned import _backbone, _config
+from fastxai_jax.explainers.learned._update import adamw_warmup_cosine
 from fastxai_jax.models.vit import vit_from_config
-from fastxai_jax.train.loop import make_optimizer
+from fastxai_jax.substrate import explainer_fill
 
 
 @dataclasses.dataclass(frozen=True)
-class FastShapConfig:
+class FastShapConfig(_config.BackboneFields):
     """FastSHAP options.
 
     Attributes:
@@ -65,42 +64,32 @@ class FastShapConfig:
       feature: the target's ``aux["features"]`` map used by ``backbone="target"``.
       explainer_family: normalisation of the explainer's input.
       target_family: the normalisation ``apply_fn`` applies; masked = ``fill`` there.
-      fill: masked value in the target's normalised space.
+      fill: masked value in the target's normalised space, or a
+        :class:`~fastxai_jax.substrate.Substrate` (converted there with
+        ``to_fill`` when the config is made, e.g. ``Substrate("family_mean")`` is 0).
       num_samples: coalitions per image per update (even: paired sampling).
     """
 
     num_classes: int
-    image_size: int = 224
-    patch_size: int = 16
-    vit_preset: str = "vit_ti16"
-    hidden_size: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    backbone: str = "vit"
-    feature: str = "conv_last"
-    explainer_family: str = "imagenet"
     target_family: str = "imagenet"
     fill: float = 0.0
     num_samples: int = 32
 
+    def __post_init__(self) -> None:
+        fill = explainer_fill(self.fill, "normalised", self.target_family)
+        object.__setattr__(self, "fill", fill)
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
-        for name in ("num_classes", "image_size", "patch_size", "num_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        _config.check_positive_ints(
+            self, ("num_classes", "image_size", "patch_size", "num_samples")
+        )
         if self.num_samples % 2:
             raise ValueError(f"num_samples must be even (paired sampling); got {self.num_samples}")
-        for name in ("explainer_family", "target_family"):
-            if getattr(self, name) not in FAMILY_NORMALISATION:
-                raise ValueError(f"{name} must be one of {sorted(FAMILY_NORMALISATION)}")
+        _config.check_families(self, ("explainer_family", "target_family"))
         if self.num_players < 2:
             raise ValueError("the player grid must hold at least 2 patches")
-        if self.backbone not in _backbone.BACKBONES:
-            raise ValueError(
-                f"backbone must be one of {_backbone.BACKBONES}; got {self.backbone!r}"
-            )
+        _config.check_choices(self, (("backbone", _backbone.BACKBONES),))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -222,21 +211,8 @@ def sample_shapley_subsets(key: jax.Array, num_players: int, num_samples: int) -
     return jnp.reshape(paired, (num_samples, num_players))
 
 
-def default_optimizer(
-    total_steps: int,
-    *,
-    learning_rate: float = 2e-4,
-    warmup_frac: float = 0.05,
-    weight_decay: float = 1e-4,
-) -> optax.GradientTransformation:
-    """AdamW, linear warm-up then cosine decay over ``total_steps``."""
-    return make_optimizer(
-        "adamw",
-        learning_rate,
-        warmup_frac=warmup_frac,
-        total_steps=total_steps,
-        weight_decay=weight_decay,
-    )
+# FastSHAP's optimizer: AdamW at 2e-4, linear warm-up then cosine decay.
+default_optimizer = functools.partial(adamw_warmup_cosine, learning_rate=2e-4)
 
 
 def make(
@@ -307,14 +283,7 @@ def make(
 
     def _target(x: Any, target: Any) -> Any:
         check_images(x, "x")
-        if target is None:
-            return None
-        if isinstance(target, bool):
-            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-        if jnp.ndim(target) == 0:
-            target = jnp.full((x.shape[0],), target)
-        check_target(target, x.shape[0], config.num_classes)
-        return jnp.asarray(target, jnp.int32)
+        return _config.given_target(target, x.shape[0], config.num_classes)
 
     def explain(params: Params, x: Any, target: Any = None, *, upsample: str = "bilinear"):
         if upsample not in ("bilinear", "nearest", "none"):

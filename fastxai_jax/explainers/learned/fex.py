@@ -15,7 +15,8 @@ on fresh samples would be REINFORCE), the entropy bonus is the mean over patches
 (the paper's ``H(π)`` fixes no reduction; their ``l_entropy`` is calibrated for
 the mean), ε-greedy randomises a whole mask. The alternatives stay options:
 ``loss="reinforce"`` (one step per rollout), ``entropy_reduction="sum"``,
-``epsilon_scope="patch"``. See :mod:`._fex_ppo` for the rollout and the loss.
+``epsilon_scope="patch"``. See :mod:`._fex_ppo` for the rollout and the loss,
+:mod:`._fex_config` for the options (:class:`FexConfig`, importable from here).
 
 Usage::
 
@@ -30,177 +31,26 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images
 from fastxai_jax.explainers._masks import (
     normalise_images,
     patch_grid,
     upsample_bilinear,
     upsample_nearest,
 )
+from fastxai_jax.explainers.learned import _config, _fex_ppo
 from fastxai_jax.explainers.learned import _fex_losses as losses
-from fastxai_jax.explainers.learned import _fex_ppo
-from fastxai_jax.explainers.learned._fex_ppo import EPSILON_SCOPES, POLICIES, policy_logits
+from fastxai_jax.explainers.learned._fex_config import FexConfig
+from fastxai_jax.explainers.learned._fex_ppo import policy_logits
 from fastxai_jax.explainers.learned._lora import lora_init, lora_merge
 from fastxai_jax.models.heads import ActorCriticHeads
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.models.vit import ViT, vit_from_config
-
-_MODES = ("full", "frozen", "lora")
-_LOSSES = ("ppo", "reinforce")
-_BASELINES = ("none", "empty")
-
-
-@dataclasses.dataclass(frozen=True)
-class FexConfig:
-    """FEX hyper-parameters (defaults: the authors' loss weights, a small ViT).
-
-    Attributes:
-      num_classes: target classes ``C``.
-      image_size: input side ``H = W``.
-      patch_size: explainer patch side; the mask grid is ``image_size / patch_size``.
-      vit_preset: ``vit_ti16``/``vit_s16``/``vit_b16``; the fields below override it.
-      hidden_size, depth, num_heads, mlp_dim: ViT sizes (``None`` = preset's).
-      explainer_family: normalisation the explainer applies to its ``[0, 1]`` input.
-      backbone_mode: ``"full"`` fine-tuning, ``"frozen"`` backbone (heads only)
-        or ``"lora"`` adapters on attention/MLP kernels.
-      lora_rank, lora_alpha: LoRA ``r`` and ``α`` (authors: 8, 32).
-      head_hidden: actor/critic MLP width (``None`` = ViT width ``D``).
-      layer_norm_eps: the explainer ViT's LayerNorm ε (``None``: the preset's
-        1e-6; Hugging Face checkpoints, e.g. the authors' ViT, use 1e-12).
-      num_masks: ``K`` masks sampled per image per update (authors: 5).
-      loss: ``"ppo"`` (default; the paper's objective as the authors run it: a
-        rollout of ``B·K`` episodes, then ``ppo_epochs × (B·K //
-        ppo_minibatch_size)`` clipped-surrogate steps on minibatches drawn with
-        replacement) or ``"reinforce"`` (one step per rollout on all ``B·K``
-        episodes; its gradient is PPO's at ratio 1).
-      ppo_minibatch_size: rows per PPO step (authors' trainer: 16); larger than
-        ``B·K`` is refused (their code would make no step). Unused by reinforce.
-      ppo_epochs: passes over each rollout (authors: 1); reinforce needs 1.
-      clip_eps, actor_coef, value_coef, entropy_coef, kl_coef: loss weights
-        (``value_coef = 0.5`` gives the paper's ``0.5·MSE``).
-      entropy_reduction: ``"mean"`` over patches (authors, default) or ``"sum"``
-        (the joint policy's entropy, ``L`` times larger: rescale
-        ``entropy_coef`` when switching).
-      target_family: the normalisation ``apply_fn`` applies internally; masked
-        pixels are set to ``fill`` in that space.
-      fill: masked value in the target's normalised space (paper: 0).
-      reward_baseline: ``"none"`` (the paper's reward) or ``"empty"``: subtract
-        ``p_f(ŷ | fully masked x)`` from the reward's probability, so that dropping
-        every patch earns 0 when the target predicts ``ŷ`` on a blank image.
-      policy: how a patch's keep probability comes from its class logits:
-        ``"sigmoid"`` (the paper and the authors' code: ``σ(actor[ŷ])``) or
-        ``"softmax"``, an option of this library that is in neither:
-        ``softmax_c(actor)[ŷ]``, so a patch that carries evidence for another
-        class gets a low keep probability for ``ŷ``.
-      epsilon: ε-greedy exploration (the authors' code; 0 = pure sampling); the
-        losses use the policy's log-probability of the action taken.
-      epsilon_scope: ``"image"`` (authors, default): with probability ε an
-        image's whole mask is replaced by fair coin flips; ``"patch"``: each
-        patch's action independently.
-      initial_keep: ``None`` (the default initialisation) or a probability
-        ``q``: the actor's output bias starts at ``logit(q)``, so the untrained
-        policy keeps about that share of patches and training prunes masks down
-        from nearly whole images (``q = 0.88`` helps when the target only
-        recognises a class from its whole object, see the README).
-
-    The optimizer is not part of the config: pass one to ``make_update`` /
-    ``runs.fit`` (authors: Adam 5e-5; ``train.loop.make_optimizer``).
-    """
-
-    num_classes: int
-    image_size: int = 224
-    patch_size: int = 16
-    vit_preset: str = "vit_ti16"
-    hidden_size: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    explainer_family: str = "imagenet"
-    backbone_mode: str = "full"
-    lora_rank: int = 8
-    lora_alpha: float = 32.0
-    head_hidden: int | None = None
-    layer_norm_eps: float | None = None
-    num_masks: int = 5
-    loss: str = "ppo"
-    ppo_minibatch_size: int = 16
-    ppo_epochs: int = 1
-    clip_eps: float = 0.2
-    actor_coef: float = 1.0
-    value_coef: float = 0.5
-    entropy_coef: float = 1e-4
-    entropy_reduction: str = "mean"
-    kl_coef: float = 1.0
-    target_family: str = "imagenet"
-    fill: float = 0.0
-    reward_baseline: str = "none"
-    policy: str = "sigmoid"
-    epsilon: float = 0.0
-    epsilon_scope: str = "image"
-    initial_keep: float | None = None
-
-    def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad field."""
-        if self.backbone_mode not in _MODES:
-            raise ValueError(f"backbone_mode must be one of {_MODES}; got {self.backbone_mode!r}")
-        if self.reward_baseline not in _BASELINES:
-            raise ValueError(
-                f"reward_baseline must be one of {_BASELINES}; got {self.reward_baseline!r}"
-            )
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}; got {self.policy!r}")
-        if self.epsilon_scope not in EPSILON_SCOPES:
-            raise ValueError(
-                f"epsilon_scope must be one of {EPSILON_SCOPES}; got {self.epsilon_scope!r}"
-            )
-        if self.entropy_reduction not in losses.ENTROPY_REDUCTIONS:
-            raise ValueError(
-                f"entropy_reduction must be one of {losses.ENTROPY_REDUCTIONS}; "
-                f"got {self.entropy_reduction!r}"
-            )
-        if self.layer_norm_eps is not None and not (
-            isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0
-        ):
-            raise ValueError(f"layer_norm_eps must be None or > 0; got {self.layer_norm_eps!r}")
-        if self.policy == "softmax" and isinstance(self.num_classes, int) and self.num_classes < 2:
-            raise ValueError("policy='softmax' needs num_classes >= 2; got 1")
-        if not isinstance(self.epsilon, (int, float)) or not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must lie in [0, 1]; got {self.epsilon!r}")
-        if self.initial_keep is not None and not (
-            isinstance(self.initial_keep, (int, float)) and 0.0 < self.initial_keep < 1.0
-        ):
-            raise ValueError(f"initial_keep must be None or in (0, 1); got {self.initial_keep!r}")
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}")
-        names = ("num_classes", "num_masks", "lora_rank", "image_size", "patch_size")
-        for name in names + ("ppo_minibatch_size", "ppo_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if self.loss == "reinforce" and self.ppo_epochs != 1:
-            raise ValueError(
-                f"ppo_epochs must be 1 with loss='reinforce' (one step per rollout); "
-                f"got {self.ppo_epochs}"
-            )
-        for name in ("explainer_family", "target_family"):
-            if getattr(self, name) not in FAMILY_NORMALISATION:
-                raise ValueError(
-                    f"{name} must be one of {sorted(FAMILY_NORMALISATION)}; "
-                    f"got {getattr(self, name)!r}"
-                )
-        patch_grid((self.image_size, self.image_size), self.patch_size, "image_size")
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """The ``(gh, gw)`` mask grid."""
-        return patch_grid((self.image_size, self.image_size), self.patch_size, "image_size")
 
 
 def build_backbone(config: FexConfig) -> ViT:
@@ -371,14 +221,7 @@ def make(
 
     def _target(x: Any, target: Any) -> Any:
         _check_input(config, x, "x")
-        if target is None:
-            return None
-        if isinstance(target, bool):
-            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-        if jnp.ndim(target) == 0:
-            target = jnp.full((x.shape[0],), target)
-        check_target(target, x.shape[0], config.num_classes)
-        return jnp.asarray(target, jnp.int32)
+        return _config.given_target(target, x.shape[0], config.num_classes)
 
     def explain_grid_fn(params: Params, x: Any, target: Any = None) -> jax.Array:
         return grid_jit(params, x, _target(x, target))

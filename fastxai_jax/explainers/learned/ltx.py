@@ -30,11 +30,13 @@ checked against it in ``tests/parity/test_ltx_parity.py``):
   replaces the best mask, and only on such a new best below ``pos_threshold``
   (authors: 6.0) does it stop. Written for one input and ``vmap``ped over the
   batch, with ``lax.scan`` over the epochs.
+
+The options live in :mod:`._ltx_config` and the authors' recipe pieces in
+:mod:`._ltx_recipe`; their public names are importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +48,7 @@ import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import normalise_images, upsample_bilinear
+from fastxai_jax.explainers.learned._ltx_config import AUTHORS_POS_AUC_STOP, LtxConfig
 from fastxai_jax.explainers.learned._ltx_recipe import (
     POS_FRACTIONS,
     default_optimizer,
@@ -55,13 +58,8 @@ from fastxai_jax.explainers.learned._ltx_recipe import (
     pos_keep_masks,
 )
 from fastxai_jax.explainers.learned._update import freeze
-from fastxai_jax.models.normalization import FAMILY_NORMALISATION
 from fastxai_jax.train.loop import TrainState
 
-_KINDS = ("vit", "cnn")
-_PENALTIES = ("softplus", "mean")
-_PENALTY_ON = ("tokens", "pixels")
-AUTHORS_POS_AUC_STOP = 6.0
 __all__ = [
     "AUTHORS_POS_AUC_STOP",
     "POS_FRACTIONS",
@@ -80,63 +78,6 @@ __all__ = [
     "pos_auc_single",
     "pos_keep_masks",
 ]
-_SCORES = ("top1", "prob")
-
-
-@dataclasses.dataclass(frozen=True)
-class LtxConfig:
-    """LTX options (authors' values as defaults where they apply).
-
-    Attributes:
-      kind: ``"vit"`` (per-patch-token head) or ``"cnn"`` (1×1 conv head).
-      family: normalisation the backbone copy applies to its ``[0, 1]`` input.
-      feature: CNN feature map name in ``aux["features"]``.
-      lam: penalty weight (authors: 50 ViT-B, 30 ViT-S).
-      penalty: ``"softplus"`` (authors) or ``"mean"``.
-      penalty_on: ``"tokens"`` (authors: the patch-grid mask before upsampling)
-        or ``"pixels"`` (the upsampled mask; this library's behaviour before
-        issue 18).
-      class_source: ``"predicted"`` (``ŷ``, default: the contract explains the
-        prediction) or ``"label"`` (batch ``"labels"``; the authors' default).
-      frozen: parameter-name fragments kept fixed (authors: the embeddings).
-      finetune_steps: stage-B epochs per input (authors: 25).
-      pos_score: ``"top1"`` (LTX: agreement × 100) or ``"prob"`` for the POS AUC.
-      pos_threshold: stage-B stop once a new best POS AUC is below this
-        (authors: 6.0); ``None`` never stops early.
-    """
-
-    kind: str = "vit"
-    family: str = "imagenet"
-    feature: str = "conv_last"
-    lam: float = 30.0
-    penalty: str = "softplus"
-    penalty_on: str = "tokens"
-    class_source: str = "predicted"
-    frozen: tuple[str, ...] = ("patch_embed", "cls_token", "pos_embed")
-    finetune_steps: int = 25
-    pos_score: str = "top1"
-    pos_threshold: float | None = AUTHORS_POS_AUC_STOP
-
-    def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad field."""
-        for name, value, choices in (
-            ("kind", self.kind, _KINDS),
-            ("penalty", self.penalty, _PENALTIES),
-            ("penalty_on", self.penalty_on, _PENALTY_ON),
-            ("class_source", self.class_source, ("predicted", "label")),
-            ("pos_score", self.pos_score, _SCORES),
-            ("family", self.family, tuple(FAMILY_NORMALISATION)),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-        for name in ("finetune_steps",):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if self.lam < 0:
-            raise ValueError(f"lam must be >= 0; got {self.lam}")
-        if self.pos_threshold is not None and not np.isfinite(self.pos_threshold):
-            raise ValueError(f"pos_threshold must be finite or None; got {self.pos_threshold}")
 
 
 class LtxMaskHead(nn.Module):

@@ -40,6 +40,10 @@ where their code has a quirk that changes the map:
 * ``lam_neg=0``: the authors' demo (``heatmap_demo.py``) and SPEC; their
   ``generate_attr`` defaults to ``lambda_neg=1``. ``pool=True``: their
   ``heatmap_pooling`` (the demo's map); ``False`` gives their ``heatmap``.
+
+The options live in :mod:`._tve_config`, the network in :mod:`._tve_net` and the
+transfer to a head in :mod:`._tve_transfer`; their public names are importable
+from here.
 """
 
 from __future__ import annotations
@@ -50,17 +54,20 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
-    normalise_images,
     upsample_nearest,
 )
-from fastxai_jax.explainers.learned import _backbone
+from fastxai_jax.explainers.learned import _backbone, _config
 from fastxai_jax.explainers.learned._tve_config import TveConfig
+from fastxai_jax.explainers.learned._tve_net import (
+    build_backbone,
+    init_params,
+    predict_embeddings,
+)
 from fastxai_jax.explainers.learned._tve_transfer import (
     EncoderFn,
     embeddings_to_map,
@@ -68,102 +75,7 @@ from fastxai_jax.explainers.learned._tve_transfer import (
     linear_head,
     transfer_map,
 )
-from fastxai_jax.models.tve_head import TveAuthorsHead, TveHead
-from fastxai_jax.models.vit import vit_from_config
-from fastxai_jax.train.loop import make_optimizer
-
-
-def build_backbone(config: TveConfig) -> nn.Module:
-    """The generic backbone ViT (its classifier head is unused)."""
-    return vit_from_config(config)
-
-
-def _head(config: TveConfig) -> nn.Module:
-    if config.arch == "authors":
-        return TveAuthorsHead(config.grid**2, config.embed_dim, config.head_layers)
-    return TveHead(
-        config.grid**2,
-        config.embed_dim,
-        config.head_hidden,
-        config.head_layers,
-        local_init=config.head_init == "local",
-    )
-
-
-def _backbone_names(config: TveConfig) -> tuple[str, str]:
-    """Params keys of the pos and neg backbones (one shared in ``arch="shared"``)."""
-    return ("backbone", "backbone_neg") if config.arch == "authors" else ("backbone", "backbone")
-
-
-def init_params(
-    config: TveConfig,
-    key: jax.Array,
-    *,
-    module: nn.Module | None = None,
-    variables: Params | None = None,
-) -> Params:
-    """Fresh ``{"backbone", "pos", "neg"}`` parameters (``arch="authors"`` adds
-    ``"backbone_neg"``: ``"backbone"`` is then the pos branch's).
-
-    With ``backbone="target"`` each backbone is a copy of ``variables`` (the
-    encoder module's) and only the heads are fresh.
-    """
-    _backbone.check_backbone(config.backbone, module)
-    keys = jax.random.split(key, 4)
-    backbones = {}
-    for name, bkey in zip(sorted(set(_backbone_names(config))), keys[2:], strict=False):
-        if config.backbone == "target":
-            backbones[name], _ = _backbone.init_from_target(
-                module, variables, config.image_size, config.encoder_family, config.feature
-            )
-        else:
-            x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-            backbones[name] = build_backbone(config).init(bkey, x)["params"]
-    x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-    tokens = jax.eval_shape(lambda p: _tokens(config, p, x, module), backbones["backbone"])
-    tokens = jnp.zeros(tokens.shape, tokens.dtype)
-    head = _head(config)
-    return {
-        **backbones,
-        "pos": head.init(keys[0], tokens)["params"],
-        "neg": head.init(keys[1], tokens)["params"],
-    }
-
-
-def _tokens(config: TveConfig, backbone_params: Params, x: jax.Array, module) -> jax.Array:
-    """One backbone's tokens ``[B, T, D]`` (``arch="authors"`` ViT: CLS first)."""
-    if config.backbone == "target":
-        _backbone.check_backbone(config.backbone, module)
-        tokens, _ = _backbone.feature_tokens(
-            module, backbone_params, x, config.encoder_family, config.feature
-        )
-        return tokens
-    x_norm = normalise_images(x, config.explainer_family)
-    _, aux = build_backbone(config).apply({"params": backbone_params}, x_norm)
-    if config.arch == "authors":
-        return jnp.concatenate([aux["cls"][:, None], aux["patch_tokens"]], axis=1)
-    return aux["patch_tokens"]
-
-
-def predict_embeddings(
-    config: TveConfig, params: Params, x: jax.Array, module: nn.Module | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """Per-cell predicted encoder embeddings ``(pos, neg)``, each ``[B, S², E]`` in
-    ``config.cell_order`` token order (the authors' extra last token dropped).
-
-    ``module``: the encoder's Flax module, needed for ``backbone="target"``.
-    """
-    name_pos, name_neg = _backbone_names(config)
-    tokens_pos = _tokens(config, params[name_pos], x, module)
-    tokens_neg = (
-        tokens_pos if name_neg == name_pos else _tokens(config, params[name_neg], x, module)
-    )
-    head = _head(config)
-    cells = config.grid**2
-    return (
-        head.apply({"params": params["pos"]}, tokens_pos)[:, :cells],
-        head.apply({"params": params["neg"]}, tokens_neg)[:, :cells],
-    )
+from fastxai_jax.explainers.learned._update import adamw_warmup_cosine
 
 
 def cell_rows_cols(cells: jax.Array, grid: int, cell_order: str = "row"):
@@ -244,21 +156,8 @@ def tve_loss(
     return jnp.mean((pred_pos - target_pos) ** 2) + jnp.mean((pred_neg - target_neg) ** 2)
 
 
-def default_optimizer(
-    total_steps: int,
-    *,
-    learning_rate: float = 1e-3,
-    warmup_frac: float = 0.05,
-    weight_decay: float = 1e-4,
-) -> optax.GradientTransformation:
-    """AdamW, linear warm-up then cosine decay over ``total_steps``."""
-    return make_optimizer(
-        "adamw",
-        learning_rate,
-        warmup_frac=warmup_frac,
-        total_steps=total_steps,
-        weight_decay=weight_decay,
-    )
+# TVE's optimizer: AdamW at 1e-3, linear warm-up then cosine decay.
+default_optimizer = functools.partial(adamw_warmup_cosine, learning_rate=1e-3)
 
 
 def make(
@@ -338,12 +237,7 @@ def make(
             )
         if target is None:
             return predicted(x)
-        if isinstance(target, bool):
-            raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-        if jnp.ndim(target) == 0:
-            target = jnp.full((x.shape[0],), target)
-        check_target(target, x.shape[0], head["kernel"].shape[1])
-        return jnp.asarray(target, jnp.int32)
+        return _config.given_target(target, x.shape[0], head["kernel"].shape[1])
 
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         return _explain_jit(config, params, x, head, _target(x, target), False, module)
