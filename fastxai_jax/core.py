@@ -95,6 +95,15 @@ class LearnedExplainer(NamedTuple):
     conditions_on_class: bool = True
 
 
+def learned_explainer(
+    config: Any, init_params: InitParamsFn, loss_fn: LossFn, explain: ExplainFn, **fields: Any
+) -> LearnedExplainer:
+    """A :class:`LearnedExplainer` for ``config.num_classes`` classes that queries no
+    target in ``explain`` unless ``fields`` say otherwise (the optional attributes)."""
+    fields.setdefault("num_classes", config.num_classes)
+    return LearnedExplainer(config, init_params, loss_fn, explain, **fields)
+
+
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 

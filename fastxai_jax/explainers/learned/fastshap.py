@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, learned_explainer
 from fastxai_jax.explainers._masks import (
     apply_mask,
     fill_value_01,
@@ -293,15 +293,9 @@ def make(
     def explain_grid(params: Params, x: Any, target: Any = None):
         return _explain_jit(config, params, x, _target(x, target), "none", trunk)
 
-    return LearnedExplainer(
-        config=config,
-        init_params=init_params_fn,
-        loss_fn=loss_fn,
-        explain=explain,
-        num_classes=config.num_classes,
-        target_queries_per_explain=0,
-        explain_grid=explain_grid,
-        frozen=_backbone.frozen_non_params if config.backbone == "target" else None,
+    frozen = _backbone.frozen_non_params if config.backbone == "target" else None
+    return learned_explainer(
+        config, init_params_fn, loss_fn, explain, explain_grid=explain_grid, frozen=frozen
     )
 
 

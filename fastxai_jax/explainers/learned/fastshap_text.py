@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.core import LearnedExplainer, Params, check_target
+from fastxai_jax.core import LearnedExplainer, Params, check_target, learned_explainer
 from fastxai_jax.explainers.learned import fex_text
 from fastxai_jax.explainers.learned.fastshap import fastshap_objective
 from fastxai_jax.explainers.learned.fex import frozen_leaves
@@ -255,12 +255,6 @@ def make(
             target = jnp.asarray(target, jnp.int32)
         return _explain_jit(config, module, params, ids, mask, content, target)
 
-    return LearnedExplainer(
-        config=config,
-        init_params=init_params_fn,
-        loss_fn=loss_fn,
-        explain=explain,
-        num_classes=config.num_classes,
-        target_queries_per_explain=0,
-        frozen=frozen_leaves(network),
+    return learned_explainer(
+        config, init_params_fn, loss_fn, explain, frozen=frozen_leaves(network)
     )

@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images
+from fastxai_jax.core import ApplyFn, LearnedExplainer, Params, check_images, learned_explainer
 from fastxai_jax.explainers._masks import (
     normalise_images,
     patch_grid,
@@ -229,15 +229,9 @@ def make(
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         return pixels_jit(params, x, _target(x, target))
 
-    return LearnedExplainer(
-        config=config,
-        init_params=init_params_fn,
-        loss_fn=loss_fn,
-        explain=explain,
-        num_classes=config.num_classes,
-        target_queries_per_explain=0,
-        explain_grid=explain_grid_fn,
-        frozen=frozen_leaves(config),
+    frozen = frozen_leaves(config)
+    return learned_explainer(
+        config, init_params_fn, loss_fn, explain, explain_grid=explain_grid_fn, frozen=frozen
     )
 
 
