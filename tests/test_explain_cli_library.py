@@ -16,7 +16,7 @@ from fastxai_jax.evaluation.explain_text import save_text
 from fastxai_jax.explainers import registry
 from fastxai_jax.explainers.explain_fn import describe_methods, make_explain_fn
 from fastxai_jax.models import build, make_apply_fn
-from fastxai_jax.train.target_source import init_target, load_target
+from fastxai_jax.train.target_source import init_target, load_zoo_target
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,9 @@ def target():
 def test_load_images_scales_bytes_greys_and_drops_alpha(tmp_path):
     from skimage import io
 
-    io.imsave(tmp_path / "rgba.png", np.full((4, 6, 4), (51, 102, 204, 7), np.uint8))
+    io.imsave(
+        tmp_path / "rgba.png", np.full((4, 6, 4), (51, 102, 204, 7), np.uint8), check_contrast=False
+    )
     io.imsave(tmp_path / "grey.png", np.full((5, 5), 153, np.uint8), check_contrast=False)
     images, names = load_images([str(tmp_path / "rgba.png"), str(tmp_path / "grey.png")], 3)
     assert images.shape == (2, 3, 3, 3) and images.dtype == np.float32
@@ -53,10 +55,10 @@ def test_init_target_is_the_eager_init_bit_for_bit(target):
     assert jax.tree.structure(variables) == jax.tree.structure(eager)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(eager), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    same = load_target("small_cnn", image_size=24, untrained=True, num_classes=8, seed=3)[1]
+    same = load_zoo_target("small_cnn", image_size=24, untrained=True, num_classes=8, seed=3)[1]
     jax.tree.map(np.testing.assert_array_equal, same, variables)
     with pytest.raises(ValueError, match="--weights"):
-        load_target("resnet18", image_size=24)
+        load_zoo_target("resnet18", image_size=24)
 
 
 def test_explain_images_equals_direct_calls_and_ignores_batch_size(target):

@@ -5,7 +5,7 @@ Argument parsing only. Every method comes from the one table,
 :func:`fastxai_jax.explainers.explain_fn.make_explain_fn` (a learned explainer is
 loaded from ``--explainer-ckpt``, refused for a target whose class count differs
 from the one it was trained for); the target comes from
-:func:`fastxai_jax.train.target_source.load_target`, images from
+:func:`fastxai_jax.train.target_source.load_zoo_target`, images from
 :func:`fastxai_jax.data.images.load_images`, and the loops and outputs from
 :mod:`fastxai_jax.evaluation.explain` (images) and
 :mod:`fastxai_jax.evaluation.explain_text` (``--text``). ``--target C`` explains
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from fastxai_jax.explainers.explain_fn import describe_methods, make_explain_fn
     from fastxai_jax.explainers.registry import is_learned
     from fastxai_jax.models import make_apply_fn
-    from fastxai_jax.train.target_source import default_image_size, load_target
+    from fastxai_jax.train.target_source import default_image_size, load_zoo_target
 
     if args.list:
         print("\n".join(describe_methods()))
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         data = make_benchmark(num, seed=EVAL_SEED + args.seed, image_size=size)
         images = np.asarray(data["images"], np.float32)
         names = [f"groundtruth_{i:04d}" for i in range(len(images))]
-    module, variables, family = load_target(
+    module, variables, family = load_zoo_target(
         args.model,
         image_size=size,
         weights=args.weights,

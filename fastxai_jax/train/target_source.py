@@ -33,7 +33,7 @@ def init_target(model: str, num_classes: int, image_size: int, seed: int) -> tup
     return module, init(jax.random.key(seed), sample), family
 
 
-def load_target(
+def load_zoo_target(
     model: str,
     *,
     image_size: int,
