@@ -22,7 +22,6 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from fastxai_jax.cli import _args
 
@@ -70,7 +69,8 @@ def check_method_options(methods: list[str], method_options: dict[str, Any]) -> 
 
 def _load_target(args: argparse.Namespace):
     from fastxai_jax.data.groundtruth import NUM_CLASSES
-    from fastxai_jax.models import build, make_apply_fn
+    from fastxai_jax.models import make_apply_fn
+    from fastxai_jax.train.target_source import init_target
 
     if args.model == "small_cnn" and not args.untrained:
         from fastxai_jax.train.target import load_or_train_target
@@ -84,9 +84,9 @@ def _load_target(args: argparse.Namespace):
             f"--model {args.model!r} has no trained groundtruth target; pass --untrained "
             "for a randomly initialised one (smoke runs) or use --model small_cnn"
         )
-    module, family = build(args.model, num_classes=NUM_CLASSES)
-    sample = jnp.zeros((1, args.image_size, args.image_size, 3), jnp.float32)
-    variables = module.init(jax.random.key(args.seed), sample, train=False)  # untrained
+    # the compiled init of `fastxai explain --untrained`: the same params, bit for bit
+    # (tests/test_explain_cli_library.py)
+    module, variables, family = init_target(args.model, NUM_CLASSES, args.image_size, args.seed)
     return make_apply_fn(module, family), variables, family
 
 

@@ -201,8 +201,10 @@ def test_demo_recipes_parse_into_the_benchmark_settings():
     # experiments/benchmarks/bench_learned.py: the target trunk, 1000 / 900 steps at 3e-3,
     # FastSHAP's players masked black (-1 under "half").
     from fastxai_jax.cli import build_parser
-    from fastxai_jax.cli._peer_methods import _fastshap_config, _tve_config, optimizer_settings
     from fastxai_jax.configs.demo import LEARNED_RECIPES
+    from fastxai_jax.configs.learned import fastshap_config as _fastshap_config
+    from fastxai_jax.configs.learned import optimizer_settings
+    from fastxai_jax.configs.learned import tve_config as _tve_config
 
     def parse(method):
         argv = ["train-explainer", "--method", method, "--workdir", "unused"]
