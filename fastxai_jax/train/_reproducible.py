@@ -4,13 +4,20 @@ XLA:CPU in jaxlib 0.10 hands reductions (a bias gradient, a global average pool)
 to YNNPACK, which splits each sum over its intra-op threads and then adds the
 partial sums. The thread count is the number of cores the process may use, so
 the same training step gave different low bits on 1 and 2 cores (or under
-another CPU set), and a 2000-step training of the demo's target ended at test
-accuracy 0.997, 0.998 or 0.999. Convolutions and matrix products stay in
+another CPU set), and the demo's target was reported at test accuracy 0.997, 0.998
+or 0.999 for the same seeds. Convolutions and matrix products stay in
 YNNPACK (their results do not depend on the thread count; measured on 1 and 2
 cores); reductions go to XLA's own emitter, whose summation order is fixed.
 
 :func:`fastxai_jax.train.loop.fit` compiles every training step with these
-options; the speed cost is in ``tests/train/test_reproducible_target.py``.
+options. Cost, small CNN step (batch 32 of 64×64) on a shared 2-core machine
+(load ~12): 73.5 vs 71.3 ms pinned to one core (+3%); 72 vs 128 ms on both
+cores (YNNPACK's threaded reductions lose under contention).
+
+Not covered: a dot that XLA does not hand to YNNPACK, such as a weight gradient
+``x.T @ dy`` contracting over the batch (FEX's ViT and heads), runs as an Eigen
+contraction that splits a long contraction over the threads, so FEX's training
+is reproducible run to run on one machine but not across core counts.
 """
 
 from __future__ import annotations
