@@ -70,15 +70,23 @@ def class_name(label: int) -> str:
     return CLASS_NAMES[int(label)]
 
 
-def _interp_matrix(grid: int, size: int) -> np.ndarray:
-    """``[size, grid]`` bilinear interpolation weights from ``grid`` knots to ``size`` pixels."""
+def _interp_taps(grid: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps from ``grid`` knots to ``size`` pixels: ``lower, w_lower, w_upper [S]``."""
     pos = np.linspace(0.0, grid - 1.0, size)
     lower = np.clip(np.floor(pos).astype(int), 0, grid - 2)
     frac = pos - lower
-    weights = np.zeros((size, grid), np.float32)
-    weights[np.arange(size), lower] = 1.0 - frac
-    weights[np.arange(size), lower + 1] = frac
-    return weights
+    return lower, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
+
+
+def _upsample(knots: np.ndarray, grid: int, size: int) -> np.ndarray:
+    """``[N, C, g, g] -> [N, C, S, S]`` separable bilinear interpolation, element-wise.
+
+    Not a matrix product (``einsum``): BLAS sums in an order that depends on its
+    thread count, so the images would differ between machines (issue 17).
+    """
+    lower, w_lower, w_upper = _interp_taps(grid, size)
+    rows = knots[:, :, lower] * w_lower[:, None] + knots[:, :, lower + 1] * w_upper[:, None]
+    return rows[..., lower] * w_lower + rows[..., lower + 1] * w_upper
 
 
 def _backgrounds(rng: np.random.Generator, num: int, size: int) -> np.ndarray:
@@ -94,10 +102,9 @@ def _backgrounds(rng: np.random.Generator, num: int, size: int) -> np.ndarray:
     colour_b = rng.uniform(0.25, 0.75, (num, 3, 1, 1)).astype(np.float32)
     image = colour_a + (colour_b - colour_a) * ramp
     for grid, amplitude in ((4, 0.18), (7, 0.10), (13, 0.06)):
-        interp = _interp_matrix(grid, size)
         knots = rng.standard_normal((num, 1, grid, grid), dtype=np.float32)
         tint = 1.0 + 0.25 * rng.standard_normal((num, 3, 1, 1), dtype=np.float32)
-        noise = np.einsum("yi,ncij,xj->ncyx", interp, knots, interp, optimize=True)
+        noise = _upsample(knots, grid, size)
         image += (amplitude * noise) * tint
     # Muted towards grey, so that planted colours stand out.
     grey = (image[:, 0:1] + image[:, 1:2] + image[:, 2:3]) * np.float32(0.45 / 3.0)

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from fastxai_jax.train._reproducible import reproducible_compiler_options
 from fastxai_jax.train.checkpoint import Checkpointer, rewind_log
 from fastxai_jax.train.sharding import place_batch, replicate
 
@@ -262,7 +263,9 @@ def fit(
     if mesh is not None:
         state = replicate(state, mesh)
     start = int(state.step)
-    step_fn = jax.jit(_make_step(update), donate_argnums=0)
+    # Issue 17: reductions in a fixed order, so that the run does not depend on the core count.
+    options = reproducible_compiler_options()
+    step_fn = jax.jit(_make_step(update), donate_argnums=0, compiler_options=options)
 
     log_file, logged_seconds = None, 0.0
     if log_path is not None and jax.process_index() == 0:  # one log per run, not per host

@@ -21,7 +21,9 @@ distribution. The target then answers "no class" to deleted evidence, so
 deletion metrics stop rewarding maps for the black substrate's own class
 evidence (the remove-and-retrain idea). The default target gives red
 triangle/cross ~0.35 on an all-black image; with ``null_fraction=0.25`` every
-class gets 0.12–0.14 (test accuracy 0.998).
+class gets 0.12–0.14 (test accuracy 0.998). Since issue 17 (the data and the
+training steps no longer depend on the core count) that recipe, seed 0, gives
+test accuracy 0.999 with the same bits on 1 and 2 cores (195 s on 2 shared cores).
 
 Layout of ``workdir``::
 
@@ -43,7 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fastxai_jax.data.augment import null_augment
 from fastxai_jax.data.groundtruth import NUM_CLASSES, make_benchmark
+from fastxai_jax.train._reproducible import reproducible_compiler_options
 from fastxai_jax.train.checkpoint import Checkpointer, load_params, log_seconds, save_params
 from fastxai_jax.train.loop import fit, init_state, make_optimizer
 
@@ -132,62 +136,13 @@ def _build(config: dict[str, Any]):
 
 def evaluate_accuracy(apply_fn, variables, images, labels, *, batch_size: int = 250) -> float:
     """Top-1 accuracy of ``apply_fn(variables, x01)`` over ``images [N,H,W,3]``."""
-    predict = jax.jit(lambda v, x: jnp.argmax(apply_fn(v, x), axis=-1))
+    options = reproducible_compiler_options()  # issue 17: a near-tie resolves the same everywhere
+    predict = jax.jit(lambda v, x: jnp.argmax(apply_fn(v, x), axis=-1), compiler_options=options)
     correct = 0
     for start in range(0, len(images), batch_size):
         pred = np.asarray(predict(variables, images[start : start + batch_size]))
         correct += int((pred == labels[start : start + batch_size]).sum())
     return correct / len(images)
-
-
-def null_augment(
-    key: jax.Array,
-    images: jax.Array,
-    masks: jax.Array,
-    labels: jax.Array,
-    fraction: float,
-    num_classes: int = NUM_CLASSES,
-    *,
-    cell: int = 8,
-    max_cell_share: float = 0.6,
-) -> tuple[jax.Array, jax.Array]:
-    """Replaces a random ``fraction`` of a batch by object-free images.
-
-    A replaced image keeps its pixels except the planted object and a
-    one-pixel ring around it (set to 0, black) and a random share, up to
-    ``max_cell_share``, of its ``cell × cell`` cells (also black). Its label
-    becomes uniform over the classes.
-
-    Args:
-      key: PRNG key.
-      images: ``[B, H, W, 3]`` in ``[0, 1]`` (H, W multiples of ``cell``).
-      masks: ``[B, H, W]`` planted-object masks (bool or {0, 1}).
-      labels: ``[B]`` int classes.
-      fraction: expected share of replaced images, in ``[0, 1]``.
-      num_classes: classes of the soft labels.
-      cell: side of the blacked-out cells.
-      max_cell_share: per image, the share of cells blacked out is uniform in
-        ``[0, max_cell_share]``.
-
-    Returns:
-      ``(images [B, H, W, 3], soft_labels [B, num_classes])``.
-    """
-    batch, height, width = masks.shape
-    if height % cell or width % cell:
-        raise ValueError(f"images' sides {(height, width)} must be multiples of cell={cell}")
-    null_key, share_key, cell_key = jax.random.split(key, 3)
-    masks = masks.astype(images.dtype)
-    ring = jax.lax.reduce_window(masks, 0.0, jax.lax.max, (1, 3, 3), (1, 1, 1), "SAME")
-    share = jax.random.uniform(share_key, (batch, 1, 1), maxval=max_cell_share)
-    cells = jax.random.bernoulli(cell_key, share, (batch, height // cell, width // cell))
-    cells = jnp.repeat(jnp.repeat(cells.astype(images.dtype), cell, 1), cell, 2)
-    keep = (1.0 - ring) * (1.0 - cells)
-    null = jax.random.bernoulli(null_key, fraction, (batch,))
-    out = jnp.where(null[:, None, None, None], images * keep[..., None], images)
-    soft = jnp.where(
-        null[:, None], 1.0 / num_classes, jax.nn.one_hot(labels, num_classes, dtype=images.dtype)
-    )
-    return out, soft
 
 
 def train_target(
