@@ -210,6 +210,12 @@ def images_from_uint8(images: Any, name: str = "images") -> jax.Array:
     return jnp.asarray(np.asarray(images, np.float32) / np.float32(255.0))
 
 
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+
+
 def check_target(target: Any, batch_size: int, num_classes: int, name: str = "target") -> None:
     """Validates integer class indices ``target: [B]`` (concrete values only)."""
     if isinstance(target, bool | np.bool_):

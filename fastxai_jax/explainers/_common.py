@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.core import ApplyFn, Params, check_images, check_target
+from fastxai_jax.core import ApplyFn, Params, check_choice, check_images, check_target
 
 SCORES = ("logit", "probability", "log_probability")
 
@@ -58,12 +58,6 @@ def validate_positive(name: str, value: Any) -> None:
     """Raises ``ValueError`` naming ``name`` unless ``value`` is a Python int ``>= 1``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
 def class_score(logits: jax.Array, target: jax.Array, score: str = "logit") -> jax.Array:

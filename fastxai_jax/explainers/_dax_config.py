@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from fastxai_jax.core import check_choice
+from fastxai_jax.models.dax_nets import MASK_NORMALISATIONS
 
 
 class DaxConfig(NamedTuple):
@@ -134,6 +137,27 @@ def _check_fill(fill: str | float, shown: object) -> None:
     is_number = isinstance(fill, int | float) and not isinstance(fill, bool)
     if fill not in FILLS and not (is_number and 0.0 <= fill <= 1.0):
         raise ValueError(f"fill must be one of {FILLS} or a number in [0, 1]; got {shown!r}")
+
+
+def check_option_names(options: dict[str, Any]) -> None:
+    """Raises ``ValueError`` naming the keyword options that are not :class:`DaxConfig` fields."""
+    unknown = set(options) - set(DaxConfig._fields)
+    if unknown:
+        raise ValueError(f"unknown DAX options {sorted(unknown)}; known: {DaxConfig._fields}")
+
+
+def check_config(config: DaxConfig) -> None:
+    """Validates the :class:`DaxConfig` fields that images and tokens share."""
+    if config.num_samples < 2 or config.epochs < 1 or config.batch_size < 1:
+        raise ValueError(
+            "num_samples must be >= 2 and epochs, batch_size >= 1; got "
+            f"{config.num_samples}, {config.epochs}, {config.batch_size}"
+        )
+    check_choice("mask_normalise", config.mask_normalise, MASK_NORMALISATIONS)
+    for option, allowed in _CHOICES.items():
+        check_choice(option, getattr(config, option), allowed)
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
 
 
 def parse_fill(text: str) -> str | float:

@@ -52,13 +52,13 @@ import jax.numpy as jnp
 import optax
 
 from fastxai_jax.core import ApplyFn, Cost, Params, check_images, check_range, check_target
-from fastxai_jax.explainers import _common
 from fastxai_jax.explainers._dax_config import (
-    _CHOICES,
     AUTHORS_CODE,
     FILLS,
     DaxConfig,
     _check_fill,
+    check_config,
+    check_option_names,
     parse_fill,
 )
 from fastxai_jax.explainers._dax_pipeline import (
@@ -75,7 +75,6 @@ from fastxai_jax.explainers._dax_pipeline import (
 )
 from fastxai_jax.explainers._superpixels import grid_segments, superpixel_segments
 from fastxai_jax.models.dax_nets import (
-    MASK_NORMALISATIONS,
     DaxMaskGenerator,
     DaxStudent,
 )
@@ -371,27 +370,13 @@ def dax(
     check_images(x, "x")
     check_range(x, "x")
     batch, height, width, _ = x.shape
-    unknown = set(options) - set(DaxConfig._fields)
-    if unknown:
-        raise ValueError(f"unknown DAX options {sorted(unknown)}; known: {DaxConfig._fields}")
+    check_option_names(options)
     config = DaxConfig(**options)
     config = config._replace(fill=explainer_fill(config.fill, "pixel"))
     if batching not in ("vmap", "map"):
         raise ValueError(f"batching must be 'vmap' or 'map'; got {batching!r}")
-    if config.num_samples < 2 or config.epochs < 1 or config.batch_size < 1:
-        raise ValueError(
-            "num_samples must be >= 2 and epochs, batch_size >= 1; got "
-            f"{config.num_samples}, {config.epochs}, {config.batch_size}"
-        )
-    if config.mask_normalise not in MASK_NORMALISATIONS:
-        raise ValueError(
-            f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
-        )
+    check_config(config)
     _check_fill(config.fill, config.fill)
-    for option, allowed in _CHOICES.items():
-        _common.check_choice(option, getattr(config, option), allowed)
-    if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
     if not isinstance(config.batch_max, bool):
         raise ValueError(f"batch_max must be a bool; got {config.batch_max!r}")
     if not config.input_scale > 0:

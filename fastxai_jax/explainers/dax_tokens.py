@@ -52,10 +52,9 @@ import numpy as np
 
 from fastxai_jax.explainers import dax
 from fastxai_jax.explainers._common import check_choice
-from fastxai_jax.explainers._dax_config import _CHOICES, DaxConfig
+from fastxai_jax.explainers._dax_config import DaxConfig, check_config, check_option_names
 from fastxai_jax.explainers.learned.fex_text import masked_inputs
 from fastxai_jax.explainers.tokens import FILLS, TextFns, _prepare, check_tokens, content_mask
-from fastxai_jax.models.dax_nets import MASK_NORMALISATIONS
 
 SEGMENTATIONS = ("words", "tokens")
 # DaxConfig fields the image pipeline needs at these values on a sentence.
@@ -173,9 +172,7 @@ def _fit_batch(
 
 
 def _config(options: dict[str, Any]) -> DaxConfig:
-    unknown = set(options) - set(DaxConfig._fields)
-    if unknown:
-        raise ValueError(f"unknown DAX options {sorted(unknown)}; known: {DaxConfig._fields}")
+    check_option_names(options)
     image_only = sorted(name for name in _FIXED if name in options)
     if image_only:
         raise ValueError(
@@ -183,20 +180,7 @@ def _config(options: dict[str, Any]) -> DaxConfig:
             "(the token fill is token_fill=)"
         )
     config = DaxConfig(**{**options, **_FIXED})
-    if config.num_samples < 2 or config.epochs < 1 or config.batch_size < 1:
-        raise ValueError(
-            "num_samples must be >= 2 and epochs, batch_size >= 1; got "
-            f"{config.num_samples}, {config.epochs}, {config.batch_size}"
-        )
-    if config.mask_normalise not in MASK_NORMALISATIONS:
-        raise ValueError(
-            f"mask_normalise must be one of {MASK_NORMALISATIONS}; got {config.mask_normalise!r}"
-        )
-    for option, allowed in _CHOICES.items():
-        if getattr(config, option) not in allowed:
-            raise ValueError(f"{option} must be one of {allowed}; got {getattr(config, option)!r}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {config.dropout!r}")
+    check_config(config)
     return config
 
 

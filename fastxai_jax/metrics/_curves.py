@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.core import check_images, check_range, resolve_target
+from fastxai_jax.core import check_choice, check_images, check_range, resolve_target
 from fastxai_jax.metrics import _ranking, _substrate
 
 SCORES = ("prob", "top1")
@@ -75,12 +75,6 @@ def _check_inputs(apply_fn, params, x, attribution, target, granularity, per_cha
     if target is not None:
         target = resolve_target(apply_fn, params, x, target)  # shape/range checks, no forward
     return jnp.asarray(x), attribution, target
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
 def _check_substrate(substrate: Any, name: str, x: jax.Array, normalisation: str | None) -> None:

@@ -41,7 +41,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.core import ApplyFn, Params, check_images, check_range, resolve_target
+from fastxai_jax.core import (
+    ApplyFn,
+    Params,
+    check_choice,
+    check_images,
+    check_range,
+    resolve_target,
+)
 from fastxai_jax.metrics import _curves, _ranking
 from fastxai_jax.models import maps
 
@@ -261,7 +268,7 @@ def pos_neg_perturbation(
       ``{"pos": CurveResult, "neg": CurveResult}`` (lower POS, higher NEG AUC are better).
     """
     plans = (("deletion", substrate, False), ("deletion", substrate, True))
-    _curves.check_choice("granularity", granularity, _ranking.GRANULARITIES)
+    check_choice("granularity", granularity, _ranking.GRANULARITIES)
     grid_hw = tuple(np.shape(attribution)[1:3])
     image_hw = tuple(np.shape(x)[1:3])
     if granularity == "patch":
