@@ -329,18 +329,32 @@ def make(
     )
 
 
-def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params) -> Any:
-    """Reads FEX over tokens saved by ``runs.save`` / ``runs.fit`` into a ``Trained``.
+def is_text_run(saved: Any) -> bool:
+    """Whether a run's saved record (``{"method", "config", ...}``) is FEX over tokens."""
+    fields = saved.get("config", {}) if isinstance(saved, dict) else {}
+    return (
+        isinstance(saved, dict)
+        and saved.get("method") == "fex"
+        and isinstance(fields, dict)
+        and "fill" in fields
+        and "image_size" not in fields
+    )
+
+
+def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params | None = None) -> Any:
+    """Reads FEX over tokens saved by ``runs.save`` / ``runs.fit`` into a ``Trained``
+    (also reached through ``runs.load(workdir, fns=fns, module=module)``).
 
     Args:
       workdir: the run directory (holding ``explainer/``).
-      fns: the text target (its vocabulary validates inputs).
-      module, backbone_params: the explainer transformer and params of the same
-        shapes as at training (e.g. ``load_minilm()``); the saved params replace them.
+      fns: the text target (its vocabulary validates inputs; never queried).
+      module: the explainer transformer of the same shapes as at training (e.g.
+        ``load_minilm()[0]``); the saved params hold all its weights.
+      backbone_params: unused beyond its shapes (optional; kept for old callers).
 
     Raises:
       FileNotFoundError: no ``workdir/explainer``.
-      ValueError: the run is not FEX over tokens.
+      ValueError: the run is not FEX over tokens, or ``fns``/``module`` is missing.
     """
     import pathlib
 
@@ -351,14 +365,21 @@ def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params) ->
     if not path.exists():
         raise FileNotFoundError(f"no trained explainer in {path}")
     _, saved = load_params(path)
-    fields = saved.get("config", {}) if isinstance(saved, dict) else {}
-    if saved.get("method") != "fex" or "fill" not in fields or "image_size" in fields:
+    if not is_text_run(saved):
         raise ValueError(f"{path} does not hold FEX over tokens (config {saved!r})")
+    if not isinstance(fns, TextFns):
+        raise ValueError(f"fns must be the TextFns of the text target; got {type(fns).__name__}")
+    if module is None:
+        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
     known = {f.name for f in dataclasses.fields(TextFexConfig)}
-    config = TextFexConfig(**{k: v for k, v in fields.items() if k in known})
-    learned = make(config, fns, None, module=module, backbone_params=backbone_params)
+    config = TextFexConfig(**{k: v for k, v in saved["config"].items() if k in known})
+    learned = make(config, fns, None, module=module)
+    ids = jnp.zeros((1, 2), jnp.int32)
     template = jax.eval_shape(
-        lambda: init_params(config, module, jax.random.key(0), backbone_params)
+        lambda: init_params(
+            config, module, jax.random.key(0), module.init(jax.random.key(0), ids)["params"]
+        )
     )
     params, _ = load_params(path, template=template)
-    return Trained("fex", learned, jax.tree.map(jnp.asarray, params), config.num_classes)
+    num_classes = saved.get("num_classes") or config.num_classes
+    return Trained("fex", learned, jax.tree.map(jnp.asarray, params), num_classes)
