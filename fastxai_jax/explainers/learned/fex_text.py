@@ -49,6 +49,7 @@ _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
 _BASELINES = ("none", "empty")
 _POLICIES = ("sigmoid", "softmax")
+_ADVANTAGES = ("critic", "loo")
 _OFF = 50.0  # keep logit of non-content tokens: σ(50) = 1, log-prob and entropy ≈ 0
 
 
@@ -69,6 +70,9 @@ class TextFexConfig:
         ``p_f(ŷ | every content token removed)``).
       policy: ``"sigmoid"`` (``σ(actor[ŷ])``) or ``"softmax"`` (``softmax_c(actor)[ŷ]``).
       initial_keep: ``None`` or the untrained policy's keep probability ``q``.
+      advantage: ``"critic"`` (the paper: ``r − V(ŷ)``) or ``"loo"`` (``r`` minus the
+        mean reward of the sentence's other ``K − 1`` masks, a leave-one-out
+        baseline; the critic is still trained).
     """
 
     num_classes: int
@@ -87,6 +91,7 @@ class TextFexConfig:
     reward_baseline: str = "none"
     policy: str = "sigmoid"
     initial_keep: float | None = None
+    advantage: str = "critic"
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
@@ -96,6 +101,7 @@ class TextFexConfig:
             ("fill", FILLS),
             ("reward_baseline", _BASELINES),
             ("policy", _POLICIES),
+            ("advantage", _ADVANTAGES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
@@ -105,6 +111,8 @@ class TextFexConfig:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         if self.policy == "softmax" and self.num_classes < 2:
             raise ValueError("policy='softmax' needs num_classes >= 2; got 1")
+        if self.advantage == "loo" and self.num_masks < 2:
+            raise ValueError(f"advantage='loo' needs num_masks >= 2; got {self.num_masks}")
         if self.initial_keep is not None and not 0.0 < float(self.initial_keep) < 1.0:
             raise ValueError(f"initial_keep must be None or in (0, 1); got {self.initial_keep!r}")
 
@@ -284,15 +292,21 @@ def make(
             value_coef=config.value_coef,
             entropy_coef=config.entropy_coef,
         )
+        if config.advantage == "loo":  # r minus the mean of the sentence's other masks
+            adv = (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
+        else:
+            adv = jax.lax.stop_gradient(reward - value_bk)
         if config.loss == "ppo":
             old = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, keep))
-            episode = lambda z, m, o, r, v: losses.ppo_loss(
-                z, m, o, r, v, clip_eps=config.clip_eps, **coefs
+            episode = lambda z, m, o, r, v, a: losses.ppo_loss(
+                z, m, o, r, v, clip_eps=config.clip_eps, advantage=a, **coefs
             )
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, old, reward, value_bk)
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(
+                logits_bk, keep, old, reward, value_bk, adv
+            )
         else:
-            episode = lambda z, m, r, v: losses.reinforce_loss(z, m, r, v, **coefs)
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, reward, value_bk)
+            episode = lambda z, m, r, v, a: losses.reinforce_loss(z, m, r, v, advantage=a, **coefs)
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, reward, value_bk, adv)
         kl = _kl(clean, class_distribution(actor, content))
         loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)
         metrics = {
