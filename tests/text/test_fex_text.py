@@ -206,3 +206,13 @@ def test_runs_load_round_trips_text_fex_bit_identically(tiny_fex, tmp_path):
         runs.load(tmp_path, module=module)
     with pytest.raises(ValueError, match="module"):
         runs.load(tmp_path, fns=fns)
+
+
+def test_loo_advantage_is_reward_minus_the_other_masks_mean():
+    reward = jnp.asarray([[1.0, 2.0, 3.0, 6.0], [0.5, 0.5, 0.5, 0.5]])
+    expected = [[1 - 11 / 3, 2 - 10 / 3, 3 - 3.0, 6 - 2.0], [0.0] * 4]
+    np.testing.assert_allclose(fex_text.loo_advantage(reward), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="num_masks"):
+        fex_text.TextFexConfig(num_classes=2, num_masks=1, advantage="loo").validate()
+    with pytest.raises(ValueError, match="advantage"):
+        fex_text.TextFexConfig(num_classes=2, advantage="mean").validate()

@@ -171,6 +171,13 @@ def _kl(target_probs: jax.Array, log_mu: jax.Array) -> jax.Array:
     return jnp.sum(p * (log_p - log_mu), axis=-1)
 
 
+def loo_advantage(reward: jax.Array) -> jax.Array:
+    """``A[b, k] = r[b, k] − mean_{j ≠ k} r[b, j]`` over a sentence's ``K ≥ 2`` masks
+    (the leave-one-out baseline of Kool et al., 2019), ``[B, K]``."""
+    k = reward.shape[1]
+    return (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
+
+
 def masked_inputs(fns: TextFns, ids, mask, keep, fill: str):
     """``(ids, attention)`` with the tokens where ``keep == 0`` removed by ``fill``."""
     keep = keep.astype(bool)
@@ -292,8 +299,8 @@ def make(
             value_coef=config.value_coef,
             entropy_coef=config.entropy_coef,
         )
-        if config.advantage == "loo":  # r minus the mean of the sentence's other masks
-            adv = (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
+        if config.advantage == "loo":
+            adv = loo_advantage(reward)
         else:
             adv = jax.lax.stop_gradient(reward - value_bk)
         if config.loss == "ppo":
