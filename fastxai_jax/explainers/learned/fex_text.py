@@ -50,6 +50,7 @@ _LOSSES = ("ppo", "reinforce")
 _BASELINES = ("none", "empty")
 _POLICIES = ("sigmoid", "softmax")
 _ADVANTAGES = ("critic", "loo")
+_SCALES = ("size", "none")
 _OFF = 50.0  # keep logit of non-content tokens: σ(50) = 1, log-prob and entropy ≈ 0
 
 
@@ -73,6 +74,8 @@ class TextFexConfig:
       advantage: ``"critic"`` (the paper: ``r − V(ŷ)``) or ``"loo"`` (``r`` minus the
         mean reward of the sentence's other ``K − 1`` masks, a leave-one-out
         baseline; the critic is still trained).
+      reward_scale: ``"size"`` (the paper: ``× n / (Σm + 1)``) or ``"none"`` (the
+        reward is the probability gain alone, no pressure towards small masks).
     """
 
     num_classes: int
@@ -92,6 +95,7 @@ class TextFexConfig:
     policy: str = "sigmoid"
     initial_keep: float | None = None
     advantage: str = "critic"
+    reward_scale: str = "size"
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
@@ -102,6 +106,7 @@ class TextFexConfig:
             ("reward_baseline", _BASELINES),
             ("policy", _POLICIES),
             ("advantage", _ADVANTAGES),
+            ("reward_scale", _SCALES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
@@ -291,7 +296,8 @@ def make(
             empty = jnp.take_along_axis(target_probs(none_ids, none_attend), classes[:, None], -1)
         count = jnp.sum(content, axis=1).astype(jnp.float32)[:, None]
         kept = jnp.sum(keep * content[:, None], axis=-1)
-        reward = jax.lax.stop_gradient((kept_prob - empty) * count / (kept + 1.0))
+        scale = count / (kept + 1.0) if config.reward_scale == "size" else 1.0
+        reward = jax.lax.stop_gradient((kept_prob - empty) * scale)
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)
         value_bk = jnp.broadcast_to(value, (batch_size, k))
         coefs = dict(
