@@ -22,8 +22,8 @@ def test_demo_recipe_is_an_explicit_choice_beside_the_paper_default():
 
     recipe, paper = text.demo_fex_config(), TextFexConfig(num_classes=2)
     recipe.validate()
-    assert (paper.reward_baseline, paper.advantage, paper.fill) == ("none", "critic", "mask")
-    assert (recipe.reward_baseline, recipe.advantage, recipe.fill) == ("empty", "loo", "drop")
+    assert (paper.reward_scale, paper.advantage, paper.fill) == ("size", "critic", "mask")
+    assert (recipe.reward_scale, recipe.advantage, recipe.fill) == ("none", "loo", "drop")
 
 
 def test_page_and_table_show_every_method_and_the_intervals():
