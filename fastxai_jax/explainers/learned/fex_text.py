@@ -16,7 +16,10 @@ tokens). ``explain`` is one explainer forward: no target query.
 The default fill is ``[MASK]``: the public FastExplanation repository has no
 text code and the paper's text does not name the replacement token, so the
 default is BERT's masking token; on ``minilm_classifier`` (a linear head on the
-mean-pooled encoder) ``fill="drop"`` trains better (see ``evaluation.text``).
+mean-pooled encoder) ``fill="drop"`` trains better. The defaults are the paper's
+(critic advantage, reward scaled by ``n / (Σm + 1)``); ``advantage="loo"`` and
+``reward_scale="none"`` are options, used by the demo's recipe with the measured
+reasons in ``evaluation.text.demo_fex_config``.
 
 Usage::
 
