@@ -40,15 +40,23 @@ def token_strings(tokenizer: Any, input_ids: Any, attention_mask: Any) -> list[l
 
 def _scaled(values: Sequence[float], tokens: Sequence[str]) -> np.ndarray:
     """Relevance for display: a signed map over ``[-1, 1]`` by its largest magnitude;
-    a non-negative one (RISE, FEX: probabilities) min-max over the shown tokens, so a
-    near-constant offset does not paint every token red."""
+    a non-negative one (RISE, FEX: probabilities) by its squared rank fraction among
+    the shown tokens (lowest white, highest red, ties shared), the order the token
+    metrics score. A
+    min-max scale painted nearly every token of trained FEX red: its keep
+    probabilities sit close to 1 on all but the least useful tokens."""
+    from scipy.stats import rankdata
+
     values = np.asarray(values, np.float64)
     shown = np.asarray([t not in _SPECIALS for t in tokens], bool)
     if not shown.any():
         return np.zeros_like(values)
     low, high = values[shown].min(), values[shown].max()
     if low >= 0 and high > low:
-        return np.clip((values - low) / (high - low), 0.0, 1.0)
+        out = np.zeros_like(values)
+        ranks = rankdata(values[shown], method="average") - 1.0
+        out[shown] = (ranks / max(ranks.max(), 1.0)) ** 2  # the top tokens stand out
+        return out
     top = np.max(np.abs(values[shown]))
     return values / top if top > 0 else np.zeros_like(values)
 
@@ -135,10 +143,9 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]
         f"<h1>{html.escape(title)}</h1>"
         "<p>Red: relevant to the explained class; blue: against it; "
         "underlined: the planted evidence tokens (benchmark sentences). Each "
-        "sentence is scaled on its own (non-negative maps: min to max; signed maps: by "
-        "the largest |relevance|); hover a token for its value.</p>"
-        + "".join(body)
-        + "</body></html>"
+        "sentence is scaled on its own (non-negative maps: by rank, lowest white to "
+        "highest red; signed maps: by the largest |relevance|); hover a token for its "
+        "value.</p>" + "".join(body) + "</body></html>"
     )
 
 
