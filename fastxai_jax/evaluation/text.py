@@ -150,9 +150,15 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]
 
 
 def _timed(fn: Callable[[Any], Any], x: Any, num_timed: int) -> tuple[np.ndarray, float]:
-    """``(fn(x), seconds per sentence)``, timed on the first ``num_timed`` sentences
-    after a compiling call of that shape (the full batch runs once, untimed)."""
-    out = np.asarray(jax.block_until_ready(fn(x)))
+    """``(fn(x), seconds per sentence)``: ``fn`` runs untimed on chunks of
+    ``num_timed`` sentences (IG over 64 sentences × 50 steps at once does not fit
+    in memory), then is timed on the first chunk (compiled by then)."""
+    out = np.concatenate(
+        [
+            np.asarray(jax.block_until_ready(fn(tuple(a[i : i + num_timed] for a in x))))
+            for i in range(0, len(x[0]), num_timed)
+        ]
+    )
     part = tuple(a[:num_timed] for a in x)
     jax.block_until_ready(fn(part))  # compile the timed shape
     tic = time.perf_counter()
