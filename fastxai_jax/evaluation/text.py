@@ -344,7 +344,13 @@ def train_text_fex(
     Default config: :func:`demo_fex_config` (``batch_size`` 4 sentences × 16 masks,
     Adam ``learning_rate`` 3e-3). ``workdir`` checkpoints and resumes.
 
-    Measured: see demo_fex_config (results of the full section: MEASURE).
+    Measured (``text_section(workdir, out)``: 64 held-out sentences, RISE-500,
+    IG-50; 2 shared CPU cores): training 81 s (100 steps); deletion AUC FEX 0.472,
+    RISE 0.156, IG 0.325, Saliency 0.566, random 0.688; pointing FEX 0.984, RISE
+    0.688. FEX − RISE deletion +0.316 [+0.252, +0.381] (FEX does NOT match RISE
+    on deletion), pointing +0.30 [+0.19, +0.42], token-F1 +0.41 [+0.30, +0.52];
+    FEX − random deletion −0.216 [−0.301, −0.131], pointing +0.98. The section
+    with the classifier and FEX cached: 123 s.
     """
     import optax
 
