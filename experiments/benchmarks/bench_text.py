@@ -4,12 +4,15 @@ Not a test: one run, JSON out. Per method: ms per sentence (compilation
 excluded, one timed batch call), target queries per sentence (forward +
 backward, from ``registry.token_method_cost``) and peak memory as XLA's
 compiled estimate (arguments + outputs + temporaries) of the jitted call. The
-explainer's cost does not depend on its weights, so FEX is timed freshly
-initialised from MiniLM unless ``--fex-workdir`` names a trained run.
+explainer's cost does not depend on its weights, so FEX (the demo's recipe,
+``evaluation.text.demo_fex_config``) is timed freshly initialised from MiniLM
+unless ``--fex-workdir`` names a trained run (e.g. the demo's ``runs/demo/text/fex``).
+RISE drops masked tokens from the attention, as in the demo's text table.
 
 Command::
 
-  python experiments/benchmarks/bench_text.py --workdir runs/text --num 64 --out bench_text.json
+  python experiments/benchmarks/bench_text.py --workdir runs/demo/text \
+      --fex-workdir runs/demo/text/fex --num 64 --out bench_text.json
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when load
 from _bench_common import peak_bytes as _peak_bytes  # noqa: E402
 
 from fastxai_jax.data.text_benchmark import make_text_benchmark  # noqa: E402
+from fastxai_jax.evaluation.text import demo_fex_config  # noqa: E402
 from fastxai_jax.explainers import registry, tokens  # noqa: E402
-from fastxai_jax.explainers.learned import fex_text  # noqa: E402
+from fastxai_jax.explainers.learned import fex_text, runs  # noqa: E402
 from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens  # noqa: E402
 from fastxai_jax.models.minilm_classifier import train_minilm_classifier  # noqa: E402
 
@@ -63,12 +67,10 @@ def main() -> None:
     ids, mask = bench.input_ids, bench.attention_mask
     encoder, encoder_params = load_minilm(num_classes=2)
     if args.fex_workdir:
-        trained = fex_text.load(
-            args.fex_workdir, fns, module=encoder, backbone_params=encoder_params
-        )
+        trained = runs.load(args.fex_workdir, fns=fns, module=encoder)
         learned, fex_params = trained.explainer, trained.params
     else:
-        config = fex_text.TextFexConfig(num_classes=2, backbone_mode="frozen", fill="drop")
+        config = demo_fex_config()
         learned = fex_text.make(
             config, fns, variables, module=encoder, backbone_params=encoder_params
         )
@@ -91,9 +93,17 @@ def main() -> None:
                 key=key,
                 num_masks=args.rise_masks,
                 chunk_size=args.rise_chunk,
+                fill="drop",
             ),
             lambda p, i, m: tokens.token_rise(
-                fns, p, i, m, key=key, num_masks=args.rise_masks, chunk_size=args.rise_chunk
+                fns,
+                p,
+                i,
+                m,
+                key=key,
+                num_masks=args.rise_masks,
+                chunk_size=args.rise_chunk,
+                fill="drop",
             ),
             (variables, ids, mask),
             {"num_masks": args.rise_masks},

@@ -64,6 +64,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=defaults.seed,
         help="the small CNN target's training seed (independent of --seed)",
     )
+    parser.add_argument(
+        "--text",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the text section: token methods on MiniLM (issue 21; --no-text skips it)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
     return parser
@@ -179,6 +185,22 @@ def _report(target_metrics, train_seconds, summary, photos, args, learned=()) ->
     return "\n".join(lines) + "\n"
 
 
+def _text(workdir: pathlib.Path, out: pathlib.Path) -> str:
+    """The text section (:func:`fastxai_jax.evaluation.text.text_section`), cached
+    under ``workdir/text``; returns its part of the report."""
+    from fastxai_jax.evaluation.text import text_section
+
+    start = _stage("text: token methods on minilm_classifier (the embedded text benchmark)")
+    table = text_section(workdir / "text", out)
+    print(table)
+    seconds = time.perf_counter() - start
+    return (
+        "\n## Text: token attributions on MiniLM (embedded text benchmark)\n\n"
+        f"{table}\n\nHighlighted sentences: [text.html](text.html) ({seconds:.0f} s, "
+        "classifier and FEX cached under the workdir).\n"
+    )
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Checks the demo's arguments before any compute (issue 20)."""
     from fastxai_jax.explainers import registry
@@ -263,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         photos = _photos(out, photo_methods, jax.random.fold_in(key, 99))
         print(f"top-1 classes: {photos['top1']} ({', '.join(photos['labels'])})")
     report = _report(target_metrics, train_seconds, summary, photos, args, learned_names)
+    if getattr(args, "text", False):
+        report += _text(workdir, out)
     (out / "report.md").write_text(report)
     (out / "summary.json").write_text(
         json.dumps({"target": target_metrics, "methods": summary, "photos": photos}, indent=1)

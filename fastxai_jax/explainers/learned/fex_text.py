@@ -16,7 +16,10 @@ tokens). ``explain`` is one explainer forward: no target query.
 The default fill is ``[MASK]``: the public FastExplanation repository has no
 text code and the paper's text does not name the replacement token, so the
 default is BERT's masking token; on ``minilm_classifier`` (a linear head on the
-mean-pooled encoder) ``fill="drop"`` trains better (see ``evaluation.text``).
+mean-pooled encoder) ``fill="drop"`` trains better. The defaults are the paper's
+(critic advantage, reward scaled by ``n / (Σm + 1)``); ``advantage="loo"`` and
+``reward_scale="none"`` are options, used by the demo's recipe with the measured
+reasons in ``evaluation.text.demo_fex_config``.
 
 Usage::
 
@@ -49,6 +52,8 @@ _MODES = ("full", "frozen", "lora")
 _LOSSES = ("ppo", "reinforce")
 _BASELINES = ("none", "empty")
 _POLICIES = ("sigmoid", "softmax")
+_ADVANTAGES = ("critic", "loo")
+_SCALES = ("size", "none")
 _OFF = 50.0  # keep logit of non-content tokens: σ(50) = 1, log-prob and entropy ≈ 0
 
 
@@ -69,6 +74,11 @@ class TextFexConfig:
         ``p_f(ŷ | every content token removed)``).
       policy: ``"sigmoid"`` (``σ(actor[ŷ])``) or ``"softmax"`` (``softmax_c(actor)[ŷ]``).
       initial_keep: ``None`` or the untrained policy's keep probability ``q``.
+      advantage: ``"critic"`` (the paper: ``r − V(ŷ)``) or ``"loo"`` (``r`` minus the
+        mean reward of the sentence's other ``K − 1`` masks, a leave-one-out
+        baseline; the critic is still trained).
+      reward_scale: ``"size"`` (the paper: ``× n / (Σm + 1)``) or ``"none"`` (the
+        reward is the probability gain alone, no pressure towards small masks).
     """
 
     num_classes: int
@@ -87,6 +97,8 @@ class TextFexConfig:
     reward_baseline: str = "none"
     policy: str = "sigmoid"
     initial_keep: float | None = None
+    advantage: str = "critic"
+    reward_scale: str = "size"
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
@@ -96,6 +108,8 @@ class TextFexConfig:
             ("fill", FILLS),
             ("reward_baseline", _BASELINES),
             ("policy", _POLICIES),
+            ("advantage", _ADVANTAGES),
+            ("reward_scale", _SCALES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
@@ -105,6 +119,8 @@ class TextFexConfig:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         if self.policy == "softmax" and self.num_classes < 2:
             raise ValueError("policy='softmax' needs num_classes >= 2; got 1")
+        if self.advantage == "loo" and self.num_masks < 2:
+            raise ValueError(f"advantage='loo' needs num_masks >= 2; got {self.num_masks}")
         if self.initial_keep is not None and not 0.0 < float(self.initial_keep) < 1.0:
             raise ValueError(f"initial_keep must be None or in (0, 1); got {self.initial_keep!r}")
 
@@ -161,6 +177,13 @@ def _kl(target_probs: jax.Array, log_mu: jax.Array) -> jax.Array:
     p = jax.lax.stop_gradient(target_probs)
     log_p = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
     return jnp.sum(p * (log_p - log_mu), axis=-1)
+
+
+def loo_advantage(reward: jax.Array) -> jax.Array:
+    """``A[b, k] = r[b, k] − mean_{j ≠ k} r[b, j]`` over a sentence's ``K ≥ 2`` masks
+    (the leave-one-out baseline of Kool et al., 2019), ``[B, K]``."""
+    k = reward.shape[1]
+    return (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
 
 
 def masked_inputs(fns: TextFns, ids, mask, keep, fill: str):
@@ -276,7 +299,8 @@ def make(
             empty = jnp.take_along_axis(target_probs(none_ids, none_attend), classes[:, None], -1)
         count = jnp.sum(content, axis=1).astype(jnp.float32)[:, None]
         kept = jnp.sum(keep * content[:, None], axis=-1)
-        reward = jax.lax.stop_gradient((kept_prob - empty) * count / (kept + 1.0))
+        scale = count / (kept + 1.0) if config.reward_scale == "size" else 1.0
+        reward = jax.lax.stop_gradient((kept_prob - empty) * scale)
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)
         value_bk = jnp.broadcast_to(value, (batch_size, k))
         coefs = dict(
@@ -284,15 +308,21 @@ def make(
             value_coef=config.value_coef,
             entropy_coef=config.entropy_coef,
         )
+        if config.advantage == "loo":
+            adv = loo_advantage(reward)
+        else:
+            adv = jax.lax.stop_gradient(reward - value_bk)
         if config.loss == "ppo":
             old = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, keep))
-            episode = lambda z, m, o, r, v: losses.ppo_loss(
-                z, m, o, r, v, clip_eps=config.clip_eps, **coefs
+            episode = lambda z, m, o, r, v, a: losses.ppo_loss(
+                z, m, o, r, v, clip_eps=config.clip_eps, advantage=a, **coefs
             )
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, old, reward, value_bk)
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(
+                logits_bk, keep, old, reward, value_bk, adv
+            )
         else:
-            episode = lambda z, m, r, v: losses.reinforce_loss(z, m, r, v, **coefs)
-            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, reward, value_bk)
+            episode = lambda z, m, r, v, a: losses.reinforce_loss(z, m, r, v, advantage=a, **coefs)
+            loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, reward, value_bk, adv)
         kl = _kl(clean, class_distribution(actor, content))
         loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)
         metrics = {
@@ -329,18 +359,32 @@ def make(
     )
 
 
-def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params) -> Any:
-    """Reads FEX over tokens saved by ``runs.save`` / ``runs.fit`` into a ``Trained``.
+def is_text_run(saved: Any) -> bool:
+    """Whether a run's saved record (``{"method", "config", ...}``) is FEX over tokens."""
+    fields = saved.get("config", {}) if isinstance(saved, dict) else {}
+    return (
+        isinstance(saved, dict)
+        and saved.get("method") == "fex"
+        and isinstance(fields, dict)
+        and "fill" in fields
+        and "image_size" not in fields
+    )
+
+
+def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params | None = None) -> Any:
+    """Reads FEX over tokens saved by ``runs.save`` / ``runs.fit`` into a ``Trained``
+    (also reached through ``runs.load(workdir, fns=fns, module=module)``).
 
     Args:
       workdir: the run directory (holding ``explainer/``).
-      fns: the text target (its vocabulary validates inputs).
-      module, backbone_params: the explainer transformer and params of the same
-        shapes as at training (e.g. ``load_minilm()``); the saved params replace them.
+      fns: the text target (its vocabulary validates inputs; never queried).
+      module: the explainer transformer of the same shapes as at training (e.g.
+        ``load_minilm()[0]``); the saved params hold all its weights.
+      backbone_params: unused beyond its shapes (optional; kept for old callers).
 
     Raises:
       FileNotFoundError: no ``workdir/explainer``.
-      ValueError: the run is not FEX over tokens.
+      ValueError: the run is not FEX over tokens, or ``fns``/``module`` is missing.
     """
     import pathlib
 
@@ -351,14 +395,21 @@ def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params) ->
     if not path.exists():
         raise FileNotFoundError(f"no trained explainer in {path}")
     _, saved = load_params(path)
-    fields = saved.get("config", {}) if isinstance(saved, dict) else {}
-    if saved.get("method") != "fex" or "fill" not in fields or "image_size" in fields:
+    if not is_text_run(saved):
         raise ValueError(f"{path} does not hold FEX over tokens (config {saved!r})")
+    if not isinstance(fns, TextFns):
+        raise ValueError(f"fns must be the TextFns of the text target; got {type(fns).__name__}")
+    if module is None:
+        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
     known = {f.name for f in dataclasses.fields(TextFexConfig)}
-    config = TextFexConfig(**{k: v for k, v in fields.items() if k in known})
-    learned = make(config, fns, None, module=module, backbone_params=backbone_params)
+    config = TextFexConfig(**{k: v for k, v in saved["config"].items() if k in known})
+    learned = make(config, fns, None, module=module)
+    ids = jnp.zeros((1, 2), jnp.int32)
     template = jax.eval_shape(
-        lambda: init_params(config, module, jax.random.key(0), backbone_params)
+        lambda: init_params(
+            config, module, jax.random.key(0), module.init(jax.random.key(0), ids)["params"]
+        )
     )
     params, _ = load_params(path, template=template)
-    return Trained("fex", learned, jax.tree.map(jnp.asarray, params), config.num_classes)
+    num_classes = saved.get("num_classes") or config.num_classes
+    return Trained("fex", learned, jax.tree.map(jnp.asarray, params), num_classes)

@@ -26,6 +26,7 @@ import optax
 
 from fastxai_jax.core import ApplyFn, LearnedExplainer, Params
 from fastxai_jax.explainers import registry
+from fastxai_jax.explainers.learned import fex_text
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
 from fastxai_jax.explainers.learned._update import init_train_state, optimizer_for, update_for
 from fastxai_jax.train.checkpoint import load_params, save_params
@@ -156,6 +157,7 @@ def load(
     target_params: Params | None = None,
     module: Any = None,
     method: str | None = None,
+    fns: Any = None,
 ) -> Trained:
     """Reads a run saved by :func:`fit` / :func:`save` (or ``fastxai train-explainer``).
 
@@ -164,6 +166,10 @@ def load(
       apply_fn, target_params, module: the target, for methods whose explainer
         is built from it (LTX, TVE, and ``backbone="target"``); FEX needs none.
       method: optional expected method name (refuses another method's run).
+      fns: for FEX over tokens (a run of ``fex_text``, told apart by its saved
+        config): the text target (:class:`~fastxai_jax.explainers.tokens.TextFns`),
+        with ``module`` the explainer transformer (``load_minilm()[0]``); see
+        :func:`~fastxai_jax.explainers.learned.fex_text.load`.
 
     Raises:
       FileNotFoundError: no ``workdir/explainer``.
@@ -179,6 +185,8 @@ def load(
         raise ValueError(f"{path} does not hold a learned explainer (config {saved!r})")
     if method is not None and name != method.lower():
         raise ValueError(f"{path} holds a {name} explainer, not {method!r}")
+    if name == "fex" and fex_text.is_text_run(saved):
+        return fex_text.load(workdir, fns, module=module)
     spec = registry.LEARNED_METHODS[name]
     fields = saved["config"] if "config" in saved else saved[name]  # pre-issue-17 runs: [name]
     fields = {**_DEFAULTS_BEFORE_CHANGE.get(name, {}), **fields}
