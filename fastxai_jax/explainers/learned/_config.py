@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fastxai_jax.core import check_target
 from fastxai_jax.explainers import _common
@@ -89,6 +90,8 @@ def given_target(target: Any, batch_size: int, num_classes: int) -> jax.Array | 
         return None
     if isinstance(target, bool):
         raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
+    if isinstance(target, list | tuple):
+        target = np.asarray(target)
     if jnp.ndim(target) == 0:
         target = jnp.full((batch_size,), target)
     check_target(target, batch_size, num_classes)

@@ -39,10 +39,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fastxai_jax.core import LearnedExplainer, Params, check_target, learned_explainer
+from fastxai_jax.core import LearnedExplainer, Params, learned_explainer
 from fastxai_jax.explainers.learned import fex_text
+from fastxai_jax.explainers.learned._config import given_target
 from fastxai_jax.explainers.learned.fastshap import fastshap_objective
 from fastxai_jax.explainers.learned.fex import frozen_leaves
 from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
@@ -202,32 +202,12 @@ def make(
       [CLS]/[SEP]/padding, no target query.
     """
     config.validate()
-    vocab = vocab or fns
-    if not isinstance(vocab, TextFns):
-        raise ValueError(f"fns must be a TextFns (or pass vocab=); got {type(vocab).__name__}")
-    if module is None:
-        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
+    checked = fex_text.token_input_check(fns, vocab, module)
     network = config.network()
-
-    def checked(x: Any, name: str):
-        ids, mask = fex_text._token_batch(x, name)
-        check_tokens(vocab, ids, mask)
-        ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
-        return ids, mask, content_mask(vocab, ids, mask)
 
     def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         ids, mask, _ = checked(sample_batch, "sample_batch")
-        if backbone_params is None:
-            raise ValueError("backbone_params is required to initialise FastSHAP over tokens")
-        if fns is not None:
-            logits = jax.eval_shape(
-                fns.apply_embeds, target_params, fns.embed(target_params, ids), mask
-            )
-            if logits.shape != (ids.shape[0], config.num_classes):
-                raise ValueError(
-                    f"fns must return logits ({ids.shape[0]}, {config.num_classes}); "
-                    f"got {logits.shape}"
-                )
+        fex_text.check_init(fns, target_params, backbone_params, ids, mask, config.num_classes)
         return fex_text.init_params(network, module, key, backbone_params)
 
     def loss_fn(params: Params, batch: Any, key: jax.Array):
@@ -245,14 +225,7 @@ def make(
 
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         ids, mask, content = checked(x, "x")
-        if target is not None:
-            if isinstance(target, bool):
-                raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-            if np.ndim(target) == 0:
-                target = np.full((ids.shape[0],), int(target), np.int32)
-            target = np.asarray(target) if isinstance(target, list | tuple) else target
-            check_target(target, ids.shape[0], config.num_classes)
-            target = jnp.asarray(target, jnp.int32)
+        target = given_target(target, ids.shape[0], config.num_classes)
         return _explain_jit(config, module, params, ids, mask, content, target)
 
     return learned_explainer(

@@ -39,10 +39,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fastxai_jax.core import LearnedExplainer, Params, check_target
+from fastxai_jax.core import LearnedExplainer, Params, learned_explainer
 from fastxai_jax.explainers.learned import _fex_losses as losses
+from fastxai_jax.explainers.learned._config import given_target
 from fastxai_jax.explainers.learned._lora import default_lora_predicate, lora_init, lora_merge
 from fastxai_jax.explainers.learned.fex import frozen_leaves, policy_logits  # same rule
 from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
@@ -244,31 +244,11 @@ def make(
       ``[0, 1)`` with padding and [CLS]/[SEP] exactly 0, one explainer forward.
     """
     config.validate()
-    vocab = vocab or fns
-    if not isinstance(vocab, TextFns):
-        raise ValueError(f"fns must be a TextFns (or pass vocab=); got {type(vocab).__name__}")
-    if module is None:
-        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
-
-    def checked(x: Any, name: str):
-        ids, mask = _token_batch(x, name)
-        check_tokens(vocab, ids, mask)
-        ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
-        return ids, mask, content_mask(vocab, ids, mask)
+    checked = token_input_check(fns, vocab, module)
 
     def init_params_fn(key: jax.Array, sample_batch: Any) -> Params:
         ids, mask, _ = checked(sample_batch, "sample_batch")
-        if backbone_params is None:
-            raise ValueError("backbone_params is required to initialise FEX over tokens")
-        if fns is not None:
-            logits = jax.eval_shape(
-                fns.apply_embeds, target_params, fns.embed(target_params, ids), mask
-            )
-            if logits.shape != (ids.shape[0], config.num_classes):
-                raise ValueError(
-                    f"fns must return logits ({ids.shape[0]}, {config.num_classes}); "
-                    f"got {logits.shape}"
-                )
+        check_init(fns, target_params, backbone_params, ids, mask, config.num_classes)
         return init_params(config, module, key, backbone_params)
 
     def target_probs(ids, attend):
@@ -338,25 +318,44 @@ def make(
 
     def explain(params: Params, x: Any, target: Any = None) -> jax.Array:
         ids, mask, content = checked(x, "x")
-        if target is not None:
-            if isinstance(target, bool):
-                raise ValueError(f"target must be an int class index or [B] ints; got {target!r}")
-            if np.ndim(target) == 0:
-                target = np.full((ids.shape[0],), int(target), np.int32)
-            target = np.asarray(target) if isinstance(target, list | tuple) else target
-            check_target(target, ids.shape[0], config.num_classes)
-            target = jnp.asarray(target, jnp.int32)
+        target = given_target(target, ids.shape[0], config.num_classes)
         return _explain_jit(config, module, params, ids, mask, content, target)
 
-    return LearnedExplainer(
-        config=config,
-        init_params=init_params_fn,
-        loss_fn=loss_fn,
-        explain=explain,
-        num_classes=config.num_classes,
-        target_queries_per_explain=0,
-        frozen=frozen_leaves(config),
-    )
+    return learned_explainer(config, init_params_fn, loss_fn, explain, frozen=frozen_leaves(config))
+
+
+def token_input_check(fns: Any, vocab: Any, module: Any) -> Any:
+    """``checked(x, name) -> (ids, mask, content)``: a ``(input_ids, attention_mask)``
+    batch (tuple or dict) validated against ``vocab or fns`` (the learned token
+    explainers' shared input check; ``module`` must be given)."""
+    vocab = vocab or fns
+    if not isinstance(vocab, TextFns):
+        raise ValueError(f"fns must be a TextFns (or pass vocab=); got {type(vocab).__name__}")
+    if module is None:
+        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
+
+    def checked(x: Any, name: str):
+        ids, mask = _token_batch(x, name)
+        check_tokens(vocab, ids, mask)
+        ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+        return ids, mask, content_mask(vocab, ids, mask)
+
+    return checked
+
+
+def check_init(fns, target_params, backbone_params, ids, mask, num_classes: int) -> None:
+    """``init_params``' checks: the backbone weights are given and the target
+    (when given) returns ``[B, num_classes]`` logits."""
+    if backbone_params is None:
+        raise ValueError("backbone_params is required to initialise the token explainer")
+    if fns is not None:
+        logits = jax.eval_shape(
+            fns.apply_embeds, target_params, fns.embed(target_params, ids), mask
+        )
+        if logits.shape != (ids.shape[0], num_classes):
+            raise ValueError(
+                f"fns must return logits ({ids.shape[0]}, {num_classes}); got {logits.shape}"
+            )
 
 
 def is_text_run(saved: Any) -> bool:
