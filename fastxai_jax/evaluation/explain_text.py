@@ -72,14 +72,12 @@ def explain_text(
     fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
     explainer = None
     if name in registry.TOKEN_LEARNED_METHODS:
-        from fastxai_jax.explainers.learned import fex_text
+        from fastxai_jax.explainers.learned import runs
 
         if not explainer_ckpt:
             raise ValueError(f"--method {name!r} is a learned explainer: pass --explainer-ckpt")
-        encoder, encoder_params = load_minilm(num_classes=2)
-        explainer = fex_text.load(
-            explainer_ckpt, fns, module=encoder, backbone_params=encoder_params
-        )
+        encoder, _ = load_minilm(num_classes=2)
+        explainer = runs.load(explainer_ckpt, fns=fns, module=encoder, method=name)
     logits = fns.apply_embeds(
         variables, fns.embed(variables, jnp.asarray(input_ids)), attention_mask
     )

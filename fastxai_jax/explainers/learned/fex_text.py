@@ -358,21 +358,32 @@ def check_init(fns, target_params, backbone_params, ids, mask, num_classes: int)
             )
 
 
-def is_text_run(saved: Any) -> bool:
-    """Whether a run's saved record (``{"method", "config", ...}``) is FEX over tokens."""
+def is_text_run(saved: Any, method: str = "fex") -> bool:
+    """Whether a run's saved record (``{"method", "config", ...}``) is ``method`` over
+    tokens (a token config has ``fill`` and no ``image_size``)."""
     fields = saved.get("config", {}) if isinstance(saved, dict) else {}
     return (
         isinstance(saved, dict)
-        and saved.get("method") == "fex"
+        and saved.get("method") == method
         and isinstance(fields, dict)
         and "fill" in fields
         and "image_size" not in fields
     )
 
 
-def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params | None = None) -> Any:
-    """Reads FEX over tokens saved by ``runs.save`` / ``runs.fit`` into a ``Trained``
-    (also reached through ``runs.load(workdir, fns=fns, module=module)``).
+def load(
+    workdir: Any,
+    fns: TextFns,
+    *,
+    module: Any,
+    backbone_params: Params | None = None,
+    method: str = "fex",
+    config_cls: Any = None,
+    make_fn: Any = None,
+) -> Any:
+    """Reads a learned token explainer saved by ``runs.save`` / ``runs.fit`` into a
+    ``Trained`` (FEX over tokens by default; ``runs.load(workdir, fns=fns,
+    module=module)`` reaches it for every method of ``registry.TOKEN_LEARNED_METHODS``).
 
     Args:
       workdir: the run directory (holding ``explainer/``).
@@ -380,35 +391,37 @@ def load(workdir: Any, fns: TextFns, *, module: Any, backbone_params: Params | N
       module: the explainer transformer of the same shapes as at training (e.g.
         ``load_minilm()[0]``); the saved params hold all its weights.
       backbone_params: unused beyond its shapes (optional; kept for old callers).
+      method, config_cls, make_fn: the saved method's name, config class and
+        ``make`` (default: FEX over tokens).
 
     Raises:
       FileNotFoundError: no ``workdir/explainer``.
-      ValueError: the run is not FEX over tokens, or ``fns``/``module`` is missing.
+      ValueError: the run is not ``method`` over tokens, or ``fns``/``module`` is missing.
     """
     import pathlib
 
     from fastxai_jax.explainers.learned._trained import Trained
     from fastxai_jax.train.checkpoint import load_params
 
+    config_cls, make_fn = config_cls or TextFexConfig, make_fn or make
     path = pathlib.Path(workdir) / "explainer"
     if not path.exists():
         raise FileNotFoundError(f"no trained explainer in {path}")
     _, saved = load_params(path)
-    if not is_text_run(saved):
-        raise ValueError(f"{path} does not hold FEX over tokens (config {saved!r})")
+    if not is_text_run(saved, method):
+        raise ValueError(f"{path} does not hold {method} over tokens (config {saved!r})")
     if not isinstance(fns, TextFns):
         raise ValueError(f"fns must be the TextFns of the text target; got {type(fns).__name__}")
     if module is None:
         raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
-    known = {f.name for f in dataclasses.fields(TextFexConfig)}
-    config = TextFexConfig(**{k: v for k, v in saved["config"].items() if k in known})
-    learned = make(config, fns, None, module=module)
-    ids = jnp.zeros((1, 2), jnp.int32)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    config = config_cls(**{k: v for k, v in saved["config"].items() if k in known})
+    learned = make_fn(config, fns, None, module=module)
+    network = config.network() if hasattr(config, "network") else config
+    ids, key = jnp.zeros((1, 2), jnp.int32), jax.random.key(0)
     template = jax.eval_shape(
-        lambda: init_params(
-            config, module, jax.random.key(0), module.init(jax.random.key(0), ids)["params"]
-        )
+        lambda: init_params(network, module, key, module.init(key, ids)["params"])
     )
     params, _ = load_params(path, template=template)
     num_classes = saved.get("num_classes") or config.num_classes
-    return Trained("fex", learned, jax.tree.map(jnp.asarray, params), num_classes)
+    return Trained(method, learned, jax.tree.map(jnp.asarray, params), num_classes)

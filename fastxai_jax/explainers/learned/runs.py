@@ -166,9 +166,10 @@ def load(
       apply_fn, target_params, module: the target, for methods whose explainer
         is built from it (LTX, TVE, and ``backbone="target"``); FEX needs none.
       method: optional expected method name (refuses another method's run).
-      fns: for FEX over tokens (a run of ``fex_text``, told apart by its saved
-        config): the text target (:class:`~fastxai_jax.explainers.tokens.TextFns`),
-        with ``module`` the explainer transformer (``load_minilm()[0]``); see
+      fns: for a learned method over tokens (FEX, FastSHAP: a run of
+        ``registry.TOKEN_LEARNED_METHODS``, told apart by its saved config): the
+        text target (:class:`~fastxai_jax.explainers.tokens.TextFns`), with
+        ``module`` the explainer transformer (``load_minilm()[0]``); see
         :func:`~fastxai_jax.explainers.learned.fex_text.load`.
 
     Raises:
@@ -185,8 +186,11 @@ def load(
         raise ValueError(f"{path} does not hold a learned explainer (config {saved!r})")
     if method is not None and name != method.lower():
         raise ValueError(f"{path} holds a {name} explainer, not {method!r}")
-    if name == "fex" and fex_text.is_text_run(saved):
-        return fex_text.load(workdir, fns, module=module)
+    if name in registry.TOKEN_LEARNED_METHODS and fex_text.is_text_run(saved, name):
+        spec = registry.TOKEN_LEARNED_METHODS[name]
+        return fex_text.load(
+            workdir, fns, module=module, method=name, config_cls=spec.config_cls, make_fn=spec.make
+        )
     spec = registry.LEARNED_METHODS[name]
     fields = saved["config"] if "config" in saved else saved[name]  # pre-issue-17 runs: [name]
     fields = {**_DEFAULTS_BEFORE_CHANGE.get(name, {}), **fields}
