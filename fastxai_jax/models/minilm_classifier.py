@@ -12,6 +12,7 @@ a resumed run takes 1.5 s.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 from typing import Any
@@ -21,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fastxai_jax.data.text_benchmark import TextBenchmark, make_text_benchmark
+from fastxai_jax.data.text_benchmark import TextBenchmark, make_text_benchmark, remove_evidence
 from fastxai_jax.models.bert import BertClassifier
-from fastxai_jax.models.minilm import load_minilm, load_tokenizer
+from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens
 from fastxai_jax.train.loop import fit, init_state
 
 
@@ -51,17 +52,21 @@ def predict(module: BertClassifier, variables: dict, bench: TextBenchmark, chunk
     return np.argmax(np.concatenate(logits), axis=-1)
 
 
-def _cached_embeddings(workdir, module, variables, bench: TextBenchmark, tag: str) -> np.ndarray:
+def _cached_embeddings(workdir, module, variables, input_ids, attention_mask, tag: str):
+    """Embeddings of ``input_ids``, reused from ``workdir`` when the same ids and mask were
+    embedded before."""
     if workdir is None:
-        return embed_texts(module, variables, bench.input_ids, bench.attention_mask)
+        return embed_texts(module, variables, input_ids, attention_mask)
     cache = pathlib.Path(workdir) / f"embeddings_{tag}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
-            if np.array_equal(saved["input_ids"], bench.input_ids):
+            same_ids = np.array_equal(saved["input_ids"], input_ids)
+            old = "attention_mask" not in saved  # saved before null inputs: ids decide it
+            if same_ids and (old or np.array_equal(saved["attention_mask"], attention_mask)):
                 return saved["embeddings"]
-    embeddings = embed_texts(module, variables, bench.input_ids, bench.attention_mask)
+    embeddings = embed_texts(module, variables, input_ids, attention_mask)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, input_ids=bench.input_ids, embeddings=embeddings)
+    np.savez(cache, input_ids=input_ids, attention_mask=attention_mask, embeddings=embeddings)
     return embeddings
 
 
@@ -73,6 +78,8 @@ def train_minilm_classifier(
     batch_size: int = 256,
     learning_rate: float = 1e-2,
     seed: int = 0,
+    null_fraction: float = 0.0,
+    null_other: float = 0.0,
     path: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> tuple[BertClassifier, dict]:
@@ -85,6 +92,13 @@ def train_minilm_classifier(
       batch_size: sentences per step.
       learning_rate: Adam learning rate.
       seed: the training split's seed and the minibatch order.
+      null_fraction: share of each minibatch taken from the training sentences with
+        their evidence removed (:func:`~fastxai_jax.data.text_benchmark.remove_evidence`,
+        the token metrics' ``fill="drop"``), labelled uniform (soft target 0.5/0.5),
+        so that a sentence without evidence means "no class" (ROAR-style; the
+        text twin of the image target's ``null_fraction``). 0: off.
+      null_other: each null sentence also loses a share ``U[0, null_other]`` of its
+        other content tokens.
       path: MiniLM model directory (default: the installed package).
       progress: show the progress bar.
 
@@ -93,17 +107,36 @@ def train_minilm_classifier(
     """
     module, variables = load_minilm(num_classes=2, path=path)
     bench = make_text_benchmark(num_train, load_tokenizer(path), seed=seed)
-    features = jnp.asarray(_cached_embeddings(workdir, module, variables, bench, f"train{seed}"))
-    labels = jnp.asarray(bench.labels)
+    if not 0.0 <= float(null_fraction) < 1.0:
+        raise ValueError(f"null_fraction must lie in [0, 1); got {null_fraction!r}")
+    if not 0.0 <= float(null_other) <= 1.0:
+        raise ValueError(f"null_other must lie in [0, 1]; got {null_other!r}")
+    num_null = int(round(float(null_fraction) * batch_size))
+    if null_fraction > 0 and not 0 < num_null < batch_size:
+        raise ValueError(
+            f"null_fraction: {null_fraction} of batch_size {batch_size} rounds to "
+            f"{num_null} null rows; need between 1 and {batch_size - 1}"
+        )
+    embed = functools.partial(_cached_embeddings, workdir, module, variables)
+    features = jnp.asarray(embed(bench.input_ids, bench.attention_mask, f"train{seed}"))
+    targets = jax.nn.one_hot(jnp.asarray(bench.labels), 2)
+    if num_null:
+        null_ids, null_mask = remove_evidence(
+            bench, special_tokens(load_tokenizer(path)).mask, other_fraction=null_other, seed=seed
+        )
+        null_features = jnp.asarray(embed(null_ids, null_mask, f"null{seed}_{null_other:g}"))
     optimizer = optax.adam(learning_rate)
     state = init_state(variables["params"]["classifier"], optimizer)
     order_key = jax.random.key(seed)
 
     def batch_fn(step: int):
-        rows = jax.random.choice(
-            jax.random.fold_in(order_key, step), num_train, (batch_size,), replace=False
-        )
-        return features[rows], labels[rows]
+        step_key, null_key = jax.random.split(jax.random.fold_in(order_key, step))
+        rows = jax.random.choice(step_key, num_train, (batch_size - num_null,), replace=False)
+        if not num_null:
+            return features[rows], targets[rows]
+        null_rows = jax.random.choice(null_key, num_train, (num_null,), replace=False)
+        x = jnp.concatenate([features[rows], null_features[null_rows]])
+        return x, jnp.concatenate([targets[rows], jnp.full((num_null, 2), 0.5)])
 
     def update(state, batch, key):
         del key
@@ -111,7 +144,7 @@ def train_minilm_classifier(
 
         def loss_fn(head):
             logits = x @ head["kernel"] + head["bias"][None, :]
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+            return jnp.mean(optax.softmax_cross_entropy(logits, y))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -119,6 +152,8 @@ def train_minilm_classifier(
         return state._replace(params=params, opt_state=opt_state), {"loss": loss}
 
     config = dict(num_train=num_train, batch_size=batch_size, lr=learning_rate, seed=seed)
+    if num_null:  # absent when off, so heads saved before the option still resume
+        config.update(null_fraction=float(null_fraction), null_other=float(null_other))
     state, _ = fit(
         state,
         update,
