@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fastxai_jax.data.text_benchmark import TextBenchmark, make_text_benchmark, remove_evidence
+from fastxai_jax.data.text_benchmark import TextBenchmark, drop_tokens, make_text_benchmark
 from fastxai_jax.models.bert import BertClassifier
 from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens
 from fastxai_jax.train.loop import fit, init_state
@@ -80,6 +80,7 @@ def train_minilm_classifier(
     seed: int = 0,
     null_fraction: float = 0.0,
     null_other: float = 0.0,
+    drop_fraction: float = 0.0,
     path: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> tuple[BertClassifier, dict]:
@@ -93,50 +94,79 @@ def train_minilm_classifier(
       learning_rate: Adam learning rate.
       seed: the training split's seed and the minibatch order.
       null_fraction: share of each minibatch taken from the training sentences with
-        their evidence removed (:func:`~fastxai_jax.data.text_benchmark.remove_evidence`,
+        their evidence removed (:func:`~fastxai_jax.data.text_benchmark.drop_tokens`,
         the token metrics' ``fill="drop"``), labelled uniform (soft target 0.5/0.5),
         so that a sentence without evidence means "no class" (ROAR-style; the
         text twin of the image target's ``null_fraction``). 0: off.
       null_other: each null sentence also loses a share ``U[0, null_other]`` of its
         other content tokens.
+      drop_fraction: share of each minibatch taken from the training sentences with
+        their evidence kept and a share ``U[0, 1]`` of their other content tokens
+        removed, with their own label (the head learns that distractors decide
+        nothing). 0: off.
       path: MiniLM model directory (default: the installed package).
       progress: show the progress bar.
 
     Returns:
       ``(module, variables)`` of ``minilm_classifier`` (2 classes, mean pooling).
     """
-    module, variables = load_minilm(num_classes=2, path=path)
-    bench = make_text_benchmark(num_train, load_tokenizer(path), seed=seed)
     if not 0.0 <= float(null_fraction) < 1.0:
         raise ValueError(f"null_fraction must lie in [0, 1); got {null_fraction!r}")
     if not 0.0 <= float(null_other) <= 1.0:
         raise ValueError(f"null_other must lie in [0, 1]; got {null_other!r}")
+    if not 0.0 <= float(drop_fraction) < 1.0:
+        raise ValueError(f"drop_fraction must lie in [0, 1); got {drop_fraction!r}")
     num_null = int(round(float(null_fraction) * batch_size))
-    if null_fraction > 0 and not 0 < num_null < batch_size:
+    num_drop = int(round(float(drop_fraction) * batch_size))
+    for name, share, rows in (
+        ("null_fraction", null_fraction, num_null),
+        ("drop_fraction", drop_fraction, num_drop),
+    ):
+        if share > 0 and not 0 < rows < batch_size:
+            raise ValueError(
+                f"{name}: {share} of batch_size {batch_size} rounds to {rows} rows; "
+                f"need between 1 and {batch_size - 1}"
+            )
+    if num_null + num_drop >= batch_size:
         raise ValueError(
-            f"null_fraction: {null_fraction} of batch_size {batch_size} rounds to "
-            f"{num_null} null rows; need between 1 and {batch_size - 1}"
+            f"null_fraction + drop_fraction must leave original sentences in the batch; got "
+            f"{null_fraction} + {drop_fraction}"
         )
+    module, variables = load_minilm(num_classes=2, path=path)
+    bench = make_text_benchmark(num_train, load_tokenizer(path), seed=seed)
     embed = functools.partial(_cached_embeddings, workdir, module, variables)
     features = jnp.asarray(embed(bench.input_ids, bench.attention_mask, f"train{seed}"))
     targets = jax.nn.one_hot(jnp.asarray(bench.labels), 2)
+    mask_id = special_tokens(load_tokenizer(path)).mask
+    pools = []  # (features, targets, rows per batch) of each augmentation
     if num_null:
-        null_ids, null_mask = remove_evidence(
-            bench, special_tokens(load_tokenizer(path)).mask, other_fraction=null_other, seed=seed
+        null_ids, null_mask = drop_tokens(bench, mask_id, other_fraction=null_other, seed=seed)
+        null_x = embed(null_ids, null_mask, f"null{seed}_{null_other:g}")
+        pools.append((jnp.asarray(null_x), jnp.full((num_train, 2), 0.5), num_null))
+    if num_drop:
+        drop_ids, drop_mask = drop_tokens(
+            bench, mask_id, evidence=False, other_fraction=1.0, seed=seed
         )
-        null_features = jnp.asarray(embed(null_ids, null_mask, f"null{seed}_{null_other:g}"))
+        pools.append((jnp.asarray(embed(drop_ids, drop_mask, f"drop{seed}")), targets, num_drop))
     optimizer = optax.adam(learning_rate)
     state = init_state(variables["params"]["classifier"], optimizer)
     order_key = jax.random.key(seed)
 
     def batch_fn(step: int):
-        step_key, null_key = jax.random.split(jax.random.fold_in(order_key, step))
-        rows = jax.random.choice(step_key, num_train, (batch_size - num_null,), replace=False)
-        if not num_null:
+        step_key = jax.random.fold_in(order_key, step)
+        if not pools:
+            rows = jax.random.choice(step_key, num_train, (batch_size,), replace=False)
             return features[rows], targets[rows]
-        null_rows = jax.random.choice(null_key, num_train, (num_null,), replace=False)
-        x = jnp.concatenate([features[rows], null_features[null_rows]])
-        return x, jnp.concatenate([targets[rows], jnp.full((num_null, 2), 0.5)])
+        keys = jax.random.split(step_key, 1 + len(pools))
+        rows = jax.random.choice(
+            keys[0], num_train, (batch_size - num_null - num_drop,), replace=False
+        )
+        xs, ys = [features[rows]], [targets[rows]]
+        for pool_key, (x, y, count) in zip(keys[1:], pools, strict=True):
+            pool_rows = jax.random.choice(pool_key, num_train, (count,), replace=False)
+            xs.append(x[pool_rows])
+            ys.append(y[pool_rows])
+        return jnp.concatenate(xs), jnp.concatenate(ys)
 
     def update(state, batch, key):
         del key
@@ -152,8 +182,11 @@ def train_minilm_classifier(
         return state._replace(params=params, opt_state=opt_state), {"loss": loss}
 
     config = dict(num_train=num_train, batch_size=batch_size, lr=learning_rate, seed=seed)
-    if num_null:  # absent when off, so heads saved before the option still resume
+    # Absent when off, so that heads saved before these options still resume.
+    if num_null:
         config.update(null_fraction=float(null_fraction), null_other=float(null_other))
+    if num_drop:
+        config.update(drop_fraction=float(drop_fraction))
     state, _ = fit(
         state,
         update,
