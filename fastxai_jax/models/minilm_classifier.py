@@ -8,6 +8,21 @@ fitted on them with :func:`fastxai_jax.train.loop.fit` (checkpointed under
 on 1000 held-out sentences (split seed 12345; 98.9% without negation, 94.3%
 with), 1500 Adam steps, 56 s on 2 shared CPU cores, most of it the embeddings;
 a resumed run takes 1.5 s.
+
+That head answers an evidence-free input with near certainty (p(positive |
+``[CLS] [SEP]``) = 0.9999; held-out sentences with their evidence removed:
+mean p(positive) 0.754, median |p − 0.5| 0.421), so token deletion rewards
+removing the distractors it leans on. ``null_fraction`` trains it ROAR-style
+with evidence-free sentences labelled uniform (the text twin of the image
+target's ``null_fraction``). The demo's choice
+(:data:`fastxai_jax.evaluation.text.DEMO_CLASSIFIER`: ``null_fraction=0.5,
+null_other=1.0, num_steps=3000``) measures 95.9% on the same 1000 sentences
+(89.7% negated, 99.8% not), p(positive | ``[CLS] [SEP]``) 0.93, evidence-free
+mean 0.534 and median |p − 0.5| 0.144 (36% within 0.1: a linear head on the
+frozen mean-pooled encoder cannot make every one uniform; a full-batch fit with
+null weight 3 reaches 54% at 95.0% accuracy). Other variants (accuracy,
+evidence-free share within 0.1): ``null_fraction=0.25`` 97.0%, 30%; ``0.5``
+(3000 steps) 96.8%, 42%; ``0.25, null_other=1.0`` 97.5%, 29%.
 """
 
 from __future__ import annotations
