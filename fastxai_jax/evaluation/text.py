@@ -424,28 +424,29 @@ def text_section(
     import pathlib
 
     from fastxai_jax.data.text_benchmark import make_text_benchmark
+    from fastxai_jax.explainers.learned import runs
     from fastxai_jax.explainers.tokens import bert_text_fns
-    from fastxai_jax.models.minilm import load_tokenizer, special_tokens
+    from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens
     from fastxai_jax.models.minilm_classifier import train_minilm_classifier
 
     workdir, out = pathlib.Path(workdir), pathlib.Path(out)
-    module, variables = train_minilm_classifier(workdir / "classifier", **DEMO_CLASSIFIER)
     tokenizer = load_tokenizer()
     special = special_tokens(tokenizer)
+    module = load_minilm(num_classes=2)[0]
     fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
-    train = make_text_benchmark(512, tokenizer, seed=1)
-    test = make_text_benchmark(num_test, tokenizer, seed=4242)
-    if (workdir / "fex" / "explainer").exists():  # a finished run: reuse it
-        from fastxai_jax.explainers.learned import runs
-        from fastxai_jax.models.minilm import load_minilm
-
-        trained = runs.load(workdir / "fex", fns=fns, module=load_minilm(num_classes=2)[0])
+    trained = None
+    if (workdir / "fex" / "explainer").exists():  # a finished run: reuse it (checked first)
+        trained = runs.load(workdir / "fex", fns=fns, module=module)
         if trained.explainer.config != demo_fex_config():
             raise ValueError(
                 f"workdir {workdir} holds a text FEX trained with another recipe "
                 f"({trained.explainer.config}); delete {workdir / 'fex'} to retrain"
             )
-    else:
+    # A head saved with other options than DEMO_CLASSIFIER is refused (fit's config check).
+    _, variables = train_minilm_classifier(workdir / "classifier", **DEMO_CLASSIFIER)
+    train = make_text_benchmark(512, tokenizer, seed=1)
+    test = make_text_benchmark(num_test, tokenizer, seed=4242)
+    if trained is None:
         trained = train_text_fex(
             fns, variables, train, workdir=workdir / "fex", num_steps=fex_steps
         )

@@ -57,7 +57,7 @@ def test_train_minilm_classifier_rejects_a_bad_null_fraction():
         train_minilm_classifier(None, null_fraction=0.5, null_other=-0.1)
 
 
-@pytest.mark.slow  # ~3 min on 2 CPU cores: embeds 2000 sentences three times, fits the head
+@pytest.mark.slow  # ~60 s on 2 CPU cores: embeds 2000 sentences twice, fits the head
 def test_demo_head_is_uniform_without_evidence_and_keeps_its_accuracy(tmp_path):
     import jax
 
