@@ -130,3 +130,46 @@ def make_text_benchmark(
         evidence=evidence,
         negated=np.asarray([neg for _, _, neg in sentences]),
     )
+
+
+def drop_tokens(
+    bench: TextBenchmark,
+    fill_id: int,
+    *,
+    evidence: bool = True,
+    other_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a split with tokens removed as the token metrics' ``fill="drop"`` does.
+
+    A removed token becomes ``fill_id`` and leaves the attention (positions are
+    kept). ``evidence=True`` removes every evidence token: what is left carries no
+    label, the ROAR-style null inputs of
+    :func:`fastxai_jax.models.minilm_classifier.train_minilm_classifier`. With
+    ``other_fraction > 0`` each sentence also loses a share ``u ~ U[0,
+    other_fraction]`` of its other content tokens (real tokens except the first
+    and last, [CLS]/[SEP]); with ``evidence=False`` that keeps the label.
+
+    Args:
+      bench: a :class:`TextBenchmark` split.
+      fill_id: the id a removed token gets (the metrics use ``[MASK]``).
+      evidence: remove the evidence tokens.
+      other_fraction: largest share of the non-evidence content tokens also removed.
+      seed: the random shares and tokens are a pure function of ``seed``.
+
+    Returns:
+      ``(input_ids, attention_mask)``, both ``[N, T]`` int32.
+    """
+    if not 0.0 <= float(other_fraction) <= 1.0:
+        raise ValueError(f"other_fraction must lie in [0, 1]; got {other_fraction!r}")
+    mask = np.asarray(bench.attention_mask, bool)
+    length = mask.sum(axis=1)
+    positions = np.arange(mask.shape[1])[None, :]
+    content = mask & (positions > 0) & (positions < length[:, None] - 1)
+    removed = bench.evidence & content if evidence else np.zeros_like(content)
+    if other_fraction > 0:
+        rng = np.random.default_rng(seed)
+        share = rng.uniform(0.0, float(other_fraction), size=(mask.shape[0], 1))
+        removed = removed | (content & ~bench.evidence & (rng.random(mask.shape) < share))
+    input_ids = np.where(removed, fill_id, bench.input_ids).astype(np.int32)
+    return input_ids, (mask & ~removed).astype(np.int32)
