@@ -93,8 +93,8 @@ def _load_target(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from fastxai_jax.data.groundtruth import EVAL_SEED, make_benchmark
     from fastxai_jax.evaluation import evaluate_methods, write_results
-    from fastxai_jax.train.saved_target import saved_target_options
     from fastxai_jax.train.target import DEFAULTS, check_workdir
+    from fastxai_jax.train.target_source import saved_target_options
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

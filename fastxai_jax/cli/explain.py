@@ -122,7 +122,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
 
     check_workdir(args.out, "--out")
     if args.model == "small_cnn" and not (args.untrained or args.weights):
-        from fastxai_jax.train.saved_target import saved_target_options
+        from fastxai_jax.train.target_source import saved_target_options
 
         saved_target_options(args.workdir, target_seed=args.target_seed)  # checked early
     elif args.target_seed is not None:

@@ -57,7 +57,7 @@ def load_target(args: argparse.Namespace) -> tuple:
     """``(module, variables, family, apply_fn)`` for ``--target``/``--target-weights``."""
     from fastxai_jax.data.groundtruth import NUM_CLASSES
     from fastxai_jax.models import make_apply_fn
-    from fastxai_jax.train import saved_target
+    from fastxai_jax.train import target_source
 
     if args.target_weights == "auto":
         if args.target != "small_cnn":
@@ -65,14 +65,14 @@ def load_target(args: argparse.Namespace) -> tuple:
                 f"--target-weights auto trains only the benchmark small_cnn; "
                 f"pass a params directory for --target {args.target!r}"
             )
-        module, variables, family = saved_target.load_workdir_target(
+        module, variables, family = target_source.load_workdir_target(
             args.target_workdir,
             target_seed=args.target_seed,
             progress=not args.no_progress,
             flag="--target-workdir",
         )
     else:
-        module, variables, family = saved_target.load_params_target(
+        module, variables, family = target_source.load_params_target(
             args.target,
             args.target_weights,
             image_size=args.image_size,

@@ -11,8 +11,7 @@ import io
 
 import numpy as np
 import pytest
-
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds
 
 from fastxai_jax.data import iterate_batches, load_split, make_preprocess  # noqa: E402
 from fastxai_jax.data.tfds_sources import _open  # noqa: E402

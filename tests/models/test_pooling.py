@@ -34,13 +34,13 @@ def test_forward_and_gradient_equal_flax(window, strides, padding, size):
     np.testing.assert_allclose(grad_of(max_pool), grad_of(nn.max_pool), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("window,strides,padding", CASES)
+@pytest.mark.parametrize("window,strides,padding", [c for c in CASES if c[2] != "SAME"])
 def test_tied_maxima_route_to_the_first_as_torch(window, strides, padding):
     # Quantised input: many tied maxima, positive and negative. torch's max_pool2d
-    # sends each window's gradient to its first maximum in row-major order.
-    torch = pytest.importorskip("torch")
-    if padding == "SAME":
-        pytest.skip("torch has no SAME padding")
+    # sends each window's gradient to its first maximum in row-major order (torch
+    # has no SAME padding, so those cases have no reference).
+    import torch
+
     x = np.round(np.asarray(jax.random.normal(jax.random.key(3), (2, 12, 11, 3))) * 2) / 2
     out = max_pool(jnp.asarray(x), window, strides, padding)
     cotangent = np.asarray(jax.random.normal(jax.random.key(4), out.shape))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from _sweep_helpers import tiny_config
 from PIL import Image
 
@@ -9,8 +10,6 @@ import fastxai_jax as fx
 from fastxai_jax.data.preprocess import resize_and_center_crop
 from fastxai_jax.models import zoo
 from fastxai_jax.sweep import store
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 
 def _direct(images, weights_seed=0):

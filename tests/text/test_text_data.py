@@ -54,7 +54,8 @@ def test_tokenize_pads_right_and_rejects_empty(tokenizer):
 
 
 def test_mocked_sst2_through_tfds(tokenizer):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
+
     from fastxai_jax.data.text_sources import load_sst2_tokens
 
     with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
