@@ -81,7 +81,9 @@ def test_reinforce_estimator_matches_exact_gradient_of_expected_reward():
     baseline = jnp.asarray(0.7)  # any action-independent baseline keeps it unbiased
 
     def per_sample_grad(m, r):
-        loss = lambda t: losses.reinforce_loss(t, m, r, baseline, entropy_coef=0.0)[0]
+        loss = lambda t: losses.reinforce_loss(
+            t, m, r, baseline, weights=losses.LossWeights(entropy=0.0)
+        )[0]
         return -jax.grad(loss)(theta)  # −∇loss estimates +∇E[r]
 
     grads = np.asarray(jax.vmap(per_sample_grad)(masks, sample_rewards))
@@ -123,7 +125,7 @@ def test_ppo_loss_hand_computed():
     # A given (frozen) advantage replaces r − V in the surrogate: ratio 1, A = 0.25.
     loss, terms = losses.ppo_loss(
         logits, mask, jnp.asarray(log_pi), jnp.asarray(2.0), jnp.asarray(0.5),
-        advantage=jnp.asarray(0.25), value_coef=0.0, entropy_coef=0.0,
+        advantage=jnp.asarray(0.25), weights=losses.LossWeights(value=0.0, entropy=0.0),
     )  # fmt: skip
     np.testing.assert_allclose([float(loss), float(terms.advantage)], [-0.25, 0.25], rtol=1e-6)
 
@@ -134,8 +136,7 @@ def test_ppo_loss_hand_computed():
         jnp.asarray(log_pi + 0.5),
         jnp.asarray(0.0),
         jnp.asarray(1.0),
-        value_coef=1.0,
-        entropy_coef=0.0,
+        weights=losses.LossWeights(value=1.0, entropy=0.0),
     )
     np.testing.assert_allclose(float(loss), 0.8 + 1.0, rtol=1e-6)
     # Unclipped (ratio 1): −ρA.
@@ -145,8 +146,7 @@ def test_ppo_loss_hand_computed():
         jnp.asarray(log_pi),
         jnp.asarray(3.0),
         jnp.asarray(1.0),
-        value_coef=0.0,
-        entropy_coef=0.0,
+        weights=losses.LossWeights(value=0.0, entropy=0.0),
     )
     np.testing.assert_allclose(float(loss), -2.0, rtol=1e-6)
 

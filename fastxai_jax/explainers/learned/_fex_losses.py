@@ -74,10 +74,36 @@ def policy_entropy(logits: jax.Array, reduction: str = "sum") -> jax.Array:
     return jnp.sum(per_patch) if reduction == "sum" else jnp.mean(per_patch)
 
 
+class LossWeights(NamedTuple):
+    """Weights of one episode's loss terms, shared by :func:`ppo_loss` and
+    :func:`reinforce_loss`.
+
+    Attributes:
+      actor: weight of the policy-gradient (surrogate) term.
+      value: weight of the squared value error (0.5: ``0.5·MSE``).
+      entropy: weight of the entropy bonus.
+      entropy_reduction: ``"mean"`` over patches (the authors') or ``"sum"`` (the
+        joint entropy), see :func:`policy_entropy`.
+    """
+
+    actor: float = 1.0
+    value: float = 0.5
+    entropy: float = 1e-4
+    entropy_reduction: str = "mean"
+
+
 def _advantage(reward: jax.Array, value: jax.Array, advantage: Any) -> jax.Array:
     # The authors' advantage is frozen at the rollout's values (``advantage``);
     # without one, the current critic is the baseline. No gradient either way.
     return jax.lax.stop_gradient(reward - value if advantage is None else advantage)
+
+
+def _episode(actor, logits, log_prob, reward, value, advantage, ratio, weights: LossWeights):
+    """The loss both estimators share: weighted actor term, value error and entropy."""
+    value_term = jnp.square(value - reward)
+    entropy = policy_entropy(logits, weights.entropy_reduction)
+    loss = weights.actor * actor + weights.value * value_term - weights.entropy * entropy
+    return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ratio)
 
 
 def ppo_loss(
@@ -88,19 +114,16 @@ def ppo_loss(
     value: jax.Array,
     *,
     clip_eps: float = 0.2,
-    actor_coef: float = 1.0,
-    value_coef: float = 0.5,
-    entropy_coef: float = 1e-4,
-    entropy_reduction: str = "mean",
+    weights: LossWeights = LossWeights(),
     advantage: jax.Array | None = None,
 ) -> tuple[jax.Array, EpisodeTerms]:
     """Clipped PPO loss for one episode (Schulman et al. 2017; FEX's objective).
 
-    ``loss = value_coef·(V − r)² + actor_coef·(−min(ρA, clip(ρ, 1±ε)A)) −
-    entropy_coef·H(π)`` with ``ρ = exp(log π(m) − old_log_prob)`` and the
+    ``loss = w.value·(V − r)² + w.actor·(−min(ρA, clip(ρ, 1±ε)A)) −
+    w.entropy·H(π)`` with ``ρ = exp(log π(m) − old_log_prob)`` and the
     advantage ``A = r − V`` (no gradient through ``A``), or the given
     ``advantage`` (the authors': ``r − V_old``, frozen for the whole rollout).
-    ``value_coef = 0.5`` makes the value term ``0.5·MSE``.
+    ``w.value = 0.5`` makes the value term ``0.5·MSE``.
 
     Args:
       logits: ``[L]`` current policy logits (actor logit of class ŷ per patch).
@@ -109,11 +132,7 @@ def ppo_loss(
       reward: scalar reward of the episode.
       value: scalar critic value ``V(ŷ)``.
       clip_eps: PPO ratio clipping ε.
-      actor_coef: weight of the clipped surrogate.
-      value_coef: weight of the squared value error.
-      entropy_coef: weight of the entropy bonus.
-      entropy_reduction: ``"mean"`` over patches (the authors') or ``"sum"``
-        (the joint entropy), see :func:`policy_entropy`.
+      weights: the terms' weights ``w`` (:class:`LossWeights`).
       advantage: optional scalar advantage (default ``r − V``).
 
     Returns:
@@ -125,10 +144,7 @@ def ppo_loss(
     ratio = jnp.exp(log_prob - old_log_prob)
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     actor = -jnp.minimum(ratio * advantage, clipped * advantage)
-    value_term = jnp.square(value - reward)
-    entropy = policy_entropy(logits, entropy_reduction)
-    loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
-    return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ratio)
+    return _episode(actor, logits, log_prob, reward, value, advantage, ratio, weights)
 
 
 def reinforce_loss(
@@ -137,30 +153,25 @@ def reinforce_loss(
     reward: jax.Array,
     value: jax.Array,
     *,
-    actor_coef: float = 1.0,
-    value_coef: float = 0.5,
-    entropy_coef: float = 1e-4,
-    entropy_reduction: str = "mean",
+    weights: LossWeights = LossWeights(),
     advantage: jax.Array | None = None,
 ) -> tuple[jax.Array, EpisodeTerms]:
     """REINFORCE with the critic as baseline (Williams 1992), one episode.
 
-    ``loss = −actor_coef·(r − V)·log π(m) + value_coef·(V − r)² −
-    entropy_coef·H(π)``; ``r − V`` carries no gradient, so the actor gradient
-    is the unbiased score-function estimate of ``−∇ E_π[r]``. Its gradient equals
+    ``loss = −w.actor·(r − V)·log π(m) + w.value·(V − r)² − w.entropy·H(π)``;
+    ``r − V`` carries no gradient, so the actor gradient is the unbiased
+    score-function estimate of ``−∇ E_π[r]``. Its gradient equals
     :func:`ppo_loss`'s at ratio 1 (the first PPO minibatch of a rollout).
 
-    Args and returns as :func:`ppo_loss`, without ``old_log_prob``/``clip_eps``.
+    Args and returns as :func:`ppo_loss`, without ``old_log_prob``/``clip_eps``
+    (the returned ratio is 1).
     """
     chex.assert_rank([logits, mask, reward, value], [1, 1, 0, 0])
     log_prob = policy_log_prob(logits, mask)
     advantage = _advantage(reward, value, advantage)
     actor = -advantage * log_prob
-    value_term = jnp.square(value - reward)
-    entropy = policy_entropy(logits, entropy_reduction)
-    loss = actor_coef * actor + value_coef * value_term - entropy_coef * entropy
     ones = jnp.ones_like(log_prob)
-    return loss, EpisodeTerms(actor, value_term, entropy, log_prob, advantage, ones)
+    return _episode(actor, logits, log_prob, reward, value, advantage, ones, weights)
 
 
 def token_class_distribution(actor_logits: jax.Array) -> jax.Array:

@@ -207,22 +207,21 @@ def minibatch_loss(
         actor, values = forward_fn(params, rollout.images[image])
     logits = policy_logits(actor, classes, config.policy)  # [m, L]
     value = jnp.take_along_axis(values, classes[:, None], axis=-1)[:, 0]
-    coefs = dict(
-        actor_coef=config.actor_coef,
-        value_coef=config.value_coef,
-        entropy_coef=config.entropy_coef,
-        entropy_reduction=config.entropy_reduction,
+    weights = losses.LossWeights(
+        config.actor_coef, config.value_coef, config.entropy_coef, config.entropy_reduction
     )
     actions, returns = rollout.actions[rows], rollout.returns[rows]
     advantages = rollout.advantages[rows]
     if config.loss == "ppo":
         episode = lambda z, m, o, r, v, a: losses.ppo_loss(
-            z, m, o, r, v, clip_eps=config.clip_eps, advantage=a, **coefs
+            z, m, o, r, v, clip_eps=config.clip_eps, weights=weights, advantage=a
         )
         old = rollout.old_log_probs[rows]
         loss_rows, terms = jax.vmap(episode)(logits, actions, old, returns, value, advantages)
     else:
-        episode = lambda z, m, r, v, a: losses.reinforce_loss(z, m, r, v, advantage=a, **coefs)
+        episode = lambda z, m, r, v, a: losses.reinforce_loss(
+            z, m, r, v, weights=weights, advantage=a
+        )
         loss_rows, terms = jax.vmap(episode)(logits, actions, returns, value, advantages)
     target_probs = jax.nn.softmax(rollout.target_logits[image], axis=-1)
     kl = jax.vmap(losses.kl_to_target)(target_probs, actor)  # [m]

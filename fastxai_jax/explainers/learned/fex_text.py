@@ -283,11 +283,7 @@ def make(
         reward = jax.lax.stop_gradient((kept_prob - empty) * scale)
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)
         value_bk = jnp.broadcast_to(value, (batch_size, k))
-        coefs = dict(
-            actor_coef=config.actor_coef,
-            value_coef=config.value_coef,
-            entropy_coef=config.entropy_coef,
-        )
+        weights = losses.LossWeights(config.actor_coef, config.value_coef, config.entropy_coef)
         if config.advantage == "loo":
             adv = loo_advantage(reward)
         else:
@@ -295,13 +291,15 @@ def make(
         if config.loss == "ppo":
             old = jax.lax.stop_gradient(jax.vmap(jax.vmap(losses.policy_log_prob))(logits_bk, keep))
             episode = lambda z, m, o, r, v, a: losses.ppo_loss(
-                z, m, o, r, v, clip_eps=config.clip_eps, advantage=a, **coefs
+                z, m, o, r, v, clip_eps=config.clip_eps, weights=weights, advantage=a
             )
             loss_bk, terms = jax.vmap(jax.vmap(episode))(
                 logits_bk, keep, old, reward, value_bk, adv
             )
         else:
-            episode = lambda z, m, r, v, a: losses.reinforce_loss(z, m, r, v, advantage=a, **coefs)
+            episode = lambda z, m, r, v, a: losses.reinforce_loss(
+                z, m, r, v, weights=weights, advantage=a
+            )
             loss_bk, terms = jax.vmap(jax.vmap(episode))(logits_bk, keep, reward, value_bk, adv)
         kl = _kl(clean, class_distribution(actor, content))
         loss = jnp.mean(loss_bk) + config.kl_coef * jnp.mean(kl)
