@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,57 +120,48 @@ def score_logits(logits: jax.Array, target: jax.Array, score: str) -> jax.Array:
     return jnp.take_along_axis(probs, target[..., None], axis=-1)[..., 0]
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "apply_fn",
-        "plans",
-        "counts",
-        "chunk_size",
-        "score",
-        "granularity",
-        "patch_size",
-        "tie_break",
-        "normalisation",
-    ),
-)
-def _curves(
-    apply_fn,
-    params,
-    x,
-    attribution,
-    target,
-    key,
-    custom,
-    *,
-    plans,
-    counts,
-    chunk_size,
-    score,
-    granularity,
-    patch_size,
-    tie_break,
-    normalisation,
-):
-    """All curves of ``plans`` (``(mode, substrate, negate)`` each) in one computation.
+class CurveSpec(NamedTuple):
+    """Everything static about one batch of curves (the jit's cache key).
+
+    ``plans`` holds ``(mode, substrate, negate)`` per curve (a ``None`` substrate
+    takes the matching array of ``custom``), ``counts`` the features kept or
+    removed at each point, ``chunk_size`` the points per forward.
+    """
+
+    plans: tuple
+    counts: tuple
+    chunk_size: int
+    score: str
+    granularity: str
+    patch_size: Any
+    tie_break: str
+    normalisation: Any
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "spec"))
+def _curves(apply_fn, params, x, attribution, target, key, custom, *, spec: CurveSpec):
+    """All curves of ``spec.plans`` in one computation.
 
     Returns ``[len(plans), B, len(counts)]`` scores.
     """
+    plans, counts, chunk_size = spec.plans, spec.counts, spec.chunk_size
     batch, height, width, channels = x.shape
     ranks = {}
     for negate in sorted({plan[2] for plan in plans}):
         ranks[negate], _ = _ranking.pixel_ranks(
             attribution,
             (height, width),
-            granularity=granularity,
-            patch_size=patch_size,
-            tie_break=tie_break,
+            granularity=spec.granularity,
+            patch_size=spec.patch_size,
+            tie_break=spec.tie_break,
             key=key,
             negate=negate,
         )
     on, off, rank_rows = [], [], []
     for (mode, substrate, negate), fill in zip(plans, custom, strict=True):
-        base = _substrate.make_substrate(x, fill if substrate is None else substrate, normalisation)
+        base = _substrate.make_substrate(
+            x, fill if substrate is None else substrate, spec.normalisation
+        )
         on.append(x if mode == "insertion" else base)
         off.append(base if mode == "insertion" else x)
         rank_rows.append(ranks[negate])
@@ -189,7 +180,7 @@ def _curves(
         keep = rank_all[None] < k_chunk.reshape(chunk_size, 1, 1, 1, 1)  # [c, R, H, W, Cr]
         images = jnp.where(keep, on[None], off[None])  # [c, R, H, W, C]
         logits = apply_fn(params, images.reshape(chunk_size * rows, height, width, channels))
-        return score_logits(logits.reshape(chunk_size, rows, -1), target_all, score)  # [c, R]
+        return score_logits(logits.reshape(chunk_size, rows, -1), target_all, spec.score)  # [c, R]
 
     scores = jax.lax.map(one_chunk, k_chunks).reshape(num_chunks * chunk_size, rows)
     return scores[:num_points].T.reshape(len(plans), batch, num_points)
@@ -276,13 +267,15 @@ def run_curves(
         target,
         key,
         custom,
-        plans=plans,
-        counts=tuple(counts),
-        chunk_size=chunk_size,
-        score=score,
-        granularity=granularity,
-        patch_size=patch_size,
-        tie_break=tie_break,
-        normalisation=normalisation,
+        spec=CurveSpec(
+            plans,
+            tuple(counts),
+            chunk_size,
+            score,
+            granularity,
+            patch_size,
+            tie_break,
+            normalisation,
+        ),
     )
     return scores, counts, num_features
