@@ -20,14 +20,17 @@ imported from the installed new tree, and an earlier run of this script
 wrongly reported identical scores.
 
 Measured (086ffc3, before the redesign of issue 17, vs this tree; 8 images,
-RISE-200, MFABA, IG-8, Saliency, random and a stand-in learned map): largest
-per-image difference Saliency 1.5e-8, random 1.5e-8, the stand-in 9.5e-7
-(entropy), IG 3.0e-5; every mean equal to the third decimal. These come from
-the benchmark images, now built element-wise (< 4e-7 apart). RISE differs
-(deletion 0.1744 vs 0.1733, ADP 0.122 vs 0) because issue 20 gave each image
-its own masks, and MFABA (IoU 0.0537 vs 0.0535) because issue 18 made its
-gradient accumulation the authors'. The stand-in's declared passes read 0/0
-before and −1/−1 ("not declared") now.
+RISE-200, MFABA, IG-8, Saliency, random and a stand-in learned map):
+- this tree with 086ffc3's ``data/groundtruth.py`` (the images built with the
+  old ``einsum``): MFABA, Saliency, random and the stand-in bit for bit; IG
+  within 6.2e-5 per image (its loop's float order);
+- this tree as is (images built element-wise, < 4e-7 apart): largest per-image
+  gap Saliency and random 1.5e-8, the stand-in 9.5e-7, IG 3.0e-5, MFABA 2.6e-3
+  (IoU; its sign steps amplify the image change; deletion 2.2e-4); every mean
+  but RISE's equal to the third decimal;
+- RISE differs in both (deletion 0.1744 vs 0.1733, ADP 0.122 vs 0) because
+  issue 20 gave each image its own masks.
+The stand-in's declared passes read 0/0 before and −1/−1 ("not declared") now.
 """
 
 from __future__ import annotations
