@@ -326,7 +326,7 @@ def demo_fex_config() -> Any:
 
 
 DEMO_FEX_STEPS, DEMO_FEX_BATCH, DEMO_FEX_LR = 100, 4, 3e-3
-DEMO_CLASSIFIER = {"null_fraction": 0.5, "null_other": 1.0, "num_steps": 3000}
+DEMO_CLASSIFIER = {"null_fraction": 0.5, "null_other": 1.0, "num_steps": 3000, "head_hidden": 256}
 """Options of the demo's ``train_minilm_classifier`` (issue 21): half of each batch
 is training sentences with their evidence and a share U[0, 1] of their other
 tokens dropped, labelled uniform, so that deleted evidence means "no class".
@@ -432,8 +432,9 @@ def text_section(
     workdir, out = pathlib.Path(workdir), pathlib.Path(out)
     tokenizer = load_tokenizer()
     special = special_tokens(tokenizer)
-    module = load_minilm(num_classes=2)[0]
-    fns = bert_text_fns(module, special.mask, (special.cls, special.sep))
+    module = load_minilm(num_classes=2)[0]  # the explainer transformer
+    target = module.clone(head_hidden=DEMO_CLASSIFIER.get("head_hidden", 0))
+    fns = bert_text_fns(target, special.mask, (special.cls, special.sep))
     trained = None
     if (workdir / "fex" / "explainer").exists():  # a finished run: reuse it (checked first)
         trained = runs.load(workdir / "fex", fns=fns, module=module)

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from fastxai_jax.data.text_benchmark import TextBenchmark, drop_tokens, make_text_benchmark
-from fastxai_jax.models.bert import BertClassifier
+from fastxai_jax.models.bert import BertClassifier, MLPHead
 from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens
 from fastxai_jax.train.loop import fit, init_state
 
@@ -97,6 +97,7 @@ def train_minilm_classifier(
     null_fraction: float = 0.0,
     null_other: float = 0.0,
     drop_fraction: float = 0.0,
+    head_hidden: int = 0,
     path: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> tuple[BertClassifier, dict]:
@@ -120,12 +121,17 @@ def train_minilm_classifier(
         their evidence kept and a share ``U[0, 1]`` of their other content tokens
         removed, with their own label (the head learns that distractors decide
         nothing). 0: off.
+      head_hidden: 0 = the linear ``classifier`` head; ``> 0`` = an
+        :class:`~fastxai_jax.models.bert.MLPHead` of that width (``head`` in the
+        param tree; its hidden layer starts from :func:`load_minilm`'s init).
       path: MiniLM model directory (default: the installed package).
       progress: show the progress bar.
 
     Returns:
       ``(module, variables)`` of ``minilm_classifier`` (2 classes, mean pooling).
     """
+    if isinstance(head_hidden, bool) or not isinstance(head_hidden, int) or head_hidden < 0:
+        raise ValueError(f"head_hidden must be a non-negative int; got {head_hidden!r}")
     if not 0.0 <= float(null_fraction) < 1.0:
         raise ValueError(f"null_fraction must lie in [0, 1); got {null_fraction!r}")
     if not 0.0 <= float(null_other) <= 1.0:
@@ -148,7 +154,8 @@ def train_minilm_classifier(
             f"null_fraction + drop_fraction must leave original sentences in the batch; got "
             f"{null_fraction} + {drop_fraction}"
         )
-    module, variables = load_minilm(num_classes=2, path=path)
+    module, variables = load_minilm(num_classes=2, path=path, head_hidden=head_hidden)
+    head_name = "head" if head_hidden else "classifier"
     bench = make_text_benchmark(num_train, load_tokenizer(path), seed=seed)
     embed = functools.partial(_cached_embeddings, workdir, module, variables)
     features = jnp.asarray(embed(bench.input_ids, bench.attention_mask, f"train{seed}"))
@@ -165,7 +172,7 @@ def train_minilm_classifier(
         )
         pools.append((jnp.asarray(embed(drop_ids, drop_mask, f"drop{seed}")), targets, num_drop))
     optimizer = optax.adam(learning_rate)
-    state = init_state(variables["params"]["classifier"], optimizer)
+    state = init_state(variables["params"][head_name], optimizer)
     order_key = jax.random.key(seed)
 
     def batch_fn(step: int):
@@ -189,7 +196,10 @@ def train_minilm_classifier(
         x, y = batch
 
         def loss_fn(head):
-            logits = x @ head["kernel"] + head["bias"][None, :]
+            if head_hidden:
+                logits = MLPHead(head_hidden, 2).apply({"params": head}, x)
+            else:
+                logits = x @ head["kernel"] + head["bias"][None, :]
             return jnp.mean(optax.softmax_cross_entropy(logits, y))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -203,6 +213,8 @@ def train_minilm_classifier(
         config.update(null_fraction=float(null_fraction), null_other=float(null_other))
     if num_drop:
         config.update(drop_fraction=float(drop_fraction))
+    if head_hidden:
+        config.update(head_hidden=int(head_hidden))
     state, _ = fit(
         state,
         update,
@@ -214,5 +226,5 @@ def train_minilm_classifier(
         progress=progress,
         config=config,
     )
-    params = {**variables["params"], "classifier": jax.device_get(state.params)}
+    params = {**variables["params"], head_name: jax.device_get(state.params)}
     return module, {"params": params}
