@@ -32,10 +32,10 @@ embeddings. The demo's choice
 96.4% within 0.1 of 0.5 (mean 0.487, median |p − 0.5| 0.019; with a share U[0,
 1] of the other tokens also dropped: 98.4%), p(positive | ``[CLS] [SEP]``) 0.70
 (never trained on); training it fresh and scoring 1000 sentences takes 60 s on 2
-shared CPU cores (the slow test). Sweeps of the MLP on the
-same cached embeddings (a scratch fit, tanh-approximate GELU, 3000 Adam steps
-unless said, ``null_fraction=0.5, null_other=1.0``; accuracy, evidence-free share within 0.1): width
-256, lr 1e-3 99.9%, 64%; lr 3e-3 99.9%, 82% (6000 steps: 94%); lr 1e-2 (this
+shared CPU cores (the slow test). Sweeps of the MLP on the same cached
+embeddings (a scratch fit, tanh-approximate GELU, 3000 Adam steps unless said,
+``null_fraction=0.5, null_other=1.0``; accuracy, evidence-free share within
+0.1): width 256, lr 1e-3 99.9%, 64%; lr 3e-3 99.9%, 82% (6000 steps: 94%); lr 1e-2 (this
 choice) 99.7%, 97%; width 64 or 1024 at lr 3e-3 99.9%, 81% / 84%;
 ``null_fraction=0.75`` at lr 3e-3 99.9%, 85%; ReLU at lr 1e-3 99.8%, 76%.
 """
