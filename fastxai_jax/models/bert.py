@@ -60,6 +60,23 @@ class BertLayer(nn.Module):
         return nn.LayerNorm(self.layer_norm_eps, name="output_layernorm")(x + y)
 
 
+class MLPHead(nn.Module):
+    """``Dense(hidden) → GELU → Dense(num_classes)`` over a pooled embedding ``[B, D]``.
+
+    Attributes:
+      hidden: width of the hidden layer.
+      num_classes: outputs.
+    """
+
+    hidden: int
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, pooled: jnp.ndarray) -> jnp.ndarray:
+        h = nn.gelu(nn.Dense(self.hidden, name="hidden")(pooled), approximate=False)
+        return nn.Dense(self.num_classes, name="classifier")(h)
+
+
 class BertClassifier(nn.Module):
     """``BertForSequenceClassification``: embeddings, encoder, pooler, head.
 
@@ -72,6 +89,8 @@ class BertClassifier(nn.Module):
       pad_token_id: the id whose positions the default attention mask drops.
       pooling: ``"cls"`` (tanh pooler over the first token, Hugging Face) or
         ``"mean"`` (masked mean of the last hidden states, sentence-transformers).
+      head_hidden: 0 = a linear ``classifier`` head (Hugging Face); ``> 0`` = an
+        :class:`MLPHead` of that width (``head`` in the param tree).
     """
 
     num_classes: int = 2
@@ -86,6 +105,7 @@ class BertClassifier(nn.Module):
     dropout_rate: float = 0.1
     pad_token_id: int = 0
     pooling: str = "cls"
+    head_hidden: int = 0
 
     @nn.compact
     def __call__(
@@ -165,8 +185,12 @@ class BertClassifier(nn.Module):
             pooled = jnp.tanh(nn.Dense(self.hidden_size, name="pooler")(x[:, 0]))
         else:
             raise ValueError(f"pooling must be 'cls' or 'mean'; got {self.pooling!r}")
-        logits = nn.Dense(self.num_classes, name="classifier")(
-            nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
-        )
+        dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0; got {self.head_hidden!r}")
+        if self.head_hidden:
+            logits = MLPHead(self.head_hidden, self.num_classes, name="head")(dropped)
+        else:
+            logits = nn.Dense(self.num_classes, name="classifier")(dropped)
         aux = {"hidden_states": x, "embeddings": inputs_embeds, "pooled": pooled}
         return logits, aux

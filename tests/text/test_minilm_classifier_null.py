@@ -57,7 +57,7 @@ def test_train_minilm_classifier_rejects_a_bad_null_fraction():
         train_minilm_classifier(None, null_fraction=0.5, null_other=-0.1)
 
 
-@pytest.mark.slow  # ~60 s on 2 CPU cores: embeds 2000 sentences twice, fits the head
+@pytest.mark.slow  # ~90 s on 2 CPU cores: embeds 2000 sentences twice, fits the head
 def test_demo_head_is_uniform_without_evidence_and_keeps_its_accuracy(tmp_path):
     import jax
 
@@ -67,16 +67,19 @@ def test_demo_head_is_uniform_without_evidence_and_keeps_its_accuracy(tmp_path):
     module, variables = train_minilm_classifier(tmp_path, **DEMO_CLASSIFIER)
     tokenizer = minilm.load_tokenizer()
     test = make_text_benchmark(1000, tokenizer, seed=12345)
+    # Measured: 99.6% (99.0% negated, 100% not).
     assert float(np.mean(predict(module, variables, test) == test.labels)) >= 0.95
     # Held-out sentences with their evidence removed: the head says "no class".
     ids, mask = drop_tokens(test, minilm.special_tokens(tokenizer).mask)
-    logits = module.apply(variables, ids[:256], attention_mask=mask[:256])[0]
-    p = np.asarray(jax.nn.softmax(logits)[:, 1])
-    # Measured: mean 0.534, median |p - 0.5| 0.144 (the head trained without null
-    # sentences: 0.754 and 0.421). A linear head on the frozen mean-pooled encoder
-    # cannot make every sentence uniform: 36% lie within 0.1 of 0.5.
-    assert abs(float(p.mean()) - 0.5) < 0.06
-    assert float(np.median(np.abs(p - 0.5))) < 0.2
+    run = jax.jit(lambda i, m: jax.nn.softmax(module.apply(variables, i, attention_mask=m)[0]))
+    p = np.concatenate(
+        [np.asarray(run(ids[i : i + 250], mask[i : i + 250]))[:, 1] for i in (0, 250, 500, 750)]
+    )
+    # Measured (MLP head, head_hidden=256): 96.4% within 0.1 of 0.5, mean 0.487,
+    # median |p - 0.5| 0.019. The linear head (the previous demo choice): 36%,
+    # mean 0.534, median 0.144; trained without null sentences: mean 0.754, median 0.421.
+    assert float(np.mean(np.abs(p - 0.5) < 0.1)) >= 0.9
+    assert abs(float(p.mean()) - 0.5) < 0.05
     # The head cached in the workdir was trained with other options: refused, not reused.
-    with pytest.raises(ValueError, match="differs from config"):
+    with pytest.raises(ValueError, match="does not match the template|differs from config"):
         train_minilm_classifier(tmp_path)
