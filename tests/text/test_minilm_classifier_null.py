@@ -83,3 +83,11 @@ def test_demo_head_is_uniform_without_evidence_and_keeps_its_accuracy(tmp_path):
     # The head cached in the workdir was trained with other options: refused, not reused.
     with pytest.raises(ValueError, match="does not match the template|differs from config"):
         train_minilm_classifier(tmp_path)
+    # The model zoo's ``minilm_classifier`` is this recipe: it loads the demo's head as is.
+    from fastxai_jax.configs.text import CLASSIFIER
+    from fastxai_jax.models import load_pretrained
+
+    assert CLASSIFIER == DEMO_CLASSIFIER
+    _, loaded = load_pretrained("minilm_classifier", tmp_path)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
