@@ -27,6 +27,7 @@ import numpy as np
 from fastxai_jax.core import ApplyFn, Cost, LearnedExplainer, Params, check_images, check_target
 from fastxai_jax.core import resolve_target as _resolve_target
 from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise, tokens
+from fastxai_jax.explainers import noise_tunnel as _noise
 from fastxai_jax.explainers.dax_tokens import token_dax
 from fastxai_jax.explainers.learned import fastshap, fastshap_text, fex, fex_text, ltx, tve
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
@@ -78,11 +79,11 @@ def _resolve_base(name: str) -> MethodSpec:
 
 def _tunnel(kind: str | None) -> Callable[..., Any]:
     """SmoothGrad / VarGrad / the noise tunnel over any method of this table."""
-    fn = functools.partial(gradients.noise_tunnel, resolve=_resolve_base)
+    fn = functools.partial(_noise.noise_tunnel, resolve=_resolve_base)
     return fn if kind is None else functools.partial(fn, kind=kind)
 
 
-_tunnel_cost = functools.partial(gradients._tunnel_cost, resolve=_resolve_base)
+_tunnel_cost = functools.partial(_noise._tunnel_cost, resolve=_resolve_base)
 
 # The flat API's noise tunnels: any registered method as the base.
 noise_tunnel = _tunnel(None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _jit_checks import assert_jit_matches_eager
 
-from fastxai_jax.explainers import gradients
+from fastxai_jax.explainers import gradients, noise_tunnel
 from fastxai_jax.explainers.registry import attribute, available_methods, method_cost
 
 SHAPE = (3, 8, 8, 3)
@@ -109,7 +109,7 @@ def test_noise_tunnel_and_gradient_shap_on_linear(linear, key):
     vg = attribute("vargrad", apply_fn, params, x, target, key=key, num_samples=6)
     np.testing.assert_allclose(np.asarray(vg), 0.0, atol=1e-4)
     # base method with options; the tunnel over I×G averages x̃ ⊙ W
-    tunnel = gradients.noise_tunnel(
+    tunnel = noise_tunnel.noise_tunnel(
         apply_fn, params, x, target, key=key, base="input_x_gradient", num_samples=4, sigma=0.0
     )
     np.testing.assert_allclose(np.asarray(tunnel), (np.asarray(x) * grad).sum(-1), rtol=1e-5)
@@ -195,7 +195,7 @@ def test_bad_input_raises(linear, key, method, options, x_bad, target_bad, name)
         "saliency": gradients.saliency,
         "ig": gradients.integrated_gradients,
         "gradient_shap": gradients.gradient_shap,
-        "smoothgrad": gradients.smoothgrad,
+        "smoothgrad": noise_tunnel.smoothgrad,
     }[method]
     if x_bad == "rank":
         x = x[0]
