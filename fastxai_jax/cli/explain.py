@@ -214,7 +214,7 @@ def run_text(args: argparse.Namespace) -> int:
     """``--text``: token relevance of ``--model minilm_classifier`` on each sentence,
     printed as an ANSI highlight and written to ``OUT/text.html`` and ``OUT/text.json``."""
     from fastxai_jax.evaluation.explain_text import explain_text, save_text
-    from fastxai_jax.evaluation.text import ansi_highlight
+    from fastxai_jax.evaluation.text_render import ansi_highlight
 
     if args.images is not None or args.dataset is not None:
         raise ValueError("--text cannot be combined with --images or --dataset")

@@ -51,7 +51,7 @@ def explain_text(
       ValueError: a model that is not a text model, a method that cannot explain
         text, or a learned method without ``explainer_ckpt``.
     """
-    from fastxai_jax.evaluation.text import token_strings
+    from fastxai_jax.evaluation.text_render import token_strings
     from fastxai_jax.explainers import registry
     from fastxai_jax.explainers.tokens import bert_text_fns
     from fastxai_jax.models import load_pretrained
@@ -114,7 +114,7 @@ def explain_text(
 def save_text(out: str | os.PathLike, records: list[dict[str, Any]], title: str) -> pathlib.Path:
     """Writes :func:`explain_text`'s ``records`` as ``OUT/text.html`` (one highlighted
     row per sentence) and ``OUT/text.json``; returns the HTML file's path."""
-    from fastxai_jax.evaluation.text import html_page, html_sentence
+    from fastxai_jax.evaluation.text_render import html_page, html_sentence
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)

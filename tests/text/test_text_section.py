@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastxai_jax.cli import build_parser
-from fastxai_jax.evaluation import text
+from fastxai_jax.evaluation import text, text_render
 
 
 def test_demo_text_flag_defaults_on():
@@ -29,7 +29,9 @@ def test_demo_recipe_is_an_explicit_choice_beside_the_paper_default():
 def test_page_and_table_show_every_method_and_the_intervals():
     tokens = ["[CLS]", "the", "movie", "was", "great", "[SEP]", "[PAD]"]
     values = [0.0, 0.1, 0.2, 0.3, 0.9, 0.0, 0.0]
-    row = text.html_sentence(tokens, values, [False, False, False, False, True, False, False])
+    row = text_render.html_sentence(
+        tokens, values, [False, False, False, False, True, False, False]
+    )
     assert row.count("<span") == 4  # specials and padding are not shown
     assert 'class="ev" style="background:rgb(255,0,0)' in row  # the top token, underlined
     assert "rgb(255,255,255)" in row  # the lowest shown token (min-max scaled) is white
