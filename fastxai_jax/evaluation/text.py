@@ -164,7 +164,8 @@ def demo_fex_config() -> Any:
     defaults stay the paper's): frozen MiniLM explainer (heads trained),
     ``fill="drop"``, ``K = 16`` masks per sentence, a leave-one-out advantage, the
     reward ``p_f(ŷ | x ⊙ m) − p_f(ŷ | x ⊙ (1 − m))`` (``reward="deletion"``, not the
-    paper's; ``B·2K`` target queries per step, none at explain time) without the
+    paper's; ``target_queries_per_step(4)`` = 132 target queries per step
+    instead of 68, none at explain time) without the
     paper's ``n / (Σm + 1)`` factor, ``entropy_coef=0.03``, trained
     :data:`DEMO_FEX_STEPS` = 300 steps.
 

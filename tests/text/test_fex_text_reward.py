@@ -163,3 +163,35 @@ def test_deletion_reward_ranks_tokens_by_their_closed_form_effect(tiny_bert_modu
     effect = logit[np.arange(len(rows)), :, classes] - logit.mean(-1)
     rho = np.mean([spearmanr(heat[b][content[b]], effect[b][content[b]])[0] for b in range(16)])
     assert rho > 0.3, rho  # measured 0.53
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),  # 2 sentences, K = 4: clean + K masks (+ K complements) (+ empty)
+    [
+        ({}, 2 * 5),
+        ({"reward": "deletion"}, 2 * 9),
+        ({"reward": "deletion", "reward_baseline": "empty"}, 2 * 10),
+    ],
+)
+def test_training_step_queries_the_target_as_often_as_its_cost_says(
+    tiny_bert_module, options, expected
+):
+    module, backbone = tiny_bert_module
+    fns, params = linear_bag()
+    rows_seen = []
+
+    def counted(p, embeds, mask):
+        rows_seen.append(embeds.shape[0])
+        return fns.apply_embeds(p, embeds, mask)
+
+    counting = fns._replace(apply_embeds=counted)
+    config = fex_text.TextFexConfig(num_classes=3, num_masks=4, fill="drop", **options)
+    learned = fex_text.make(config, counting, params, module=module, backbone_params=backbone)
+    ids, mask = make_batch(ROWS)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    fex_params = learned.init_params(jax.random.key(0), batch)
+    rows_seen.clear()  # init checks the target's output shape
+    learned.loss_fn(fex_params, batch, jax.random.key(1))
+    assert sum(rows_seen) == config.target_queries_per_step(2) == expected
+    assert learned.explain(fex_params, (ids, mask)).shape == ids.shape
+    assert sum(rows_seen) == expected  # explain queries no target

@@ -111,6 +111,13 @@ class TextFexConfig:
     reward_scale: str = "size"
     reward: str = "sufficiency"
 
+    def target_queries_per_step(self, batch_size: int) -> int:
+        """Target forward passes (sentences) per training step on ``batch_size``
+        sentences: the clean input, ``K`` masks, ``K`` complements with
+        ``reward="deletion"``, the empty input with ``reward_baseline="empty"``."""
+        per = 1 + self.num_masks * (2 if self.reward == "deletion" else 1)
+        return batch_size * (per + (self.reward_baseline == "empty"))
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
         for name, allowed in (
