@@ -135,3 +135,20 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]
         "highest red; signed maps: by the largest |relevance|); hover a token for its "
         "value.</p>" + "".join(body) + "</body></html>"
     )
+
+
+def text_page(
+    tokenizer: Any, bench: Any, maps: dict[str, np.ndarray], num_sentences: int = 8
+) -> str:
+    """HTML page: the first ``num_sentences`` sentences highlighted by every method."""
+    strings = token_strings(tokenizer, bench.input_ids, bench.attention_mask)
+    sections = []
+    for i in range(min(num_sentences, len(strings))):
+        length = len(strings[i])
+        label = "positive" if int(bench.labels[i]) else "negative"
+        rows = [
+            (name, html_sentence(strings[i], attribution[i, :length], bench.evidence[i, :length]))
+            for name, attribution in maps.items()
+        ]
+        sections.append((f"sentence {i} (label: {label})", rows))
+    return html_page("fastxai_jax: token attributions on the text benchmark", sections)

@@ -65,3 +65,26 @@ def test_text_section_refuses_a_cached_fex_of_another_recipe(minilm_classifier, 
     with pytest.raises(ValueError, match="another recipe"):
         text.text_section(tmp_path / "text", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # the minilm_classifier fixture (~1 min unless cached)
+def test_text_section_refuses_a_cached_fex_trained_against_another_classifier(
+    minilm_classifier, tmp_path
+):
+    from fastxai_jax.explainers.learned import fex_text, runs
+    from fastxai_jax.explainers.learned._trained import Trained
+    from fastxai_jax.models.minilm import load_minilm
+
+    _, _, variables, fns, _ = minilm_classifier
+    module, encoder = load_minilm(num_classes=2)
+    recipe = text.demo_fex_config()  # the demo's recipe, saved without its classifier ...
+    learned = fex_text.make(recipe, fns, variables, module=module, backbone_params=encoder)
+    params = fex_text.init_params(recipe, module, jax.random.key(0), encoder)
+    trained = Trained("fex", learned, params, 2)
+    runs.save(tmp_path / "a" / "fex", trained)
+    # ... or against the default (linear) head instead of the demo's.
+    runs.save(tmp_path / "b" / "fex", trained, {"target_options": {"num_steps": 1500}})
+    for run in ("a", "b"):
+        with pytest.raises(ValueError, match="against another classifier"):
+            text.text_section(tmp_path / run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,8 @@ text code and the paper's text does not name the replacement token, so the
 default is BERT's masking token; on ``minilm_classifier`` (a linear head on the
 mean-pooled encoder) ``fill="drop"`` trains better. The defaults are the paper's
 (critic advantage, reward scaled by ``n / (Σm + 1)``); ``advantage="loo"`` and
-``reward_scale="none"`` are options, used by the demo's recipe with the measured
+``reward_scale="none"`` are options (``reward="deletion"`` too, see
+:mod:`._fex_text_reward`), used by the demo's recipe with the measured
 reasons in ``evaluation.text.demo_fex_config``.
 
 Usage::
@@ -43,6 +44,12 @@ import jax.numpy as jnp
 from fastxai_jax.core import LearnedExplainer, Params, learned_explainer
 from fastxai_jax.explainers.learned import _fex_losses as losses
 from fastxai_jax.explainers.learned._config import given_target
+from fastxai_jax.explainers.learned._fex_text_reward import (  # noqa: F401 (re-exported)
+    REWARDS,
+    loo_advantage,
+    mask_rewards,
+    masked_inputs,
+)
 from fastxai_jax.explainers.learned._lora import default_lora_predicate, lora_init, lora_merge
 from fastxai_jax.explainers.learned.fex import frozen_leaves, policy_logits  # same rule
 from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
@@ -79,6 +86,9 @@ class TextFexConfig:
         baseline; the critic is still trained).
       reward_scale: ``"size"`` (the paper: ``× n / (Σm + 1)``) or ``"none"`` (the
         reward is the probability gain alone, no pressure towards small masks).
+      reward: ``"sufficiency"`` (the paper: ``p_f(ŷ | x ⊙ m)``) or ``"deletion"``
+        (not the paper's: minus ``p_f(ŷ | x ⊙ (1 − m))``, crediting the tokens whose
+        removal hurts; ``B·K`` more target queries per step, none at explain time).
     """
 
     num_classes: int
@@ -99,6 +109,14 @@ class TextFexConfig:
     initial_keep: float | None = None
     advantage: str = "critic"
     reward_scale: str = "size"
+    reward: str = "sufficiency"
+
+    def target_queries_per_step(self, batch_size: int) -> int:
+        """Target forward passes (sentences) per training step on ``batch_size``
+        sentences: the clean input, ``K`` masks, ``K`` complements with
+        ``reward="deletion"``, the empty input with ``reward_baseline="empty"``."""
+        per = 1 + self.num_masks * (2 if self.reward == "deletion" else 1)
+        return batch_size * (per + (self.reward_baseline == "empty"))
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
@@ -110,6 +128,7 @@ class TextFexConfig:
             ("policy", _POLICIES),
             ("advantage", _ADVANTAGES),
             ("reward_scale", _SCALES),
+            ("reward", REWARDS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
@@ -179,21 +198,6 @@ def _kl(target_probs: jax.Array, log_mu: jax.Array) -> jax.Array:
     return jnp.sum(p * (log_p - log_mu), axis=-1)
 
 
-def loo_advantage(reward: jax.Array) -> jax.Array:
-    """``A[b, k] = r[b, k] − mean_{j ≠ k} r[b, j]`` over a sentence's ``K ≥ 2`` masks
-    (the leave-one-out baseline of Kool et al., 2019), ``[B, K]``."""
-    k = reward.shape[1]
-    return (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
-
-
-def masked_inputs(fns: TextFns, ids, mask, keep, fill: str):
-    """``(ids, attention)`` with the tokens where ``keep == 0`` removed by ``fill``."""
-    keep = keep.astype(bool)
-    fill_id = fns.pad_id if fill == "pad" else fns.mask_id
-    attend = mask * keep if fill == "drop" else jnp.broadcast_to(mask, keep.shape)
-    return jnp.where(keep, ids, fill_id), attend.astype(jnp.int32)
-
-
 def _token_batch(x: Any, name: str) -> tuple[Any, Any]:
     if isinstance(x, dict):
         if "input_ids" not in x or "attention_mask" not in x:
@@ -239,7 +243,8 @@ def make(
 
     Returns:
       ``LearnedExplainer``: ``loss_fn(params, batch, key)`` with ``batch`` a dict
-      of ``input_ids``/``attention_mask`` ``[B, T]`` (``B·(K + 1)`` target queries);
+      of ``input_ids``/``attention_mask`` ``[B, T]`` (``B·(K + 1)`` target queries,
+      ``B·(2K + 1)`` with ``reward="deletion"``, ``B`` more with the empty baseline);
       ``explain(params, (input_ids, attention_mask), target=None) -> [B, T]`` in
       ``[0, 1)`` with padding and [CLS]/[SEP] exactly 0, one explainer forward.
     """
@@ -266,21 +271,10 @@ def make(
         logits_bk = jnp.broadcast_to(logits[:, None], (batch_size, k, length))
         keep = jax.random.bernoulli(key, jax.nn.sigmoid(logits_bk)) | ~content[:, None]
         keep = jax.lax.stop_gradient(keep.astype(jnp.float32))
-        masked_ids, attend = masked_inputs(fns, ids[:, None], mask[:, None], keep, config.fill)
-        flat = (batch_size * k, length)
-        probs = target_probs(masked_ids.reshape(flat), attend.reshape(flat))
-        kept_prob = jnp.take_along_axis(
-            probs.reshape(batch_size, k, -1), classes[:, None, None], -1
+        reward, kept_prob = mask_rewards(
+            target_probs, fns, ids, mask, content, keep, classes, config
         )
-        kept_prob = kept_prob[..., 0]
-        empty = jnp.zeros((batch_size, 1), jnp.float32)
-        if config.reward_baseline == "empty":
-            none_ids, none_attend = masked_inputs(fns, ids, mask, ~content, config.fill)
-            empty = jnp.take_along_axis(target_probs(none_ids, none_attend), classes[:, None], -1)
         count = jnp.sum(content, axis=1).astype(jnp.float32)[:, None]
-        kept = jnp.sum(keep * content[:, None], axis=-1)
-        scale = count / (kept + 1.0) if config.reward_scale == "size" else 1.0
-        reward = jax.lax.stop_gradient((kept_prob - empty) * scale)
         value = jnp.take_along_axis(values, classes[:, None], axis=-1)
         value_bk = jnp.broadcast_to(value, (batch_size, k))
         weights = losses.LossWeights(config.actor_coef, config.value_coef, config.entropy_coef)
