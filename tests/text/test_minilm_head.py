@@ -116,3 +116,17 @@ def test_train_mlp_head_resumes_and_refuses_a_linear_checkpoint(tmp_path):
         train_minilm_classifier(tmp_path / "linear", head_hidden=8, **options)
     with pytest.raises(ValueError, match="head_hidden"):
         train_minilm_classifier(None, head_hidden=-2)
+    # The model zoo loads either head as saved, at its last step, and trains neither further.
+    from fastxai_jax.models import load_pretrained
+    from fastxai_jax.models.minilm_classifier import saved_options
+
+    linear_module, linear = train_minilm_classifier(tmp_path / "linear", **options)
+    assert saved_options(tmp_path / "linear") == dict(
+        options, learning_rate=1e-2, seed=0, num_steps=3
+    )
+    for run, module_want, want in (("linear", linear_module, linear), ("mlp", module, variables)):
+        got_module, got = load_pretrained("minilm_classifier", tmp_path / run)
+        assert got_module.head_hidden == module_want.head_hidden
+        jax.tree.map(np.testing.assert_array_equal, want, got)
+        assert saved_options(tmp_path / run)["num_steps"] == 3
+    assert saved_options(tmp_path / "nothing") is None
