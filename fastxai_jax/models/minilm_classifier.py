@@ -43,6 +43,7 @@ choice) 99.7%, 97%; width 64 or 1024 at lr 3e-3 99.9%, 81% / 84%;
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import pathlib
 from typing import Any
@@ -221,14 +222,16 @@ def train_minilm_classifier(
         params = optax.apply_updates(state.params, updates)
         return state._replace(params=params, opt_state=opt_state), {"loss": loss}
 
-    config = dict(num_train=num_train, batch_size=batch_size, lr=learning_rate, seed=seed)
-    # Absent when off, so that heads saved before these options still resume.
-    if num_null:
-        config.update(null_fraction=float(null_fraction), null_other=float(null_other))
-    if num_drop:
-        config.update(drop_fraction=float(drop_fraction))
-    if head_hidden:
-        config.update(head_hidden=int(head_hidden))
+    config = _head_config(
+        num_train=num_train,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        null_fraction=null_fraction if num_null else 0.0,
+        null_other=null_other,
+        drop_fraction=drop_fraction if num_drop else 0.0,
+        head_hidden=head_hidden,
+    )
     state, _ = fit(
         state,
         update,
@@ -244,16 +247,29 @@ def train_minilm_classifier(
     return module, {"params": params}
 
 
-_SAVED_NAMES = {
-    "num_train": "num_train",
-    "batch_size": "batch_size",
-    "lr": "learning_rate",
-    "seed": "seed",
-    "null_fraction": "null_fraction",
-    "null_other": "null_other",
-    "drop_fraction": "drop_fraction",
-    "head_hidden": "head_hidden",
-}
+def _head_config(
+    *,
+    num_train: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    null_fraction: float,
+    null_other: float,
+    drop_fraction: float,
+    head_hidden: int,
+    **_: Any,
+) -> dict[str, Any]:
+    """The JSON config a head is saved with (the options that shape it; ``num_steps``,
+    ``path`` and ``progress`` do not). Options that are off are absent, so that heads
+    saved before they existed still resume."""
+    config = dict(num_train=num_train, batch_size=batch_size, lr=learning_rate, seed=seed)
+    if null_fraction:
+        config.update(null_fraction=float(null_fraction), null_other=float(null_other))
+    if drop_fraction:
+        config.update(drop_fraction=float(drop_fraction))
+    if head_hidden:
+        config.update(head_hidden=int(head_hidden))
+    return config
 
 
 def saved_options(workdir: str | os.PathLike) -> dict[str, Any] | None:
@@ -269,7 +285,7 @@ def saved_options(workdir: str | os.PathLike) -> dict[str, Any] | None:
     if step is None:
         return None
     config = checkpointer.restore_config(step) or {}
-    options = {new: config[old] for old, new in _SAVED_NAMES.items() if old in config}
+    options = {("learning_rate" if k == "lr" else k): v for k, v in config.items()}
     return {**options, "num_steps": int(step)}
 
 
@@ -283,9 +299,12 @@ def load_or_train(
     further, so a user's weights directory is not changed.
     """
     saved = None if workdir is None else saved_options(workdir)
-    if saved is None:
-        return train_minilm_classifier(workdir, **recipe)
-    try:
-        return train_minilm_classifier(workdir, **recipe)  # resumes an unfinished recipe run
-    except ValueError:  # refused before any step: a head trained with other options
-        return train_minilm_classifier(workdir, **saved)
+    if saved is not None:
+        defaults = {
+            name: option.default
+            for name, option in inspect.signature(train_minilm_classifier).parameters.items()
+            if option.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        if _head_config(**{**defaults, **saved}) != _head_config(**{**defaults, **recipe}):
+            return train_minilm_classifier(workdir, **saved)  # another head: as saved
+    return train_minilm_classifier(workdir, **recipe)  # trains, or resumes an unfinished run
