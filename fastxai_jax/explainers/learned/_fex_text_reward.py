@@ -36,15 +36,24 @@ def loo_advantage(reward: jax.Array) -> jax.Array:
     return (reward * k - jnp.sum(reward, axis=1, keepdims=True)) / (k - 1)
 
 
-def _class_prob(
-    target_probs: Callable[..., jax.Array], fns: Any, ids, mask, keep, classes, fill: str
-):
-    """``p_f(ŷ | ids with keep == 0 removed)``, ``[B, K]`` for ``keep [B, K, T]``."""
+def masked_probs(
+    target_probs: Callable[..., jax.Array], fns: Any, ids, mask, keep, fill: str
+) -> jax.Array:
+    """``p_f(· | ids with keep == 0 removed)``, ``[B, K, C]`` for ``keep [B, K, T]``
+    (one target call over the ``B·K`` masked sentences; FEX's rewards and FastSHAP's
+    coalition values)."""
     batch_size, k, length = keep.shape
     masked_ids, attend = masked_inputs(fns, ids[:, None], mask[:, None], keep, fill)
     flat = (batch_size * k, length)
     probs = target_probs(masked_ids.reshape(flat), attend.reshape(flat))
-    probs = probs.reshape(batch_size, k, -1)
+    return probs.reshape(batch_size, k, -1)
+
+
+def _class_prob(
+    target_probs: Callable[..., jax.Array], fns: Any, ids, mask, keep, classes, fill: str
+):
+    """``p_f(ŷ | ids with keep == 0 removed)``, ``[B, K]`` for ``keep [B, K, T]``."""
+    probs = masked_probs(target_probs, fns, ids, mask, keep, fill)
     return jnp.take_along_axis(probs, classes[:, None, None], -1)[..., 0]
 
 

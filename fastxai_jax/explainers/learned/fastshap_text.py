@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from fastxai_jax.core import LearnedExplainer, Params, learned_explainer
 from fastxai_jax.explainers.learned import fex_text
 from fastxai_jax.explainers.learned._config import given_target
+from fastxai_jax.explainers.learned._fex_text_reward import masked_probs
 from fastxai_jax.explainers.learned.fastshap import fastshap_objective
 from fastxai_jax.explainers.learned.fex import frozen_leaves
 from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
@@ -142,12 +143,9 @@ def _probs(fns: TextFns, target_params: Params, ids, attend) -> jax.Array:
 
 def coalition_values(config, fns, target_params, ids, mask, content, coalitions) -> jax.Array:
     """``v(S) [B, M, C]`` for ``coalitions [B, M, T]`` over content tokens (no gradient)."""
-    batch, count, length = coalitions.shape
     keep = (coalitions > 0.5) | ~content[:, None]
-    masked_ids, attend = fex_text.masked_inputs(fns, ids[:, None], mask[:, None], keep, config.fill)
-    flat = (batch * count, length)
-    probs = _probs(fns, target_params, masked_ids.reshape(flat), attend.reshape(flat))
-    return probs.reshape(batch, count, -1)
+    target_probs = functools.partial(_probs, fns, target_params)
+    return masked_probs(target_probs, fns, ids, mask, keep, config.fill)
 
 
 def normalised_values(
