@@ -346,7 +346,7 @@ def text_section(
     from fastxai_jax.explainers.tokens import bert_text_fns
     from fastxai_jax.models.minilm import load_minilm, load_tokenizer, special_tokens
     from fastxai_jax.models.minilm_classifier import train_minilm_classifier
-    from fastxai_jax.train.checkpoint import load_params
+    from fastxai_jax.train.checkpoint import Checkpointer
 
     workdir, out = pathlib.Path(workdir), pathlib.Path(out)
     tokenizer = load_tokenizer()
@@ -362,7 +362,7 @@ def text_section(
                 f"workdir {workdir} holds a text FEX trained with another recipe "
                 f"({trained.explainer.config}); delete {workdir / 'fex'} to retrain"
             )
-        _, saved = load_params(workdir / "fex" / "explainer")
+        saved = Checkpointer(workdir / "fex" / "explainer").restore_config() or {}
         if saved.get("target_options") != DEMO_CLASSIFIER:
             raise ValueError(
                 f"workdir {workdir}: its text FEX was trained against another classifier "
