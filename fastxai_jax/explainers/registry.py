@@ -468,7 +468,7 @@ def attribute_tokens(
       ValueError: naming the bad argument (``method`` image-only, ``x``, ``key``, ...).
     """
     name = _check_text_method(method)
-    ids, mask = fex_text._token_batch(x, "x")
+    ids, mask = fex_text.token_batch(x, "x")
     tokens.check_tokens(fns, ids, mask)
     if name in TOKEN_LEARNED_METHODS:
         config_cls = TOKEN_LEARNED_METHODS[name].config_cls

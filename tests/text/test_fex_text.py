@@ -1,5 +1,7 @@
 """FEX over tokens: the learned-explainer contract, the table entries, bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,15 @@ def test_explain_queries_no_target_and_selects_the_class(tiny_fex):
         expected = np.where(content, jax.nn.sigmoid(np.asarray(actor)[..., cls]), 0.0)
         got = learned.explain(params, (ids, mask), target=cls)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # relevance="logit": the keep logit itself on content tokens, 0 elsewhere, and
+    # distinct where σ rounds two large logits to the same 1.0 in float32.
+    as_logit = fex_text.make(
+        dataclasses.replace(learned.config, relevance="logit"), None, None, module=module, vocab=fns
+    )
+    logit = np.asarray(as_logit.explain(params, (ids, mask), target=1))
+    np.testing.assert_allclose(logit, np.where(content, np.asarray(actor)[..., 1], 0.0), atol=1e-6)
+    big = jnp.asarray([17.0, 20.0], jnp.float32)
+    assert jax.nn.sigmoid(big)[0] == jax.nn.sigmoid(big)[1] == 1.0  # why the option exists
 
 
 @pytest.mark.slow  # compiles a PPO update (~30 s alone, more on shared cores)
@@ -169,7 +180,12 @@ def test_table_lists_text_methods_and_refuses_text_for_image_only(tiny_bert, tin
 
 def test_bad_config_and_batches_name_the_argument(tiny_fex):
     fns, params, module, learned, fex_params = tiny_fex
-    for field, value in (("fill", "blank"), ("backbone_mode", "half"), ("num_masks", 0)):
+    for field, value in (
+        ("fill", "blank"),
+        ("backbone_mode", "half"),
+        ("num_masks", 0),
+        ("relevance", "rank"),
+    ):
         config = fex_text.TextFexConfig(num_classes=3, **{field: value})
         with pytest.raises(ValueError, match=field):
             fex_text.make(config, fns, params, module=module, backbone_params=params)

@@ -21,9 +21,20 @@ def test_demo_recipe_is_an_explicit_choice_beside_the_paper_default():
     from fastxai_jax.explainers.learned.fex_text import TextFexConfig
 
     recipe, paper = text.demo_fex_config(), TextFexConfig(num_classes=2)
+    deletion = text.demo_fex_deletion_config()
     recipe.validate()
+    deletion.validate()
     assert (paper.reward_scale, paper.advantage, paper.fill) == ("size", "critic", "mask")
+    assert (paper.reward, paper.relevance) == ("sufficiency", "probability")
     assert (recipe.reward_scale, recipe.advantage, recipe.fill) == ("none", "loo", "drop")
+    assert (deletion.reward, deletion.reward_scale, deletion.relevance) == (
+        "deletion", "size", "logit",
+    )  # fmt: skip
+    assert {name: steps for name, (_, steps) in text.DEMO_FEX_RECIPES.items()} == {
+        "fex": text.DEMO_FEX_STEPS, "fex_deletion": text.DEMO_FEX_DELETION_STEPS,
+    }  # fmt: skip
+    # Its training cost: K masks and K complements per sentence, plus the clean input.
+    assert deletion.target_queries_per_step(4) == 4 * (1 + 2 * 16)
 
 
 def test_page_and_table_show_every_method_and_the_intervals():
@@ -38,13 +49,13 @@ def test_page_and_table_show_every_method_and_the_intervals():
     from fastxai_jax.metrics.stats import paired_difference
 
     rows = [
-        dict(method=m, deletion_auc=a, pointing=p, token_f1=f, ms_per_sentence=1.0,
-             forward_per_sentence=q, backward_per_sentence=0)
-        for m, a, p, f, q in (("fex", 0.3, 0.9, 0.8, 0), ("rise", 0.2, 0.7, 0.6, 500))
+        dict(method=m, deletion_auc=a, insertion_auc=i, pointing=p, token_f1=f,
+             ms_per_sentence=1.0, forward_per_sentence=q, backward_per_sentence=0)
+        for m, a, i, p, f, q in (("fex", 0.3, 0.7, 0.9, 0.8, 0), ("rise", 0.2, 0.6, 0.7, 0.6, 500))
     ]  # fmt: skip
     diff = paired_difference(np.array([0.3, 0.4, 0.2]), np.array([0.2, 0.2, 0.2]))
     table = text.format_table(rows, {"fex-rise:deletion_auc": diff})
-    assert "| fex | 0.300 | 0.900 | 0.800 | 1.00 | 0+0 |" in table
+    assert "| fex | 0.300 | 0.700 | 0.900 | 0.800 | 1.00 | 0+0 |" in table
     assert f"fex-rise:deletion_auc: {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]" in table
     np.testing.assert_allclose(diff.mean, 0.1, atol=1e-9)
 

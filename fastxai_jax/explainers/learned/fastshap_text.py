@@ -153,7 +153,7 @@ def normalised_values(
 ) -> jax.Array:
     """Efficiency-normalised ``φ̃ [B, T, C]`` (two target queries per sentence):
     ``Σ_t φ̃_t = v(1) − v(∅)``, 0 on [CLS]/[SEP]/padding."""
-    ids, mask = fex_text._token_batch(x, "x")
+    ids, mask = fex_text.token_batch(x, "x")
     check_tokens(fns, ids, mask)
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
     content = content_mask(fns, ids, mask)

@@ -51,8 +51,13 @@ from fastxai_jax.explainers.learned._fex_text_reward import (  # noqa: F401 (re-
     masked_inputs,
 )
 from fastxai_jax.explainers.learned._lora import default_lora_predicate, lora_init, lora_merge
+from fastxai_jax.explainers.learned._text_inputs import (  # noqa: F401 (re-exported)
+    check_init,
+    token_batch,
+    token_input_check,
+)
 from fastxai_jax.explainers.learned.fex import frozen_leaves, policy_logits  # same rule
-from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
+from fastxai_jax.explainers.tokens import FILLS, TextFns
 from fastxai_jax.models.heads import ActorCriticHeads
 
 _MODES = ("full", "frozen", "lora")
@@ -61,6 +66,7 @@ _BASELINES = ("none", "empty")
 _POLICIES = ("sigmoid", "softmax")
 _ADVANTAGES = ("critic", "loo")
 _SCALES = ("size", "none")
+_RELEVANCES = ("probability", "logit")
 _OFF = 50.0  # keep logit of non-content tokens: σ(50) = 1, log-prob and entropy ≈ 0
 
 
@@ -89,6 +95,11 @@ class TextFexConfig:
       reward: ``"sufficiency"`` (the paper: ``p_f(ŷ | x ⊙ m)``) or ``"deletion"``
         (not the paper's: minus ``p_f(ŷ | x ⊙ (1 − m))``, crediting the tokens whose
         removal hurts; ``B·K`` more target queries per step, none at explain time).
+      relevance: what ``explain`` returns on content tokens: ``"probability"`` (the
+        paper's keep probability ``σ(z)``) or ``"logit"`` (the keep logit ``z``, the
+        same ranking without float32 saturation: ``σ(z)`` rounds to 1.0 above
+        ``z ≈ 16.6``, which ties the tokens a trained policy always keeps and lets
+        position break the tie in top-1 metrics). Explain-time only.
     """
 
     num_classes: int
@@ -110,6 +121,7 @@ class TextFexConfig:
     advantage: str = "critic"
     reward_scale: str = "size"
     reward: str = "sufficiency"
+    relevance: str = "probability"
 
     def target_queries_per_step(self, batch_size: int) -> int:
         """Target forward passes (sentences) per training step on ``batch_size``
@@ -129,6 +141,7 @@ class TextFexConfig:
             ("advantage", _ADVANTAGES),
             ("reward_scale", _SCALES),
             ("reward", REWARDS),
+            ("relevance", _RELEVANCES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
@@ -198,24 +211,13 @@ def _kl(target_probs: jax.Array, log_mu: jax.Array) -> jax.Array:
     return jnp.sum(p * (log_p - log_mu), axis=-1)
 
 
-def _token_batch(x: Any, name: str) -> tuple[Any, Any]:
-    if isinstance(x, dict):
-        if "input_ids" not in x or "attention_mask" not in x:
-            raise ValueError(f"{name} must hold 'input_ids' and 'attention_mask'; got {sorted(x)}")
-        return x["input_ids"], x["attention_mask"]
-    if isinstance(x, tuple | list) and len(x) == 2:
-        return x[0], x[1]
-    raise ValueError(
-        f"{name} must be (input_ids, attention_mask) or a dict of them; got {type(x).__name__}"
-    )
-
-
 @functools.partial(jax.jit, static_argnames=("config", "module"))
 def _explain_jit(config, module, params, ids, mask, content, target):
     actor, _ = forward(config, module, params, ids, mask)
     if target is None:
         target = jnp.argmax(class_distribution(actor, content), axis=-1)
-    heat = jax.nn.sigmoid(policy_logits(actor, target.astype(jnp.int32), config.policy))
+    logit = policy_logits(actor, target.astype(jnp.int32), config.policy)
+    heat = logit if config.relevance == "logit" else jax.nn.sigmoid(logit)
     return jnp.where(content, heat, 0.0)
 
 
@@ -314,40 +316,6 @@ def make(
         return _explain_jit(config, module, params, ids, mask, content, target)
 
     return learned_explainer(config, init_params_fn, loss_fn, explain, frozen=frozen_leaves(config))
-
-
-def token_input_check(fns: Any, vocab: Any, module: Any) -> Any:
-    """``checked(x, name) -> (ids, mask, content)``: a ``(input_ids, attention_mask)``
-    batch (tuple or dict) validated against ``vocab or fns`` (the learned token
-    explainers' shared input check; ``module`` must be given)."""
-    vocab = vocab or fns
-    if not isinstance(vocab, TextFns):
-        raise ValueError(f"fns must be a TextFns (or pass vocab=); got {type(vocab).__name__}")
-    if module is None:
-        raise ValueError("module is required (the explainer transformer, e.g. load_minilm()[0])")
-
-    def checked(x: Any, name: str):
-        ids, mask = _token_batch(x, name)
-        check_tokens(vocab, ids, mask)
-        ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
-        return ids, mask, content_mask(vocab, ids, mask)
-
-    return checked
-
-
-def check_init(fns, target_params, backbone_params, ids, mask, num_classes: int) -> None:
-    """``init_params``' checks: the backbone weights are given and the target
-    (when given) returns ``[B, num_classes]`` logits."""
-    if backbone_params is None:
-        raise ValueError("backbone_params is required to initialise the token explainer")
-    if fns is not None:
-        logits = jax.eval_shape(
-            fns.apply_embeds, target_params, fns.embed(target_params, ids), mask
-        )
-        if logits.shape != (ids.shape[0], num_classes):
-            raise ValueError(
-                f"fns must return logits ({ids.shape[0]}, {num_classes}); got {logits.shape}"
-            )
 
 
 def is_text_run(saved: Any, method: str = "fex") -> bool:
