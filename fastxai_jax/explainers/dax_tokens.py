@@ -53,8 +53,9 @@ import numpy as np
 from fastxai_jax.explainers import dax
 from fastxai_jax.explainers._common import check_choice
 from fastxai_jax.explainers._dax_config import DaxConfig, check_config, check_option_names
+from fastxai_jax.explainers._token_target import _prepare
 from fastxai_jax.explainers.learned.fex_text import masked_inputs
-from fastxai_jax.explainers.tokens import FILLS, TextFns, _prepare, check_tokens, content_mask
+from fastxai_jax.explainers.tokens import FILLS, TextFns, check_tokens, content_mask
 
 SEGMENTATIONS = ("words", "tokens")
 # DaxConfig fields the image pipeline needs at these values on a sentence.

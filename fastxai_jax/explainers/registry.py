@@ -11,6 +11,10 @@
 :func:`attribute` = :func:`prepare` (validation and target resolution, once,
 outside any timed region) + :func:`compute` (the raw method call). Users add
 methods with :func:`register` / :func:`register_learned`.
+
+The text half (``TOKEN_METHODS``, ``TOKEN_LEARNED_METHODS``, ``attribute_tokens``,
+``token_method_cost``) lives in ``_registry_tokens`` and the record types in
+``_registry_specs``; both are re-exported here, the names to use.
 """
 
 from __future__ import annotations
@@ -28,48 +32,25 @@ from fastxai_jax.core import ApplyFn, Cost, LearnedExplainer, Params, check_imag
 from fastxai_jax.core import resolve_target as _resolve_target
 from fastxai_jax.explainers import boundary, cam, dax, gradients, mfaba, random_map, rise, tokens
 from fastxai_jax.explainers import noise_tunnel as _noise
-from fastxai_jax.explainers.dax_tokens import token_dax
-from fastxai_jax.explainers.learned import fastshap, fastshap_text, fex, fex_text, ltx, tve
+from fastxai_jax.explainers._registry_specs import (  # noqa: F401 (re-exported)
+    LEARNED_METHODS,
+    METHODS,
+    LearnedSpec,
+    MethodSpec,
+    _no_cost,
+    _one_pass_cost,
+)
+from fastxai_jax.explainers._registry_tokens import (  # noqa: F401 (re-exported)
+    TOKEN_LEARNED_METHODS,
+    TOKEN_METHODS,
+    TokenMethodSpec,
+    _check_text_method,
+    _text_methods,
+    attribute_tokens,
+    token_method_cost,
+)
+from fastxai_jax.explainers.learned import fastshap, fex, ltx, tve
 from fastxai_jax.explainers.learned._trained import Trained, check_num_classes
-
-
-class MethodSpec(NamedTuple):
-    """A per-input attribution method.
-
-    Attributes:
-      fn: the batched method (see module docstring).
-      cost: ``cost(**options) -> Cost`` per input.
-      needs_key: whether the method is stochastic and needs a PRNG key.
-      needs_grad: whether the method differentiates the target.
-    """
-
-    fn: Callable[..., Any]
-    cost: Callable[..., Cost]
-    needs_key: bool = False
-    needs_grad: bool = True
-
-
-class LearnedSpec(NamedTuple):
-    """A learned (amortised) explainer.
-
-    Attributes:
-      config_cls: its frozen-dataclass config.
-      make: ``make(config, apply_fn, target_params, *, module=None) -> LearnedExplainer``.
-      target_queries_per_explain: target (or encoder) forwards per input of one
-        ``explain`` (TVE: 1, the classifier's prediction through its encoder).
-    """
-
-    config_cls: type
-    make: Callable[..., LearnedExplainer]
-    target_queries_per_explain: int = 0
-
-
-def _no_cost(**_: Any) -> Cost:
-    return Cost(0, 0)
-
-
-def _one_pass_cost(**_: Any) -> Cost:
-    return Cost(1, 1)
 
 
 def _resolve_base(name: str) -> MethodSpec:
@@ -90,7 +71,7 @@ noise_tunnel = _tunnel(None)
 smoothgrad = _tunnel("smoothgrad")
 vargrad = _tunnel("vargrad")
 
-METHODS: dict[str, MethodSpec] = {
+METHODS |= {  # the dict lives in _registry_specs, shared with the text half
     "saliency": MethodSpec(gradients.saliency, _one_pass_cost),
     "input_x_gradient": MethodSpec(gradients.input_x_gradient, _one_pass_cost),
     "ig": MethodSpec(gradients.integrated_gradients, gradients._ig_cost),
@@ -116,7 +97,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 """Per-input methods by (lower-case) name."""
 
-LEARNED_METHODS: dict[str, LearnedSpec] = {
+LEARNED_METHODS |= {
     "fex": LearnedSpec(fex.FexConfig, fex.make, 0),
     "ltx": LearnedSpec(ltx.LtxConfig, ltx.make, 0),
     "tve": LearnedSpec(tve.TveConfig, tve.make_for_classifier, 1),
@@ -168,7 +149,7 @@ def available_methods(modality: str | None = None) -> list[str]:
     if modality == "image":
         return sorted([*METHODS, *LEARNED_METHODS])
     if modality == "text":
-        return sorted([*TOKEN_METHODS, *TOKEN_LEARNED_METHODS])
+        return _text_methods()
     raise ValueError(f"modality must be None, 'image' or 'text'; got {modality!r}")
 
 
@@ -376,119 +357,3 @@ def attribute(
         )
     prepared = prepare(method, apply_fn, params, x, target, key=key, explainer=explainer, **options)
     return compute(prepared, apply_fn, params)
-
-
-# ---- Text (issue 21): methods over token positions, ``[B, T]`` with padding 0 ----
-
-
-class TokenMethodSpec(NamedTuple):
-    """A per-input method over tokens.
-
-    Attributes:
-      fn: ``fn(fns, params, input_ids, attention_mask, target, **options) -> [B, T]``.
-      cost_name: its name for :func:`~fastxai_jax.explainers.tokens.token_method_cost`.
-      needs_key: whether it is stochastic (``key=`` required).
-      needs_grad: whether it differentiates the target.
-    """
-
-    fn: Callable[..., Any]
-    cost_name: str
-    needs_key: bool = False
-    needs_grad: bool = True
-
-
-TOKEN_METHODS: dict[str, TokenMethodSpec] = {
-    "saliency": TokenMethodSpec(tokens.token_saliency, "saliency"),
-    "input_x_gradient": TokenMethodSpec(tokens.token_input_x_gradient, "input_x_gradient"),
-    "ig": TokenMethodSpec(tokens.token_integrated_gradients, "integrated_gradients"),
-    "integrated_gradients": TokenMethodSpec(
-        tokens.token_integrated_gradients, "integrated_gradients"
-    ),
-    "smoothgrad": TokenMethodSpec(tokens.token_smoothgrad, "smoothgrad", needs_key=True),
-    "mfaba": TokenMethodSpec(tokens.token_mfaba, "mfaba"),
-    "rise": TokenMethodSpec(tokens.token_rise, "rise", needs_key=True, needs_grad=False),
-    "random": TokenMethodSpec(tokens.token_random, "random", needs_key=True, needs_grad=False),
-    "dax": TokenMethodSpec(token_dax, "dax", needs_key=True, needs_grad=False),
-}
-"""Per-input methods over tokens (the target is a :class:`~.tokens.TextFns`)."""
-
-TOKEN_LEARNED_METHODS: dict[str, LearnedSpec] = {
-    "fex": LearnedSpec(fex_text.TextFexConfig, fex_text.make, 0),
-    "fastshap": LearnedSpec(fastshap_text.TextFastShapConfig, fastshap_text.make, 0),
-}
-"""Learned methods over tokens (``make(config, fns, target_params, *, module, ...)``)."""
-
-
-def token_method_cost(method: str, **options: Any) -> Cost:
-    """Target passes per sentence of a text method (from ``tokens.token_method_cost``)."""
-    key = _check_text_method(method)
-    name = key if key in TOKEN_LEARNED_METHODS else TOKEN_METHODS[key].cost_name
-    return Cost(*tokens.token_method_cost(name, **options))
-
-
-def _check_text_method(method: Any) -> str:
-    key = method.lower() if isinstance(method, str) else method
-    if key in TOKEN_METHODS or key in TOKEN_LEARNED_METHODS:
-        return key
-    if key in METHODS or key in LEARNED_METHODS:
-        raise ValueError(
-            f"method {method!r} is image-only and cannot explain text; text methods: "
-            f"{', '.join(available_methods('text'))}"
-        )
-    raise ValueError(
-        f"unknown method {method!r}; text methods: {', '.join(available_methods('text'))}"
-    )
-
-
-def attribute_tokens(
-    method: str,
-    fns: tokens.TextFns,
-    params: Params,
-    x: Any,
-    target: Any = None,
-    *,
-    key: Any = None,
-    explainer: Any = None,
-    **options: Any,
-) -> jax.Array:
-    """Explains a text target over tokens: ``[B, T]``, padding exactly 0.
-
-    Args:
-      method: a name from ``available_methods("text")``.
-      fns: the target (:class:`~fastxai_jax.explainers.tokens.TextFns`).
-      params: its params.
-      x: ``(input_ids, attention_mask)`` or a dict of them, ``[B, T]`` each.
-      target: ``None`` (predicted class; learned: the explainer's own), an int or ``[B]`` ints.
-      key: PRNG key of stochastic methods.
-      explainer: for ``"fex"`` / ``"fastshap"``, the trained explainer
-        (``runs.Trained`` over tokens).
-      **options: the method's options.
-
-    Raises:
-      ValueError: naming the bad argument (``method`` image-only, ``x``, ``key``, ...).
-    """
-    name = _check_text_method(method)
-    ids, mask = fex_text.token_batch(x, "x")
-    tokens.check_tokens(fns, ids, mask)
-    if name in TOKEN_LEARNED_METHODS:
-        config_cls = TOKEN_LEARNED_METHODS[name].config_cls
-        if not isinstance(explainer, Trained) or not isinstance(
-            explainer.explainer.config, config_cls
-        ):
-            raise ValueError(
-                f"explainer: method {method!r} over text needs a trained {name} over tokens "
-                f"({config_cls.__name__}); got {type(explainer).__name__}"
-            )
-        if options:
-            raise ValueError(f"learned method {method!r} takes no options; got {sorted(options)}")
-        return explainer.explain((ids, mask), target)
-    if explainer is not None:
-        raise ValueError(f"explainer= is for learned methods; {method!r} is per-input")
-    spec = TOKEN_METHODS[name]
-    if spec.needs_key:
-        if key is None:
-            raise ValueError(f"method {method!r} is stochastic: pass key=jax.random.key(...)")
-        options["key"] = key
-    if isinstance(target, int | np.integer) and not isinstance(target, bool):
-        target = np.full((np.shape(ids)[0],), int(target), np.int32)
-    return spec.fn(fns, params, ids, mask, target, **options)
