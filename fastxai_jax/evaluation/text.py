@@ -197,19 +197,15 @@ def format_table(rows: Sequence[dict[str, Any]], intervals: dict[str, Any]) -> s
     return "\n".join(lines)
 
 
-def _demo_fex(workdir, name, recipe, steps, fns, module, variables, train_bench) -> Any:
-    """The demo's FEX run ``workdir/name``: reused when it was trained with
-    ``recipe`` against :data:`DEMO_CLASSIFIER`, refused when trained otherwise,
-    trained ``steps`` steps when absent."""
+def _cached_fex(workdir, name, recipe, fns, module) -> Any:
+    """The demo's saved FEX run ``workdir/name`` if it was trained with ``recipe``
+    against :data:`DEMO_CLASSIFIER`; ``None`` when absent; refused otherwise."""
     from fastxai_jax.explainers.learned import runs
     from fastxai_jax.train.checkpoint import Checkpointer
 
     run = workdir / name
     if not (run / "explainer").exists():
-        return train_text_fex(
-            fns, variables, train_bench, workdir=run, num_steps=steps, config=recipe,
-            target_options=DEMO_CLASSIFIER,
-        )  # fmt: skip
+        return None
     trained = runs.load(run, fns=fns, module=module)
     if trained.explainer.config != recipe:
         raise ValueError(
@@ -257,14 +253,21 @@ def text_section(
     module = load_minilm(num_classes=2)[0]  # the explainer transformer
     target = module.clone(head_hidden=DEMO_CLASSIFIER.get("head_hidden", 0))
     fns = bert_text_fns(target, special.mask, (special.cls, special.sep))
+    # Saved FEX runs are checked first, so that a refusal costs no training.
+    learned = {
+        name: _cached_fex(workdir, name, recipe(), fns, module)
+        for name, (recipe, _) in DEMO_FEX_RECIPES.items()
+    }
     # A head saved with other options than DEMO_CLASSIFIER is refused (fit's config check).
     _, variables = train_minilm_classifier(workdir / "classifier", **DEMO_CLASSIFIER)
     train = make_text_benchmark(512, tokenizer, seed=1)
     test = make_text_benchmark(num_test, tokenizer, seed=4242)
-    learned = {
-        name: _demo_fex(workdir, name, recipe(), steps, fns, module, variables, train)
-        for name, (recipe, steps) in DEMO_FEX_RECIPES.items()
-    }
+    for name, (recipe, steps) in DEMO_FEX_RECIPES.items():
+        if learned[name] is None:
+            learned[name] = train_text_fex(
+                fns, variables, train, workdir=workdir / name, num_steps=steps, config=recipe(),
+                target_options=DEMO_CLASSIFIER,
+            )  # fmt: skip
     rows, intervals, maps = text_table(
         fns, variables, test, learned, key=jax.random.key(0), rise_masks=rise_masks,
         ig_steps=ig_steps,
