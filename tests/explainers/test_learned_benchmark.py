@@ -53,9 +53,7 @@ def setup(tmp_path_factory):
     masks = jnp.asarray(test["masks"])
     target = jnp.argmax(apply_fn(variables, x), axis=-1).astype(jnp.int32)
     args = argparse.Namespace(
-        steps=300, ltx_lam=2.0, dax_samples=256, dax_epochs=6, dax_complement="frozen",
-        dax_fill=0.0,
-        test_labels=test["labels"],
+        steps=300, ltx_lam=2.0, test_labels=test["labels"],
         backbone="target", tve_head_init="local", tve_cells=1, tve_steps=1000, tve_lr=3e-3,
         fastshap_steps=900, fastshap_lr=3e-3, fastshap_fill=-1.0, snapshot_every=300,
     )  # fmt: skip
