@@ -6,8 +6,8 @@ score), with a 95% bootstrap interval per metric and the deletion gap split by
 the class explained, next to the target's probability of that class on an
 all-black image (the value every deletion curve ends at).
 
-Command (after ``make demo``; about 6 minutes for 128 images on 2 CPU cores,
-almost all of it RISE)::
+Command (after ``make demo``; 14 minutes for 128 images on 2 CPU cores shared with
+other jobs at stop 25, about 6 when idle at stop 21; almost all of it RISE)::
 
   python experiments/fex_vs_rise.py --run-dir runs/demo --num-images 128 \\
       --out fex_vs_rise.json
