@@ -124,6 +124,7 @@ def text_table(
         "saliency": ("saliency", lambda x: registry.attribute("saliency", fns, params, x), {}),
         "random": ("random", lambda x: registry.attribute("random", fns, params, x, key=key), {}),
     }
+    negated = np.asarray(bench.negated, bool)
     rows, maps, scores = [], {}, {}
     for name, (method, fn, options) in methods.items():
         attribution, seconds = _timed(fn, x, num_timed)
@@ -143,7 +144,6 @@ def text_table(
             "pointing": np.asarray(token_pointing_game(attribution, bench.evidence, content)),
             "token_f1": np.asarray(token_f1(attribution, bench.evidence, content)),
         }
-        negated = np.asarray(bench.negated, bool)
         rows.append(
             {
                 "method": name,

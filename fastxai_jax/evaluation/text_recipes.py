@@ -5,6 +5,7 @@ choice. Re-exported by :mod:`fastxai_jax.evaluation.text`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -128,16 +129,8 @@ def demo_fex_deletion_config() -> Any:
     - Without the size factor (``reward_scale="none"``; see
       :func:`demo_fex_config`): 0.522 (0.594), the policy keeps most tokens.
     """
-    from fastxai_jax.explainers.learned.fex_text import TextFexConfig
-
-    return TextFexConfig(
-        num_classes=2,
-        backbone_mode="frozen",
-        fill="drop",
-        num_masks=16,
-        advantage="loo",
-        reward="deletion",
-        relevance="logit",
+    return dataclasses.replace(
+        demo_fex_config(), reward="deletion", reward_scale="size", relevance="logit"
     )
 
 
